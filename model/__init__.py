@@ -1,0 +1,1 @@
+"""Inference core: config, network, preprocessing, sliding-window ensemble, Predictor."""

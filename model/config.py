@@ -1,0 +1,145 @@
+"""The one object that says how a checkpoint was built and how its input must be prepared.
+
+It is saved inside every checkpoint this project writes (nnU-Net's "plans" idea), so a
+checkpoint alone is enough to reproduce the preprocessing and the sliding-window settings.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+Stride = int | tuple[int, int, int]
+
+#: autoPET's median voxel size (mm), the paper's target spacing.
+AUTOPET_SPACING = (2.03642011, 2.03642011, 3.0)
+
+
+def _as_tuple(value: Any) -> Any:
+    """JSON gives lists; the config holds tuples (hashable, immutable)."""
+    if isinstance(value, list):
+        return tuple(_as_tuple(v) for v in value)
+    return value
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Network shape, preprocessing and sliding-window settings of one model."""
+
+    # --- network (MONAI DynUNet) ---
+    filters: tuple[int, ...] = (32, 64, 128, 256, 320, 320)
+    kernel_size: tuple[int, ...] = (3, 3, 3, 3, 3, 3)
+    strides: tuple[Stride, ...] = (1, 2, 2, 2, 2, (2, 2, 1))
+    upsample_kernel_size: tuple[Stride, ...] = (2, 2, 2, 2, (2, 2, 1))
+    norm_name: str = "instance"
+    res_block: bool = True
+    in_channels: int = 1
+    out_channels: int = 2
+    lesion_class: int = 1
+    # --- preprocessing (PET only) ---
+    spacing: tuple[float, float, float] = AUTOPET_SPACING
+    percentiles: tuple[float, float] = (0.05, 99.95)
+    # --- sliding window ---
+    roi_size: tuple[int, int, int] = (128, 128, 128)
+    overlap: float = 0.75
+    blend_mode: str = "gaussian"
+    sigma_scale: float = 0.125
+    # --- ensemble ---
+    vote: str = "majority"  # "majority" (the authors' rule) or "soft" (mean of softmax)
+    # --- training crop (kept here so the preset is one object) ---
+    crop_size: tuple[int, int, int] = (224, 224, 224)
+    name: str = "paper"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.filters)
+        if not (len(self.kernel_size) == len(self.strides) == n and len(self.upsample_kernel_size) == n - 1):
+            raise ValueError(
+                f"config '{self.name}': filters, kernel_size and strides need one entry per level "
+                f"and upsample_kernel_size one fewer (got {n}, {len(self.kernel_size)}, "
+                f"{len(self.strides)}, {len(self.upsample_kernel_size)})"
+            )
+        if self.out_channels != 2 or self.lesion_class not in (0, 1):
+            raise ValueError(f"config '{self.name}': two output classes expected (background, lesion)")
+        if not 0.0 <= self.overlap < 1.0:
+            raise ValueError(f"config '{self.name}': overlap must be in [0, 1), got {self.overlap}")
+        if self.vote not in ("majority", "soft"):
+            raise ValueError(f"config '{self.name}': vote must be 'majority' or 'soft', got {self.vote!r}")
+        divisor = self.size_divisor
+        for what, size in (("roi_size", self.roi_size), ("crop_size", self.crop_size)):
+            if any(s % d for s, d in zip(size, divisor, strict=True)):
+                raise ValueError(f"config '{self.name}': {what} {size} must be divisible by {divisor}")
+
+    @property
+    def size_divisor(self) -> tuple[int, int, int]:
+        """Product of the strides per axis: window sides must be multiples of it."""
+        out = [1, 1, 1]
+        for s in self.strides:
+            per_axis = (s, s, s) if isinstance(s, int) else s
+            out = [a * b for a, b in zip(out, per_axis, strict=True)]
+        return (out[0], out[1], out[2])
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        values = {k: (v if k == "extra" else _as_tuple(v)) for k, v in data.items()}
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        return cls.from_dict(json.loads(text))
+
+    def with_(self, **changes: Any) -> ModelConfig:
+        return replace(self, **changes)
+
+
+def paper_config() -> ModelConfig:
+    """The authors' submitted network and inference settings."""
+    return ModelConfig()
+
+
+def demo_config() -> ModelConfig:
+    """A 1.5 M-parameter variant that trains and runs on two CPU cores (4 mm voxels, 64^3 windows)."""
+    return ModelConfig(
+        filters=(8, 16, 32, 64, 64, 64),
+        spacing=(4.0, 4.0, 4.0),
+        roi_size=(64, 64, 64),
+        overlap=0.5,
+        crop_size=(64, 64, 64),
+        name="demo",
+    )
+
+
+def tiny_config() -> ModelConfig:
+    """A four-level network for unit tests: seconds per volume on one core."""
+    return ModelConfig(
+        filters=(4, 8, 16, 16),
+        kernel_size=(3, 3, 3, 3),
+        strides=(1, 2, 2, 2),
+        upsample_kernel_size=(2, 2, 2),
+        spacing=(4.0, 4.0, 4.0),
+        roi_size=(32, 32, 32),
+        overlap=0.5,
+        crop_size=(32, 32, 32),
+        name="tiny",
+    )
+
+
+PRESETS = {"paper": paper_config, "demo": demo_config, "tiny": tiny_config}
+
+
+def preset(name: str) -> ModelConfig:
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None

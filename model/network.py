@@ -1,0 +1,180 @@
+"""MONAI DynUNet built from a ModelConfig, and checkpoints that carry their own config.
+
+Two checkpoint formats load:
+- this project's: ``{"format": CHECKPOINT_FORMAT, "config": <json str>, "net": state_dict, ...}``;
+- the authors' (MONAI CheckpointSaver): ``{"net": state_dict, "opt": ..., ...}`` in files
+  ``0.pt`` ... ``4.pt``; their config is the paper's unless ``config.json`` lies beside them.
+Both are read with ``torch.load(weights_only=True)``: a checkpoint never runs code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.networks.nets import DynUNet
+
+from .config import ModelConfig, paper_config
+
+CHECKPOINT_FORMAT = "autopet-sw-unet/1"
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable or does not fit its network."""
+
+
+def build_network(config: ModelConfig) -> DynUNet:
+    return DynUNet(
+        spatial_dims=3,
+        in_channels=config.in_channels,
+        out_channels=config.out_channels,
+        kernel_size=list(config.kernel_size),
+        strides=[list(s) if isinstance(s, tuple) else s for s in config.strides],
+        upsample_kernel_size=[list(s) if isinstance(s, tuple) else s for s in config.upsample_kernel_size],
+        filters=list(config.filters),
+        norm_name=config.norm_name,
+        deep_supervision=False,
+        res_block=config.res_block,
+    )
+
+
+def count_parameters(net: torch.nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """Write to a temp file in the same folder, then rename: a kill never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: Path, net: torch.nn.Module, config: ModelConfig, **metadata: Any) -> None:
+    """Save weights with the config that built them (and any plain metadata: fold, epoch, metrics)."""
+    state = {k: v.detach().cpu() for k, v in _unwrap(net).state_dict().items()}
+    atomic_torch_save({"format": CHECKPOINT_FORMAT, "config": config.to_json(), "net": state, **metadata}, path)
+
+
+def _unwrap(net: torch.nn.Module) -> torch.nn.Module:
+    return net.module if hasattr(net, "module") else net
+
+
+@dataclass
+class LoadedCheckpoint:
+    path: Path
+    config: ModelConfig
+    network: DynUNet
+    metadata: dict[str, Any]
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(data, dict) or "net" not in data or not isinstance(data["net"], dict):
+        raise CheckpointError(f"{path}: no 'net' state dict in checkpoint (keys: {_keys(data)})")
+    return data
+
+
+def _keys(data: Any) -> str:
+    return ", ".join(map(str, list(data)[:8])) if isinstance(data, dict) else type(data).__name__
+
+
+def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Checkpoints saved from DistributedDataParallel carry a 'module.' prefix."""
+    if state and all(k.startswith("module.") for k in state):
+        return {k[len("module.") :]: v for k, v in state.items()}
+    return state
+
+
+def load_checkpoint(path: Path, config: ModelConfig | None = None) -> LoadedCheckpoint:
+    """Load one checkpoint into a fresh network in eval mode.
+
+    ``config`` is used for the authors' format (which stores none); for this project's format the
+    stored config wins and ``config`` is ignored.
+    """
+    path = Path(path)
+    data = _read(path)
+    if data.get("format") == CHECKPOINT_FORMAT:
+        try:
+            config = ModelConfig.from_json(data["config"])
+        except (ValueError, TypeError) as exc:
+            raise CheckpointError(f"{path}: stored config is invalid ({exc})") from exc
+    elif config is None:
+        config = authors_config_for(path)
+    net = build_network(config)
+    try:
+        net.load_state_dict(_strip_prefix(data["net"]), strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0:3]
+        raise CheckpointError(
+            f"{path}: weights do not fit the '{config.name}' network ({' '.join(first)})"
+        ) from exc
+    net.eval()
+    metadata = {k: v for k, v in data.items() if k not in ("net", "config", "opt", "optimizer", "scaler")}
+    return LoadedCheckpoint(path=path, config=config, network=net, metadata=metadata)
+
+
+def authors_config_for(path: Path) -> ModelConfig:
+    """The authors' checkpoints store no config: the paper's, unless config.json lies beside them."""
+    beside = Path(path).parent / "config.json"
+    if beside.is_file():
+        try:
+            return ModelConfig.from_json(beside.read_text())
+        except (ValueError, TypeError) as exc:
+            raise CheckpointError(f"{beside}: invalid model config ({exc})") from exc
+    return paper_config()
+
+
+def checkpoint_files(path: Path) -> list[Path]:
+    """A checkpoint file, or every checkpoint in a folder (sorted: 0.pt ... 4.pt)."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.exists():
+        raise CheckpointError(f"{path}: weights path not found")
+    files = sorted(p for p in path.iterdir() if p.suffix in CHECKPOINT_SUFFIXES and p.is_file())
+    if not files:
+        raise CheckpointError(f"{path}: no checkpoint files ({', '.join(CHECKPOINT_SUFFIXES)}) in folder")
+    return files
+
+
+def load_ensemble(path: Path) -> list[LoadedCheckpoint]:
+    """Load every checkpoint of a folder; all must share one preprocessing config."""
+    loaded = [load_checkpoint(p) for p in checkpoint_files(path)]
+    first = loaded[0]
+    for other in loaded[1:]:
+        if _preprocessing(other.config) != _preprocessing(first.config):
+            raise CheckpointError(
+                f"{other.path}: preprocessing differs from {first.path}; an ensemble needs one config"
+            )
+    return loaded
+
+
+def _preprocessing(config: ModelConfig) -> tuple:
+    return (config.spacing, config.percentiles, config.roi_size, config.overlap, config.blend_mode,
+            config.sigma_scale, config.lesion_class, config.vote)

@@ -1,0 +1,1 @@
+"""Training side: synthetic phantoms, dataset layouts, splits, and the paper's training recipe."""
