@@ -1,0 +1,124 @@
+"""Patient-level, deterministic k-fold cross-validation splits, stored as JSON.
+
+Why patient level: autoPET has several studies of some patients; a patient in both train and val
+leaks anatomy and lesions into validation and inflates Dice. Folds are balanced in size and, when
+lesion information is given, in lesion-positive / lesion-free studies.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _case_and_patient(rec: Any) -> tuple[str, str]:
+    if isinstance(rec, Mapping):
+        return str(rec["case_id"]), str(rec.get("patient_id", rec["case_id"]))
+    if isinstance(rec, str):
+        return rec, rec
+    return str(rec.case_id), str(getattr(rec, "patient_id", rec.case_id))
+
+
+def make_folds(
+    records: Sequence[Any], n_folds: int = 5, seed: int = 0, positive: Mapping[str, bool] | None = None
+) -> list[dict[str, Any]]:
+    """Split studies into n_folds by patient.
+
+    records: CaseRecords, dicts with case_id/patient_id, or plain case-id strings (one patient each).
+    positive: optional case_id -> has-lesion; used to spread positive studies evenly over the folds.
+    Greedy assignment of shuffled patients (largest first) to the emptiest fold keeps the sizes within
+    one study of each other whenever the patients allow it; the result depends only on the set of
+    records and the seed, not on their order.
+    """
+    if n_folds < 2:
+        raise ValueError("n_folds must be >= 2")
+    by_patient: dict[str, list[str]] = defaultdict(list)
+    seen: set[str] = set()
+    for rec in records:
+        case, patient = _case_and_patient(rec)
+        if case in seen:
+            raise ValueError(f"duplicate case id {case!r}")
+        seen.add(case)
+        by_patient[patient].append(case)
+    if len(by_patient) < n_folds:
+        raise ValueError(f"{len(by_patient)} patients cannot fill {n_folds} folds")
+    patients = sorted(by_patient)
+    for p in patients:
+        by_patient[p].sort()
+    rng = np.random.default_rng(seed)
+    order = [patients[i] for i in rng.permutation(len(patients))]
+    # stable sort: bigger patients first (hardest to place), ties keep the random order
+    order.sort(key=lambda p: -len(by_patient[p]))
+    pos = positive or {}
+    size = [0] * n_folds
+    npos = [0] * n_folds
+    folds: list[list[str]] = [[] for _ in range(n_folds)]
+    for p in order:
+        cases = by_patient[p]
+        k_pos = sum(bool(pos.get(c, False)) for c in cases)
+        # emptiest fold first; among equally full folds the one with fewest positives (if it matters)
+        k = min(range(n_folds), key=lambda f: (size[f], npos[f] if k_pos else -npos[f], f))
+        folds[k].extend(cases)
+        size[k] += len(cases)
+        npos[k] += k_pos
+    all_cases = sorted(seen)
+    out = []
+    for k in range(n_folds):
+        val = sorted(folds[k])
+        vset = set(val)
+        out.append({"fold": k, "train": [c for c in all_cases if c not in vset], "val": val})
+    return out
+
+
+def check_folds(folds: Sequence[Mapping[str, Any]], records: Sequence[Any] | None = None) -> None:
+    """Raise ValueError unless every case is in exactly one val fold and no patient straddles folds."""
+    every: set[str] = set()
+    for f in folds:
+        every |= set(f["train"]) | set(f["val"])
+    counts: dict[str, int] = defaultdict(int)
+    for f in folds:
+        if set(f["train"]) & set(f["val"]):
+            raise ValueError(f"fold {f['fold']}: a case is in both train and val")
+        if set(f["train"]) | set(f["val"]) != every:
+            raise ValueError(f"fold {f['fold']}: does not cover every case")
+        for c in f["val"]:
+            counts[c] += 1
+    bad = [c for c in every if counts[c] != 1]
+    if bad:
+        raise ValueError(f"case {sorted(bad)[0]!r} is in {counts[sorted(bad)[0]]} val folds (expected 1)")
+    if records is not None:
+        fold_of = {c: f["fold"] for f in folds for c in f["val"]}
+        patient_fold: dict[str, int] = {}
+        for rec in records:
+            case, patient = _case_and_patient(rec)
+            if case not in fold_of:
+                raise ValueError(f"case {case!r} is in no fold")
+            if patient_fold.setdefault(patient, fold_of[case]) != fold_of[case]:
+                raise ValueError(f"patient {patient!r} straddles folds")
+
+
+def save_splits(folds: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+    """Write the folds as JSON (a list of {fold, train, val}, like nnU-Net's splits_final.json + fold)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([dict(f) for f in folds], indent=1) + "\n")
+    return path
+
+
+def load_splits(path: str | Path) -> list[dict[str, Any]]:
+    """Read folds written by save_splits (also accepts nnU-Net's list of {train, val})."""
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, list) or not all(
+        isinstance(f, dict) and "train" in f and "val" in f for f in data
+    ):
+        raise ValueError(f"{path}: not a list of {{'train': [...], 'val': [...]}} folds")
+    out = []
+    for k, f in enumerate(data):
+        out.append({"fold": int(f.get("fold", k)), "train": list(f["train"]), "val": list(f["val"])})
+    check_folds(out)
+    return out
