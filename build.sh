@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Build the algorithm container image.
+#
+# Tags: ${IMAGE_NAME}:${VERSION} and ${IMAGE_NAME}:latest
+#   IMAGE_NAME  default autopet-sw-unet
+#   VERSION     default: version in pyproject.toml, else `git describe`, else 0.0.0
+#   BASE_IMAGE  passed through to the Dockerfile when set (default in the
+#               Dockerfile: the official pytorch/pytorch runtime image)
+#   ENGINE      docker or podman; default: docker if a docker engine answers,
+#               podman otherwise
+# Extra arguments are passed to `<engine> build` unchanged (e.g. --no-cache).
+#
+# With podman (no docker engine), builds use --isolation=chroot and the host's
+# CA bundle is mounted for pip (PIP_CERT), so pip works behind a TLS-inspecting
+# proxy. PIP_INDEX_URL / PIP_EXTRA_INDEX_URL are passed on when set.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$HERE"
+
+die() { printf 'build.sh: %s\n' "$*" >&2; exit 1; }
+
+project_version() {
+    local v=""
+    if [[ -f pyproject.toml ]]; then
+        v="$(sed -nE 's/^version[[:space:]]*=[[:space:]]*"([^"]+)".*/\1/p' pyproject.toml | head -n 1)"
+    fi
+    if [[ -z "$v" ]] && command -v git >/dev/null 2>&1; then
+        v="$(git describe --tags --always --dirty 2>/dev/null || true)"
+    fi
+    printf '%s\n' "${v:-0.0.0}"
+}
+
+pick_engine() {
+    if [[ -n "${ENGINE:-}" ]]; then
+        command -v "$ENGINE" >/dev/null 2>&1 || die "ENGINE=$ENGINE is not installed."
+    elif command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+        ENGINE=docker
+    elif command -v podman >/dev/null 2>&1 && podman info >/dev/null 2>&1; then
+        ENGINE=podman
+    else
+        die "no container engine: 'docker info' fails (no daemon?) and podman is not usable.
+Install Docker (https://docs.docker.com/engine/install/) or podman (apt-get install -y podman runc),
+or run the native test instead: python -m pytest tests/test_container_native.py"
+    fi
+}
+
+IMAGE_NAME="${IMAGE_NAME:-autopet-sw-unet}"
+VERSION="${VERSION:-$(project_version)}"
+pick_engine
+
+for f in Dockerfile requirements.txt process.py model weights; do
+    [[ -e "$f" ]] || die "'$f' is missing from $HERE; the image cannot be built without it."
+done
+if [[ -z "$(find weights -type f \( -name '*.pt' -o -name 'manifest.json' \) -print -quit)" ]]; then
+    printf 'build.sh: WARNING: weights/ holds no .pt checkpoint or manifest.json; the image will not segment anything.\n' >&2
+fi
+
+args=(build --tag "${IMAGE_NAME}:${VERSION}" --tag "${IMAGE_NAME}:latest" --build-arg "VERSION=${VERSION}")
+[[ -n "${BASE_IMAGE:-}" ]] && args+=(--build-arg "BASE_IMAGE=${BASE_IMAGE}")
+[[ -n "${PIP_INDEX_URL:-}" ]] && args+=(--build-arg "PIP_INDEX_URL=${PIP_INDEX_URL}")
+[[ -n "${PIP_EXTRA_INDEX_URL:-}" ]] && args+=(--build-arg "PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL}")
+
+if [[ "$ENGINE" == podman ]]; then
+    args+=(--isolation=chroot)
+    host_ca="${HOST_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
+    if [[ -f "$host_ca" ]]; then
+        args+=(--volume "${host_ca}:/run/host-ca/ca.crt:ro" --build-arg PIP_CERT=/run/host-ca/ca.crt)
+    fi
+    [[ -n "${BASE_IMAGE:-}" && "$BASE_IMAGE" == localhost/* ]] && args+=(--pull=never)
+fi
+
+printf 'build.sh: %s %s (base: %s)\n' "$ENGINE" "${IMAGE_NAME}:${VERSION}" "${BASE_IMAGE:-Dockerfile default}" >&2
+start=$SECONDS
+"$ENGINE" "${args[@]}" "$@" .
+printf 'build.sh: built %s:%s and %s:latest in %ds\n' "$IMAGE_NAME" "$VERSION" "$IMAGE_NAME" "$((SECONDS - start))" >&2
+"$ENGINE" image ls "${IMAGE_NAME}" >&2 || true
