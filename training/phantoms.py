@@ -575,9 +575,9 @@ def _render(
             inner_hu=hu_canc * 0.6,
         )
         if b["arms"] == "down":
-            ax = sx * (A * 1.02 + 48)
+            ax = sx * (A + 50)
             arm = [P(ax, 0.0, 290 * h), P(ax * 1.02, 0.1 * B, 560 * h), P(ax * 1.0, -0.1 * B, 840 * h)]
-            _tube(cv, arm, [48, 38, 30], act=fat, hu=hu_fat, wall=f * 0.5, inner_act=mus, inner_hu=hu_mus)
+            _tube(cv, arm, [45, 37, 30], act=fat, hu=hu_fat, wall=f * 0.5, inner_act=mus, inner_hu=hu_mus)
             _tube(
                 cv,
                 arm[:2],
@@ -684,7 +684,7 @@ def _render(
     for sx in (-1, 1):  # clavicles
         _tube(
             cv,
-            [P(sx * 18, -0.7 * B, 290 * h), P(sx * 0.85 * A, -0.15 * B, 280 * h)],
+            [P(sx * 18, -0.42 * B, 300 * h), P(sx * 0.82 * A, -0.08 * B, 292 * h)],
             7,
             act=marrow * 0.7,
             hu=hu_cort,
@@ -763,13 +763,13 @@ def _render(
         krot = _rotation(angles=(0.0, 0.25 * sx, -0.3 * sx))
         _ellipsoid(cv, P(*kc), ks, rot=krot, act=b["suv_kidney"], hu=35.0)
         pel = (kc[0] - sx * 10, kc[1] - 4, kc[2])
-        _ellipsoid(cv, P(*pel), (10, 9, 24), rot=krot, act=b["suv_urine_kidney"], hu=10.0)
+        _ellipsoid(cv, P(*pel), (8, 7, 15), rot=krot, act=b["suv_urine_kidney"], hu=10.0)
         if b["ureters"]:
             bc2 = org["bladder"]["c"]
             pts = [P(*pel), P(sx * 45, spine_y - 35, 760 * h), P(sx * 28, bc2[1], bc2[2] - 10)]
             for p0, p1 in zip(pts[:-1], pts[1:], strict=True):
-                if tex_rng.uniform() < 0.7:
-                    _tube(cv, [p0, p1], 3.5, act=b["suv_urine_kidney"] * tex_rng.uniform(0.3, 1.0), hu=15.0)
+                if tex_rng.uniform() < 0.5:
+                    _tube(cv, [p0, p1], 2.5, act=b["suv_urine_kidney"] * tex_rng.uniform(0.3, 1.0), hu=15.0)
     record("kidney", org["kidney_r"]["c"], b["suv_kidney"], 35.0, org["kidney_r"]["s"])
 
     # ---- spine, pelvis, femoral heads ----
