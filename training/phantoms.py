@@ -284,7 +284,7 @@ def _sample_body(rng: np.random.Generator) -> dict[str, Any]:
     b["suv_spleen"] = min(max(b["suv_liver"] * u(0.75, 1.0), 1.5), 2.5)
     # field of view: vertex (or skull base) to mid-thigh, sometimes head to toe
     r = u()
-    t_end = (u(950, 1150) if r < 0.75 else u(1150, 1450) if r < 0.9 else u(1650, 1880)) * h
+    t_end = (u(860, 1060) if r < 0.75 else u(1060, 1450) if r < 0.9 else u(1650, 1880)) * h
     t_start = -u(5, 30) if u() < 0.85 else u(60, 170)
     b["fov_t_mm"] = (float(t_start), float(t_end))
     b["jitter"] = rng.normal(0, 1, size=32).tolist()  # small organ position jitters
@@ -786,7 +786,7 @@ def _render(
         inner_act=marrow,
         inner_hu=hu_canc,
     )
-    record("spine", (0.0, spine_y, 600 * h), marrow, hu_canc)
+    record("spine", (0.0, spine_y, 600 * h + 18), marrow, hu_canc)  # mid-vertebra, not a disc
     blk = cv.block(
         (body.x0 - 30, body.y0 + spine_y - 30, -sp_t[-1]), (body.x0 + 30, body.y0 + spine_y + 30, -sp_t[0])
     )
@@ -1171,8 +1171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             direction=direction,
             lesions=want,
         )
-        patient = f"PHANTOM{(args.seed + i // max(1, args.studies_per_patient)):05d}"
-        study = i % max(1, args.studies_per_patient)
+        k = max(1, args.studies_per_patient)
+        patient = f"PHANTOM{args.seed + (i // k) * k:05d}"  # named after the first seed of its group
+        study = i % k
         rec = layouts.write_case(
             ph,
             args.out,
