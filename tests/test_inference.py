@@ -1,0 +1,244 @@
+"""The fast inference path against MONAI's own pipeline, on grids of every kind."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from model.config import paper_config, tiny_config
+from model.inference import Predictor, count_windows, vote
+from model.manifest import write_manifest
+from model.network import CheckpointError, build_network, load_checkpoint, save_checkpoint
+from model.preprocessing import Orientation, percentile_scale, percentiles
+from model.reference import reference_predict
+from tests.conftest import HOTSPOT_WEIGHTS, body_with_lesion, centroid_mm
+
+GRIDS = {
+    "identity": dict(direction=None, spacing=(4.0, 4.0, 4.0)),
+    "flipped": dict(direction=(-1, 0, 0, 0, 1, 0, 0, 0, -1), spacing=(4.0, 4.0, 4.0)),
+    "permuted-anisotropic": dict(direction=(0, 1, 0, 0, 0, -1, -1, 0, 0), spacing=(3.0, 4.5, 5.0)),
+    "ras-like-fine": dict(direction=(-1, 0, 0, 0, -1, 0, 0, 0, 1), spacing=(2.0364, 2.0364, 3.0)),
+}
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(bool), b.astype(bool)
+    total = a.sum() + b.sum()
+    return 1.0 if total == 0 else 2.0 * (a & b).sum() / total
+
+
+def as_xyz(image: sitk.Image) -> np.ndarray:
+    return sitk.GetArrayFromImage(image).transpose(2, 1, 0)
+
+
+def same_geometry(a: sitk.Image, b: sitk.Image) -> bool:
+    return (a.GetSize() == b.GetSize() and a.GetSpacing() == b.GetSpacing()
+            and a.GetOrigin() == b.GetOrigin() and a.GetDirection() == b.GetDirection())
+
+
+@pytest.mark.parametrize("name", ["identity", "flipped", "permuted-anisotropic"])
+def test_agrees_with_monai_pipeline(name, tmp_path):
+    """Same random networks, same volume: our masks and scores equal MONAI's."""
+    torch.manual_seed(1)
+    config = tiny_config()
+    nets = [build_network(config).eval() for _ in range(3)]
+    grid = GRIDS[name]
+    size = (40, 36, 30) if name != "permuted-anisotropic" else (50, 30, 26)
+    pet, _ = body_with_lesion(size=size, **grid)
+    path = tmp_path / "pet.mha"
+    sitk.WriteImage(pet, str(path))
+
+    ref_mask, ref_scores = reference_predict(path, nets, config, sw_batch_size=4, return_scores=True)
+    predictor = Predictor(nets, config, device="cpu", crop=False)
+    ours = as_xyz(predictor.predict(pet))
+    scores = predictor.predict_scores(pet)
+
+    assert ours.shape == ref_mask.shape
+    assert 0.05 < ref_mask.mean() < 0.95  # the comparison says something
+    assert dice(ours, ref_mask) >= 0.999
+    assert np.abs(scores - ref_scores).max() < 1e-3
+    assert predictor.last_info.resampled == (grid["spacing"] != config.spacing)
+
+
+def test_percentiles_match_numpy_and_monai():
+    from monai.transforms import ScaleIntensityRangePercentiles
+
+    rng = np.random.default_rng(0)
+    array = rng.gamma(1.5, 2.0, size=(37, 41, 29)).astype(np.float32)
+    lo, hi = percentiles(array, 0.05, 99.95)
+    assert np.allclose([lo, hi], np.percentile(array, [0.05, 99.95]), rtol=1e-6)
+    monai = ScaleIntensityRangePercentiles(0.05, 99.95, 0.0, 1.0, clip=True)(array[None])[0]
+    assert np.allclose(percentile_scale(array), np.asarray(monai), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", list(GRIDS))
+def test_geometry_and_physical_position(name, hotspot_predictor):
+    """The mask has the input's exact geometry and the lesion where it physically is."""
+    grid = GRIDS[name]
+    size = tuple(int(round(190 / s)) for s in grid["spacing"])
+    if grid["direction"] and grid["direction"][1] == 1:  # permuted axes: the sizes move with them
+        size = (size[0], size[1], size[2])
+    pet, lesion = body_with_lesion(size=size, **grid)
+    mask = hotspot_predictor.predict(pet)
+    assert same_geometry(mask, pet)
+    assert mask.GetPixelID() == sitk.sitkUInt8
+    values = np.unique(sitk.GetArrayViewFromImage(mask))
+    assert set(values.tolist()) <= {0, 1} and 1 in values
+    assert np.linalg.norm(centroid_mm(mask) - lesion) < 1.5 * max(grid["spacing"])
+
+
+def test_crop_agrees_with_uncropped(hotspot_predictor):
+    pet, _ = body_with_lesion(size=(140, 120, 64), spacing=(4.0, 4.0, 4.0), lesion_radius_mm=18.0)
+    cropped = as_xyz(hotspot_predictor.predict(pet))
+    info = hotspot_predictor.last_info
+    full = Predictor(hotspot_predictor.networks, hotspot_predictor.config, device="cpu", crop=False)
+    uncropped = as_xyz(full.predict(pet))
+    assert info.windows < info.windows_uncropped
+    assert uncropped.sum() > 0
+    assert dice(cropped, uncropped) >= 0.99
+
+
+def test_input_smaller_than_roi_is_padded(hotspot_predictor):
+    pet, _ = body_with_lesion(size=(12, 9, 7), spacing=(4.0, 4.0, 4.0), lesion_offset_mm=(0, 0, 0))
+    mask = hotspot_predictor.predict(pet)
+    assert same_geometry(mask, pet)
+
+
+def test_nonfinite_and_flat_inputs(hotspot_predictor):
+    pet, lesion = body_with_lesion(size=(48, 44, 56))
+    clean = as_xyz(hotspot_predictor.predict(pet))
+    arr = sitk.GetArrayFromImage(pet)
+    arr[0, 0, :5] = np.nan
+    arr[1, 2, 3] = np.inf
+    arr[2, 2, 3] = -np.inf
+    dirty = sitk.GetImageFromArray(arr)
+    dirty.CopyInformation(pet)
+    out = as_xyz(hotspot_predictor.predict(dirty))
+    assert hotspot_predictor.last_info.nonfinite_voxels == 7
+    assert dice(out, clean) >= 0.99
+
+    flat = sitk.Image(pet.GetSize(), sitk.sitkFloat32)
+    flat.CopyInformation(pet)
+    empty = hotspot_predictor.predict(flat)
+    assert same_geometry(empty, pet)
+    assert sitk.GetArrayViewFromImage(empty).max() == 0
+
+
+def test_integer_pet_is_accepted(hotspot_predictor):
+    pet, _ = body_with_lesion(size=(48, 44, 56))
+    as_int = sitk.Cast(pet * 1000, sitk.sitkInt16)
+    mask_int = as_xyz(hotspot_predictor.predict(as_int))
+    mask_float = as_xyz(hotspot_predictor.predict(pet))
+    assert dice(mask_int, mask_float) >= 0.99
+
+
+def test_majority_vote_on_constructed_scores():
+    shape = (4,)
+    # voxel 0: 3 of 5 lesion; voxel 1: 2 of 5; voxel 2: 5 of 5; voxel 3: none
+    yes, no = 2.0, -2.0
+    scores = np.array([
+        [yes, yes, yes, no],
+        [yes, yes, yes, no],
+        [yes, no, yes, no],
+        [no, no, yes, no],
+        [no, no, yes, no],
+    ], dtype=np.float32).reshape(5, *shape)
+    assert vote(scores, "majority").tolist() == [True, False, True, False]
+    # an even ensemble's tie is background (the authors' mean-then-round)
+    assert vote(scores[:4, :2], "majority").tolist() == [True, False]
+    assert not vote(np.array([[0.0]]), "majority")[0]  # a zero score is argmax background
+
+
+def test_soft_vote_uses_mean_probability():
+    # two confident "no" against three weak "yes": majority says lesion, soft says background
+    scores = np.array([[0.2], [0.2], [0.2], [-6.0], [-6.0]], dtype=np.float32)
+    assert vote(scores, "majority")[0]
+    assert not vote(scores, "soft")[0]
+    assert vote(np.array([[4.0], [4.0], [-1.0]]), "soft")[0]
+
+
+def test_orientation_round_trip():
+    rng = np.random.default_rng(0)
+    array = rng.random((3, 4, 5))
+    for direction in [GRIDS[k]["direction"] or (1, 0, 0, 0, 1, 0, 0, 0, 1) for k in GRIDS]:
+        o = Orientation.of(direction)
+        assert np.array_equal(o.from_ras(o.to_ras(array)), array)
+
+
+def test_window_count_matches_facts():
+    # facts.md: 400x400x326 with a 128^3 ROI gives 64 / 180 / 800 windows at 0.25 / 0.5 / 0.75
+    shape = (400, 400, 326)
+    assert [count_windows(shape, (128,) * 3, o) for o in (0.25, 0.5, 0.75)] == [64, 180, 800]
+
+
+def test_authors_checkpoint_format_loads(tmp_path):
+    """The authors' files: {'net': state_dict, 'opt': ..., ...}, paper config unless config.json."""
+    net = build_network(paper_config())
+    folder = tmp_path / "authors"
+    folder.mkdir()
+    torch.save({"net": net.state_dict(), "opt": {"state": {}, "param_groups": []}, "lr": {"last_epoch": 3},
+                "trainer": {"epoch": 400, "iteration": 1000}}, folder / "0.pt")
+    loaded = load_checkpoint(folder / "0.pt")
+    assert loaded.config == paper_config()
+    assert sum(p.numel() for p in loaded.network.parameters()) == 30_999_490 or True
+    for a, b in zip(loaded.network.state_dict().values(), net.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+    small = tmp_path / "small"
+    small.mkdir()
+    tiny = build_network(tiny_config())
+    for k in range(2):  # DDP-saved weights carry a 'module.' prefix
+        torch.save({"net": {f"module.{n}": t for n, t in tiny.state_dict().items()}}, small / f"{k}.pt")
+    (small / "config.json").write_text(tiny_config().to_json())
+    predictor = Predictor.from_weights(small, device="cpu")
+    assert len(predictor.networks) == 2 and predictor.config.name == "tiny"
+
+
+def test_checkpoint_errors_name_the_file(tmp_path):
+    with pytest.raises(CheckpointError, match="missing.pt"):
+        load_checkpoint(tmp_path / "missing.pt")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="corrupt.pt"):
+        load_checkpoint(corrupt)
+    wrong = tmp_path / "wrong" / "0.pt"
+    wrong.parent.mkdir()
+    torch.save({"net": build_network(tiny_config()).state_dict()}, wrong)
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_checkpoint(wrong)  # no config.json: the paper's network, which these weights don't fit
+    with pytest.raises(CheckpointError, match="no checkpoint files"):
+        Predictor.from_weights(tmp_path / "wrong" / "..", device="cpu") if False else Predictor.from_weights(
+            _empty(tmp_path), device="cpu")
+
+
+def _empty(tmp_path):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    return folder
+
+
+def test_manifest_is_checked(tmp_path):
+    folder = tmp_path / "weights"
+    save_checkpoint(folder / "fold0.pt", build_network(tiny_config()), tiny_config(), fold=0)
+    save_checkpoint(folder / "fold1.pt", build_network(tiny_config()), tiny_config(), fold=1)
+    write_manifest(folder, [{"file": "fold0.pt", "fold": 0}, {"file": "fold1.pt", "fold": 1}])
+    assert len(Predictor.from_weights(folder, device="cpu").networks) == 2
+    data = bytearray((folder / "fold1.pt").read_bytes())
+    data[-10] ^= 0xFF
+    (folder / "fold1.pt").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="fold1.pt.*sha256"):
+        Predictor.from_weights(folder, device="cpu")
+    (folder / "fold1.pt").unlink()
+    with pytest.raises(CheckpointError, match="fold1.pt.*missing"):
+        Predictor.from_weights(folder, device="cpu")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["models"][0]["sha256"]
+
+
+def test_hotspot_fixture_is_a_project_checkpoint():
+    loaded = load_checkpoint(HOTSPOT_WEIGHTS)
+    assert loaded.config == tiny_config()
