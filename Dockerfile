@@ -6,13 +6,8 @@
 # 12.6 build includes kernels for sm_75 (the challenge's T4). On a machine that
 # cannot reach Docker Hub, build a stand-in with scripts/build_standin_base.sh
 # and pass it as BASE_IMAGE (see docs/container.md).
-ARG BASE_IMAGE=pytorch/pytorch:2.13.0-cuda12.6-cudnn9-runtime
+ARG BASE_IMAGE=docker.io/pytorch/pytorch:2.13.0-cuda12.6-cudnn9-runtime
 FROM ${BASE_IMAGE}
-
-ARG VERSION=0.0.0
-LABEL org.opencontainers.image.title="autopet-sw-unet" \
-      org.opencontainers.image.description="autoPET II FDG-PET/CT lesion segmentation (sliding-window DynUNet ensemble)" \
-      org.opencontainers.image.version="${VERSION}"
 
 # Everything the code might cache or write at run time goes to /tmp, the only
 # writable scratch space besides /output in the challenge's runtime. No Python
@@ -66,6 +61,20 @@ COPY model/ /opt/app/model/
 COPY weights/ /opt/app/weights/
 COPY process.py /opt/app/process.py
 
+# Last, so a new version does not invalidate the cached layers above.
+ARG VERSION=0.0.0
+LABEL org.opencontainers.image.title="autopet-sw-unet" \
+      org.opencontainers.image.description="autoPET II FDG-PET/CT lesion segmentation (sliding-window DynUNet ensemble)" \
+      org.opencontainers.image.version="${VERSION}"
+
 USER ${APP_UID}:${APP_UID}
+
+# Fail the build, not the first run, if the user cannot read the code or weights
+# (COPY keeps the modes of the build context; checkpoints saved via mkstemp are 0600).
+RUN unreadable="$(find /opt/app ! -readable)"; \
+    if [ -n "$unreadable" ]; then \
+        echo "not readable by the runtime user (run chmod -R a+rX on the build context):"; \
+        echo "$unreadable"; exit 1; \
+    fi
 
 ENTRYPOINT ["python", "/opt/app/process.py"]

@@ -52,6 +52,16 @@ pick_engine
 for f in Dockerfile requirements.txt process.py model weights; do
     [[ -e "$f" ]] || die "'$f' is missing from $HERE; the image cannot be built without it."
 done
+# The image runs as an unprivileged user and COPY keeps the files' modes, so
+# everything copied in must be world-readable. Checkpoints written through
+# tempfile.mkstemp() are 0600; make them readable here rather than ship an image
+# that cannot open its own weights (the Dockerfile checks this again).
+mapfile -t unreadable < <(find process.py model weights \( -type f ! -perm -o=r \) -o \( -type d ! -perm -o=rx \))
+if [[ ${#unreadable[@]} -gt 0 ]]; then
+    printf 'build.sh: making %d file(s) world-readable for the container user (chmod a+rX): %s\n' \
+        "${#unreadable[@]}" "${unreadable[*]:0:5}" >&2
+    chmod a+rX -- "${unreadable[@]}"
+fi
 if [[ -z "$(find weights -type f \( -name '*.pt' -o -name 'manifest.json' \) -print -quit)" ]]; then
     printf 'build.sh: WARNING: weights/ holds no .pt checkpoint or manifest.json; the image will not segment anything.\n' >&2
 fi

@@ -34,7 +34,7 @@ def _pinned(requirements: Path, package: str) -> str | None:
 
 
 def test_base_image_matches_torch_pin():
-    match = re.search(r"^ARG BASE_IMAGE=pytorch/pytorch:(\S+)$", _dockerfile(), flags=re.MULTILINE)
+    match = re.search(r"^ARG BASE_IMAGE=(?:docker\.io/)?pytorch/pytorch:(\S+)$", _dockerfile(), flags=re.MULTILINE)
     assert match, "Dockerfile must default BASE_IMAGE to an official pytorch/pytorch tag"
     tag = match.group(1)
     torch_pin = _pinned(ROOT / "requirements-dev.txt", "torch")
