@@ -94,7 +94,8 @@ def _read(path: Path) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason})") from exc
     if not isinstance(data, dict) or "net" not in data or not isinstance(data["net"], dict):
         raise CheckpointError(f"{path}: no 'net' state dict in checkpoint (keys: {_keys(data)})")
     return data
@@ -130,10 +131,8 @@ def load_checkpoint(path: Path, config: ModelConfig | None = None) -> LoadedChec
     try:
         net.load_state_dict(_strip_prefix(data["net"]), strict=True)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0:3]
-        raise CheckpointError(
-            f"{path}: weights do not fit the '{config.name}' network ({' '.join(first)})"
-        ) from exc
+        first = " ".join(line.strip() for line in str(exc).splitlines()[1:3])[:300]
+        raise CheckpointError(f"{path}: weights do not fit the '{config.name}' network ({first})") from exc
     net.eval()
     metadata = {k: v for k, v in data.items() if k not in ("net", "config", "opt", "optimizer", "scaler")}
     return LoadedCheckpoint(path=path, config=config, network=net, metadata=metadata)

@@ -1,0 +1,63 @@
+"""One case, file to file: read the PET once, check the CT, predict, write the mask atomically."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .inference import Predictor
+from .io import read_header, read_image, same_geometry, write_image_atomic
+
+
+@dataclass
+class CaseReport:
+    pet: Path
+    mask: Path
+    warnings: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    windows: int = 0
+    windows_uncropped: int = 0
+    lesion_voxels: int = 0
+
+    def summary(self) -> str:
+        total = sum(self.seconds.values())
+        parts = ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items())
+        return (f"{self.lesion_voxels} lesion voxels, {self.windows}/{self.windows_uncropped} windows, "
+                f"{total:.1f} s ({parts})")
+
+
+def segment_file(predictor: Predictor, pet_path: Path, ct_path: Path | None, mask_path: Path) -> CaseReport:
+    """Segment one PET file into ``mask_path``; raise InputError naming the file on bad input."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    report = CaseReport(pet_path, mask_path)
+    started = time.perf_counter()
+    pet = read_image(pet_path, "PET")
+    ct = None
+    if ct_path is not None:
+        header = read_header(ct_path, "CT")
+        if same_geometry(header, pet):
+            try:
+                ct = read_image(ct_path, "CT")
+            except Exception as exc:  # noqa: BLE001 - the CT is optional: warn and go on with the PET
+                report.warnings.append(f"{ct_path}: CT ignored ({exc})")
+        else:
+            report.warnings.append(
+                f"{ct_path}: CT is not on the PET's grid (size {header.GetSize()} vs {pet.GetSize()}); "
+                "ignored, the model uses the PET only")
+    report.seconds["read"] = time.perf_counter() - started
+
+    mask = predictor.predict(pet, ct)
+    info = predictor.last_info
+    if info.nonfinite_voxels:
+        report.warnings.append(f"{pet_path}: {info.nonfinite_voxels} NaN/Inf voxel(s) treated as 0")
+    report.seconds.update(info.seconds)
+    report.windows, report.windows_uncropped = info.windows, info.windows_uncropped
+    report.lesion_voxels = int(np.count_nonzero(sitk.GetArrayViewFromImage(mask)))
+
+    started = time.perf_counter()
+    write_image_atomic(mask, mask_path)
+    report.seconds["write"] = time.perf_counter() - started
+    return report

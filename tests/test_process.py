@@ -1,0 +1,158 @@
+"""process.py as users and the platform run it: folders in, masks out, clear errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+import process
+from tests.conftest import HOTSPOT_WEIGHTS, ROOT, body_with_lesion
+
+OUT_SUB = Path("images/automated-petct-lesion-segmentation")
+
+
+def make_input(root: Path, names=("case_a",), ct=True, size=(48, 44, 56)) -> Path:
+    (root / "images/pet").mkdir(parents=True, exist_ok=True)
+    (root / "images/ct").mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        pet, _ = body_with_lesion(size=size, seed=i)
+        sitk.WriteImage(pet, str(root / "images/pet" / f"{name}.mha"))
+        if ct:
+            ct_img = sitk.Cast(pet * 0 - 1000, sitk.sitkInt16)
+            sitk.WriteImage(ct_img, str(root / "images/ct" / f"ct_{name}.mha"))
+    return root
+
+
+def run(tmp_path: Path, *extra: str, input_root: Path | None = None) -> int:
+    argv = ["--input", str(input_root or tmp_path / "input"), "--output", str(tmp_path / "output"),
+            "--weights", str(HOTSPOT_WEIGHTS), "--device", "cpu", *extra]
+    return process.main(argv)
+
+
+def test_single_case_with_ct_of_another_uuid(tmp_path, caplog):
+    make_input(tmp_path / "input")
+    assert run(tmp_path) == 0
+    mask_path = tmp_path / "output" / OUT_SUB / "case_a.mha"
+    mask = sitk.ReadImage(str(mask_path))
+    pet = sitk.ReadImage(str(tmp_path / "input/images/pet/case_a.mha"))
+    assert mask.GetPixelID() == sitk.sitkUInt8
+    assert mask.GetSize() == pet.GetSize() and mask.GetOrigin() == pet.GetOrigin()
+    assert mask.GetSpacing() == pet.GetSpacing() and mask.GetDirection() == pet.GetDirection()
+    assert sitk.GetArrayViewFromImage(mask).max() == 1
+    results = json.loads((tmp_path / "output/results.json").read_text())
+    assert results[0]["outputs"][0]["filename"] == "case_a.mha"
+    assert not list((tmp_path / "output" / OUT_SUB).glob(".*"))  # no temp files left
+
+
+def test_many_cases_one_broken(tmp_path, capsys):
+    root = make_input(tmp_path / "input", names=("a", "b", "c"), ct=False)
+    (root / "images/pet/b.mha").write_bytes(b"ObjectType = Image\nNDims = 3\n garbage")
+    code = run(tmp_path)
+    assert code == 1
+    written = sorted(p.name for p in (tmp_path / "output" / OUT_SUB).iterdir())
+    assert written == ["a.mha", "c.mha"]
+    results = json.loads((tmp_path / "output/results.json").read_text())
+    assert any("b.mha" in m for r in results for m in r["error_messages"])
+
+
+def test_rerun_skips_done_cases_unless_overwrite(tmp_path, caplog):
+    make_input(tmp_path / "input", names=("a",), ct=False)
+    assert run(tmp_path) == 0
+    mask_path = tmp_path / "output" / OUT_SUB / "a.mha"
+    mask_path.write_bytes(b"sentinel")
+    assert run(tmp_path) == 0
+    assert mask_path.read_bytes() == b"sentinel"
+    assert run(tmp_path, "--overwrite") == 0
+    assert sitk.ReadImage(str(mask_path)).GetPixelID() == sitk.sitkUInt8
+
+
+@pytest.mark.parametrize("problem", ["no-input", "no-pet-dir", "empty-pet-dir", "output-is-file", "bad-weights"])
+def test_run_that_cannot_start_exits_2_with_one_line(tmp_path, capsys, problem):
+    root = tmp_path / "input"
+    extra: list[str] = []
+    if problem != "no-input":
+        root.mkdir()
+    if problem in ("empty-pet-dir", "output-is-file", "bad-weights"):
+        (root / "images/pet").mkdir(parents=True)
+    if problem in ("output-is-file", "bad-weights"):
+        make_input(root, ct=False)
+    if problem == "output-is-file":
+        (tmp_path / "output").write_text("not a folder")
+    if problem == "bad-weights":
+        bad = tmp_path / "bad.pt"
+        bad.write_bytes(b"\x00" * 100)
+        extra = ["--weights", str(bad)]
+    argv = ["--input", str(root), "--output", str(tmp_path / "output"), "--weights", str(HOTSPOT_WEIGHTS),
+            "--device", "cpu", *extra]
+    assert process.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
+    assert "Traceback" not in err[0]
+    expected = {"no-input": "input", "no-pet-dir": "images/pet", "empty-pet-dir": "no PET images",
+                "output-is-file": "output", "bad-weights": "bad.pt"}[problem]
+    assert expected in err[0]
+
+
+def _write(array: np.ndarray, path: Path, is_vector: bool = False) -> None:
+    image = sitk.GetImageFromArray(array, isVector=is_vector)
+    sitk.WriteImage(image, str(path))
+
+
+@pytest.mark.parametrize("kind", ["2d", "4d", "vector", "truncated"])
+def test_unusable_pet_is_named(tmp_path, kind):
+    root = make_input(tmp_path / "input", names=("good",), ct=False)
+    bad = root / "images/pet/bad.mha"
+    if kind == "2d":
+        _write(np.ones((20, 20), np.float32), bad)
+    elif kind == "4d":
+        _write(np.ones((3, 20, 20, 20), np.float32), bad)
+    elif kind == "vector":
+        _write(np.ones((20, 20, 20, 3), np.float32), bad, is_vector=True)
+    else:
+        sitk.WriteImage(sitk.GetImageFromArray(np.ones((40, 40, 40), np.float32)), str(bad), False)
+        data = bad.read_bytes()
+        bad.write_bytes(data[: len(data) // 2])
+    assert run(tmp_path) == 1
+    results = json.loads((tmp_path / "output/results.json").read_text())
+    messages = [m for r in results for m in r["error_messages"]]
+    assert len(messages) == 1 and "bad.mha" in messages[0]
+    expected = {"2d": "3D", "4d": "3D", "vector": "one value per voxel", "truncated": "truncated"}[kind]
+    assert expected in messages[0]
+    assert (tmp_path / "output" / OUT_SUB / "good.mha").exists()
+    assert not (tmp_path / "output" / OUT_SUB / "bad.mha").exists()
+
+
+def test_ct_on_another_grid_warns_and_nan_pet_still_segments(tmp_path, caplog):
+    root = make_input(tmp_path / "input", names=("a",), ct=False)
+    pet = sitk.ReadImage(str(root / "images/pet/a.mha"))
+    arr = sitk.GetArrayFromImage(pet)
+    arr[0, 0, :4] = np.nan
+    nan_pet = sitk.GetImageFromArray(arr)
+    nan_pet.CopyInformation(pet)
+    sitk.WriteImage(nan_pet, str(root / "images/pet/a.mha"))
+    small_ct = sitk.Image([10, 10, 10], sitk.sitkInt16)
+    sitk.WriteImage(small_ct, str(root / "images/ct/other.mha"))
+    with caplog.at_level("WARNING"):
+        assert run(tmp_path) == 0
+    text = caplog.text
+    assert "not on the PET's grid" in text and "other.mha" in text
+    assert "4 NaN/Inf voxel(s)" in text
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "output" / OUT_SUB / "a.mha")))
+    assert mask.max() == 1 and not np.isnan(mask).any()
+
+
+def test_cli_subprocess_help_and_exit_code(tmp_path):
+    env_python = sys.executable
+    help_out = subprocess.run([env_python, "process.py", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert help_out.returncode == 0 and "--weights" in help_out.stdout and "--overwrite" in help_out.stdout
+    missing = subprocess.run([env_python, "process.py", "--input", str(tmp_path / "nope"), "--output",
+                              str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True)
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "Traceback" not in missing.stderr
