@@ -1,0 +1,388 @@
+"""Training recipe: transform order, crop sampling, NaN-safe steps, resume, atomic checkpoints, export."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from model.config import preset
+from model.network import build_network
+from training.data import CaseSource, CaseStore, CropDataset, epoch_draws
+from training.fit import DistInfo, fit, train_step
+from training.recipe import (
+    RandCropByPosHotNegd,
+    TrainConfig,
+    crop_transform,
+    make_loss,
+    make_optimizer,
+    train_preset,
+    transform_names,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SHAPE, SPACING = (64, 64, 80), (4.0, 4.0, 4.0)
+
+
+def write_tcia_phantoms(root: Path, seeds: list[int]) -> list[CaseSource]:
+    """Small phantoms (64x64x80 at 4 mm) in the TCIA layout; even seeds aimed at a lesion."""
+    from training.phantoms import centred_origin, make_phantom
+
+    sources = []
+    for seed in seeds:
+        with_lesion = seed % 2 == 0
+        origin = None
+        if with_lesion:
+            info = make_phantom(seed, shape=SHAPE, spacing=SPACING, lesions=True).info
+            origin = centred_origin(info["lesions"][0]["centre_mm"], SHAPE, SPACING)
+        ph = make_phantom(seed, shape=SHAPE, spacing=SPACING, origin=origin, lesions=with_lesion)
+        folder = root / f"PETCT_{seed:04d}" / "study0"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, image in (("SUV", ph.pet), ("SEG", ph.label), ("CTres", ph.ct)):
+            sitk.WriteImage(image, str(folder / f"{name}.nii.gz"))
+        sources.append(CaseSource(f"PETCT_{seed:04d}_study0", folder / "SUV.nii.gz", folder / "SEG.nii.gz"))
+    return sources
+
+
+@pytest.fixture(scope="session")
+def phantoms(tmp_path_factory: pytest.TempPathFactory) -> list[CaseSource]:
+    return write_tcia_phantoms(tmp_path_factory.mktemp("tcia"), [0, 1, 2, 3, 4, 5])
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def _tiny(**changes: object) -> TrainConfig:
+    return train_preset("tiny").with_(**changes)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_transform_order_is_the_papers() -> None:
+    config = preset("paper")
+    names = transform_names(config, train_preset("paper"))
+    assert names == [
+        "LoadImaged",
+        "EnsureChannelFirstd",
+        "Orientationd",
+        "Spacingd",
+        "ScaleIntensityRangePercentilesd",
+        "<cache>",
+        "SpatialPadd",
+        "RandCropByPosNegLabeld",
+        "RandFlipd",
+        "RandFlipd",
+        "RandFlipd",
+        "RandRotate90d",
+        "RandRotate90d",
+        "RandRotate90d",
+        "NonFiniteToZerod",
+    ]
+    demo = transform_names(preset("demo"), train_preset("demo"))
+    assert demo[demo.index("<cache>") + 1] == "RandCropByPosHotNegd" and demo[-1] == "NonFiniteToZerod"
+
+
+def test_recipe_parameters() -> None:
+    from training.recipe import deterministic_transforms, make_scheduler, random_transforms
+
+    config, train = preset("paper"), train_preset("paper")
+    det = deterministic_transforms(config).transforms
+    assert tuple(det[3].spacing_transform.pixdim) == pytest.approx(config.spacing)
+    assert [str(m) for m in det[3].mode] == ["bilinear", "nearest"]
+    scale = det[4].scaler
+    assert (scale.lower, scale.upper, scale.b_min, scale.b_max, scale.clip) == (0.05, 99.95, 0.0, 1.0, True)
+    rand = random_transforms(config, train).transforms
+    crop = rand[1]
+    assert crop.cropper.pos_ratio == pytest.approx(0.6)
+    assert tuple(crop.cropper.spatial_size) == (224, 224, 224)
+    assert [t.flipper.spatial_axis for t in rand[2:5]] == [0, 1, 2] and all(t.prob == 0.1 for t in rand[2:8])
+    assert {tuple(t.spatial_axes) for t in rand[5:8]} == {(0, 1), (1, 2), (0, 2)}
+    loss = make_loss()
+    assert loss.dice.squared_pred and loss.dice.include_background and loss.dice.softmax and loss.dice.to_onehot_y
+    opt = make_optimizer(build_network(preset("tiny")).parameters(), train)
+    assert isinstance(opt, torch.optim.Adam) and opt.param_groups[0]["lr"] == 2e-4
+    sched = make_scheduler(opt, train.with_(epochs=4))
+    for _ in range(4):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-8)
+    assert train_preset("paper").hot_neg == 0 and train_preset("paper").amp
+
+
+def _ball_volume() -> dict[str, np.ndarray]:
+    """64^3 volume: a lesion ball and a hot non-lesion ball, both far from the borders."""
+    grid = np.stack(np.meshgrid(*[np.arange(64)] * 3, indexing="ij"))
+    lesion = ((grid - np.array([20, 32, 32])[:, None, None, None]) ** 2).sum(0) <= 25
+    hot = ((grid - np.array([44, 32, 32])[:, None, None, None]) ** 2).sum(0) <= 25
+    pet = np.full((64, 64, 64), 0.05, np.float32)
+    pet[lesion | hot] = 0.9
+    return {"pet": pet[None], "label": lesion[None].astype(np.float32), "lesion": lesion, "hot": hot}
+
+
+def test_paper_crop_is_lesion_centred_60_percent() -> None:
+    vol = _ball_volume()
+    cropper = crop_transform(preset("tiny"), _tiny(samples_per_volume=1, batch_size=1))
+    cropper.set_random_state(seed=3)
+    hits, n = 0, 600
+    for _ in range(n):
+        out = cropper({"pet": vol["pet"], "label": vol["label"]})[0]
+        assert tuple(out["pet"].shape) == (1, 32, 32, 32)
+        hits += int(out["label"][0, 16, 16, 16] > 0)
+    assert abs(hits / n - 0.6) < 0.06, hits / n
+
+
+def test_hot_negative_crop_ratios() -> None:
+    vol = _ball_volume()
+    flat_lesion = np.flatnonzero(vol["lesion"])
+    flat_hot = np.flatnonzero(vol["hot"])
+    cropper = RandCropByPosHotNegd(["pet", "label"], "label", (32, 32, 32), pos=0.5, hot=0.3, neg=0.2, num_samples=4)
+    cropper.set_random_state(seed=5)
+    counts = {"lesion": 0, "hot": 0, "other": 0}
+    n = 0
+    for _ in range(200):
+        for out in cropper({"pet": vol["pet"], "label": vol["label"], "fg_idx": flat_lesion, "hot_idx": flat_hot}):
+            c = tuple(int(v) for v in out["crop_center"])
+            kind = "lesion" if vol["lesion"][c] else "hot" if vol["hot"][c] else "other"
+            counts[kind] += 1
+            n += 1
+            assert "fg_idx" not in out and out["label"].shape == (1, 32, 32, 32)
+    assert abs(counts["lesion"] / n - 0.5) < 0.05 and abs(counts["hot"] / n - 0.3) < 0.05, counts
+
+
+def test_epoch_draws_are_deterministic_and_sharded() -> None:
+    a = epoch_draws(10, 7, seed=1, epoch=3)
+    assert a == epoch_draws(10, 7, seed=1, epoch=3) and a != epoch_draws(10, 7, seed=1, epoch=4)
+    r0 = epoch_draws(10, 5, seed=1, epoch=0, rank=0, world=2)
+    r1 = epoch_draws(10, 5, seed=1, epoch=0, rank=1, world=2)
+    assert len(r0) == len(r1) == 5 and set(r0).isdisjoint(r1)  # one pass of 10 cases split in two
+
+
+def test_nan_loss_step_is_skipped_and_leaves_weights_unchanged() -> None:
+    torch.manual_seed(0)
+    net = build_network(preset("tiny"))
+    opt = make_optimizer(net.parameters(), _tiny())
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.rand(2, 1, 32, 32, 32)
+    y = (x > 0.7).float()
+    bad = {"pet": x.clone(), "label": y}
+    bad["pet"][0, 0, 0, 0, 0] = float("nan")
+    result = train_step(net, bad, make_loss(), opt, scaler, torch.device("cpu"), amp=False, info=DistInfo())
+    assert not result.applied and math.isnan(result.loss)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert not opt.state and all(p.grad is None for p in net.parameters())
+    good = train_step(net, {"pet": x, "label": y}, make_loss(), opt, scaler, torch.device("cpu"), False)
+    assert good.applied and math.isfinite(good.loss)
+    assert any(not torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def test_fit_counts_skipped_steps(phantoms, cache_dir, tmp_path, monkeypatch) -> None:
+    import training.fit as fit_module
+
+    real = make_loss()
+    calls = {"n": 0}
+
+    def nan_first(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        loss = real(logits, target)
+        return loss * float("nan") if calls["n"] == 1 else loss
+
+    monkeypatch.setattr(fit_module, "make_loss", lambda: nan_first)
+    result = fit(
+        phantoms[:4],
+        [],
+        preset("tiny"),
+        _tiny(epochs=1, iters_per_epoch=3),
+        tmp_path / "run",
+        cache_dir=cache_dir,
+        progress=False,
+    )
+    assert result.history[0]["skipped"] == 1 and result.history[0]["steps"] == 3
+    assert math.isfinite(result.history[0]["loss"])
+    assert "1" == (tmp_path / "run" / "metrics.csv").read_text().splitlines()[1].split(",")[4]
+
+
+def test_plan_epochs_fits_the_budget() -> None:
+    from training.fit import plan_epochs
+
+    train = _tiny(epochs=40, val_every=8)
+    planned = plan_epochs(budget_s=1000, epoch_s=50, val_s=60, train=train)
+    vals = 1 + sum(e % 8 == 0 or e == planned for e in range(2, planned + 1))
+    assert planned * 50 + vals * 60 <= 950 < (planned + 1) * 50 + vals * 60
+    assert plan_epochs(budget_s=1e6, epoch_s=1, val_s=1, train=train) == 40  # the cap
+    assert plan_epochs(budget_s=1, epoch_s=50, val_s=60, train=train) == 1
+
+
+def test_time_budget_plans_the_schedule(phantoms, cache_dir, tmp_path) -> None:
+    result = fit(
+        phantoms[:2],
+        phantoms[4:5],
+        preset("tiny"),
+        _tiny(epochs=50, iters_per_epoch=1, val_every=0),
+        tmp_path / "b",
+        cache_dir=cache_dir,
+        progress=False,
+        time_budget_s=1e-3,
+    )
+    state = _state(tmp_path / "b" / "last.pt")
+    assert result.epochs_done == state["planned_epochs"] == 1 and result.status == "finished"
+    assert state["scheduler"]["T_max"] == 1 and math.isfinite(result.history[0]["val_dice"])
+
+
+def _state(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_resume_reaches_the_same_state_as_an_uninterrupted_run(phantoms, cache_dir, tmp_path) -> None:
+    train = _tiny(epochs=2, iters_per_epoch=2, val_every=1, val_max_cases=1)
+    kw = dict(cache_dir=cache_dir, progress=False)
+    straight = fit(phantoms[:4], phantoms[4:], preset("tiny"), train, tmp_path / "a", **kw)
+    first = fit(phantoms[:4], phantoms[4:], preset("tiny"), train, tmp_path / "b", stop_after=1, **kw)
+    assert first.status == "stopped" and first.epochs_done == 1
+    torch.manual_seed(12345)  # a resumed process starts from unrelated global RNG states
+    np.random.seed(999)  # noqa: NPY002
+    resumed = fit(phantoms[:4], phantoms[4:], preset("tiny"), train, tmp_path / "b", resume=True, **kw)
+    assert resumed.status == "finished" and straight.epochs_done == resumed.epochs_done == 2
+    a, b = _state(tmp_path / "a" / "last.pt"), _state(tmp_path / "b" / "last.pt")
+    for key in a["net"]:
+        assert torch.equal(a["net"][key], b["net"][key]), key
+    for key, value in a["optimizer"]["state"].items():
+        assert torch.equal(value["exp_avg"], b["optimizer"]["state"][key]["exp_avg"])
+    assert a["scheduler"] == b["scheduler"]
+    assert [r["loss"] for r in a["history"]] == [r["loss"] for r in b["history"]]
+    assert a["history"][-1]["val_dice"] == b["history"][-1]["val_dice"] or (
+        math.isnan(a["history"][-1]["val_dice"]) and math.isnan(b["history"][-1]["val_dice"])
+    )
+    assert (tmp_path / "b" / "curves.png").stat().st_size > 1000
+    assert len((tmp_path / "b" / "metrics.csv").read_text().splitlines()) == 3  # header + 2 epochs
+
+
+def test_changed_recipe_refuses_to_resume(phantoms, cache_dir, tmp_path) -> None:
+    fit(
+        phantoms[:2],
+        [],
+        preset("tiny"),
+        _tiny(epochs=2, iters_per_epoch=1),
+        tmp_path / "r",
+        cache_dir=cache_dir,
+        progress=False,
+        stop_after=1,
+    )
+    with pytest.raises(SystemExit, match="different|settings"):
+        fit(
+            phantoms[:2],
+            [],
+            preset("tiny"),
+            _tiny(epochs=2, iters_per_epoch=1, lr=1e-3),
+            tmp_path / "r",
+            cache_dir=cache_dir,
+            progress=False,
+            resume=True,
+        )
+
+
+def test_crop_dataset_serves_finite_batches(phantoms, cache_dir) -> None:
+    store = CaseStore(phantoms, preset("tiny"), cache_dir)
+    store.ensure_all()
+    for train in (_tiny(), train_preset("demo").with_(batch_size=2, samples_per_volume=2)):
+        ds = CropDataset(store, [p.case_id for p in phantoms[:4]], preset("tiny"), train)
+        ds.set_draws([0, 1, 2, 3])
+        for i in range(4):
+            crops = ds[i]
+            assert len(crops) == train.samples_per_volume
+            for c in crops:
+                assert c["pet"].shape == (1, 32, 32, 32) and torch.isfinite(c["pet"]).all()
+                assert set(torch.unique(c["label"]).tolist()) <= {0.0, 1.0}
+    pet, label, meta = store.load(phantoms[0].case_id)
+    assert pet.dtype == np.float32 and 0.0 <= pet.min() and pet.max() <= 1.0 and label.dtype == np.uint8
+    assert meta["lesion_voxels"] > 0
+
+
+def test_killed_run_leaves_a_loadable_checkpoint_and_resumes(phantoms, cache_dir, tmp_path) -> None:
+    """SIGKILL in the middle of training: last.pt is whole (atomic rename) and --resume continues."""
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import sys, torch\n"
+        f"sys.path.insert(0, {str(REPO)!r})\n"
+        "torch.set_num_threads(1)\n"
+        "from pathlib import Path\n"
+        "from model.config import preset\nfrom training.data import CaseSource\n"
+        "from training.fit import fit\nfrom training.recipe import train_preset\n"
+        f"src = [CaseSource(c, Path(p), Path(l)) for c, p, l in {[(s.case_id, str(s.pet), str(s.label)) for s in phantoms[:4]]!r}]\n"  # noqa: E501
+        "train = train_preset('tiny').with_(epochs=200, iters_per_epoch=1)\n"
+        f"fit(src, [], preset('tiny'), train, Path({str(tmp_path / 'k')!r}),\n"
+        f"    cache_dir=Path({str(cache_dir)!r}),\n"
+        "    resume=len(sys.argv) > 1, progress=False, stop_after=2 if len(sys.argv) > 1 else None)\n"
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / "k" / "last.pt"
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline and (not last.is_file() or _state(last)["epoch"] < 3):
+            time.sleep(0.2)
+        time.sleep(0.37)  # land somewhere inside a later epoch or save
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    state = _state(last)  # must load: never half-written
+    killed_at = state["epoch"]
+    assert killed_at >= 3
+    subprocess.run([sys.executable, str(script), "resume"], check=True, timeout=120)
+    assert _state(last)["epoch"] == killed_at + 2
+
+
+def test_export_round_trips_through_the_predictor(phantoms, cache_dir, tmp_path) -> None:
+    from model.inference import Predictor
+    from model.manifest import read_manifest, verify_manifest
+    from training.export import export
+
+    runs = tmp_path / "runs"
+    for fold in (0, 1):
+        fit(
+            phantoms[:3],
+            phantoms[3:5],
+            preset("tiny"),
+            _tiny(epochs=1, iters_per_epoch=1, seed=fold),
+            runs / f"fold{fold}",
+            cache_dir=cache_dir,
+            progress=False,
+            fold=fold,
+            data_info={"what": "test"},
+        )
+    weights = tmp_path / "weights"
+    export(runs, weights, folds=(0, 1), which="best", description="tiny test")
+    assert [p.name for p in verify_manifest(weights)] == ["fold0.pt", "fold1.pt"]
+    manifest = read_manifest(weights)
+    assert manifest["preset"] == "tiny" and manifest["models"][1]["fold"] == 1
+    assert manifest["models"][0]["data"] == {"what": "test"} and manifest["models"][0]["epochs"] == 1
+    saved = _state(weights / "fold0.pt")
+    assert "optimizer" not in saved and saved["fold"] == 0
+    trained = _state(runs / "fold0" / "best.pt")
+    assert all(torch.equal(trained["net"][k], saved["net"][k]) for k in trained["net"])
+    predictor = Predictor.from_weights(weights, device="cpu")
+    assert len(predictor.networks) == 2
+    pet = sitk.ReadImage(str(phantoms[0].pet))
+    mask = predictor.predict(pet)
+    assert mask.GetSize() == pet.GetSize() and mask.GetPixelID() == sitk.sitkUInt8
+    assert mask.GetOrigin() == pytest.approx(pet.GetOrigin())
+
+
+@pytest.mark.parametrize("command", ["prepare", "fit", "cv", "export", "plot"])
+def test_cli_help(command: str) -> None:
+    from training.cli import build_parser
+
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args([command, "--help"])
+    assert exc.value.code == 0

@@ -1,0 +1,298 @@
+"""``python -m training {prepare,fit,cv,export,plot}``: thin argument parsing over the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model.config import preset
+
+from .data import CaseSource, CaseStore, as_sources
+from .recipe import TrainConfig, train_preset
+
+LAYOUTS = ("tcia", "nnunet")
+
+
+def read_records(data: Path, layout: str, channel_order: str = "ct_pet") -> list[Any]:
+    """CaseRecords with labels from the layouts module (TCIA is the real data's layout)."""
+    from . import layouts
+
+    if layout == "tcia":
+        records = list(layouts.read_tcia(data))
+    elif layout == "nnunet":
+        records = list(layouts.read_nnunet(data, channel_order))
+    else:
+        raise SystemExit(f"unknown layout {layout!r}; choose one of {LAYOUTS}")
+    unlabelled = [r.case_id for r in records if r.label is None]
+    if unlabelled:
+        raise SystemExit(f"{data}: training needs labels; none for {unlabelled[:3]}")
+    return records
+
+
+def has_lesion(label: Path) -> bool:
+    """Whether a label file has any lesion voxel (to balance lesion-positive studies over folds)."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    return bool(np.any(sitk.GetArrayViewFromImage(sitk.ReadImage(str(label))) > 0))
+
+
+def fold_sources(
+    records: Sequence[Any], splits: Path, fold: int
+) -> tuple[list[CaseSource], list[CaseSource]]:
+    """Train and validation cases of one fold; the splits file is made (by patient) if missing."""
+    from . import splits as splits_mod
+
+    splits = Path(splits)
+    if splits.is_file():
+        folds = splits_mod.load_splits(splits)
+    else:
+        positive = {str(r.case_id): has_lesion(Path(r.label)) for r in records}
+        folds = splits_mod.make_folds(list(records), n_folds=5, seed=0, positive=positive)
+        splits.parent.mkdir(parents=True, exist_ok=True)
+        splits_mod.save_splits(folds, splits)
+        print(f"wrote {splits} ({len(folds)} folds)", flush=True)
+    chosen = next((f for f in folds if int(f["fold"]) == fold), None)
+    if chosen is None:
+        raise SystemExit(f"{splits}: no fold {fold}")
+    by_id = {str(r.case_id): r for r in records}
+    missing = [c for c in [*chosen["train"], *chosen["val"]] if str(c) not in by_id]
+    if missing:
+        raise SystemExit(f"{splits}: fold {fold} names cases not in the data: {missing[:5]}")
+    return as_sources([by_id[str(c)] for c in chosen["train"]]), as_sources(
+        [by_id[str(c)] for c in chosen["val"]]
+    )
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    base = train_preset(args.preset)
+    changes = dict(
+        epochs=args.epochs,
+        iters_per_epoch=args.iters_per_epoch,
+        batch_size=args.batch_size,
+        samples_per_volume=args.samples_per_volume,
+        val_every=args.val_every,
+        val_max_cases=args.val_max_cases,
+        seed=args.seed,
+        lr=args.lr,
+        hot_neg=args.hot_neg,
+    )
+    if (
+        args.hot_neg is not None and args.hot_neg > 0 and base.hot_neg == 0
+    ):  # keep the three shares summing to 1
+        changes["neg"] = max(0.0, 1.0 - base.pos - args.hot_neg)
+    if args.no_amp:
+        changes["amp"] = False
+    return base.with_(**changes)
+
+
+def _setup_threads(threads: int | None) -> None:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // world))
+
+
+def _data_info(args: argparse.Namespace, n_train: int, n_val: int) -> dict[str, Any]:
+    return {
+        "data": str(Path(args.data).resolve()),
+        "layout": args.layout,
+        "splits": str(args.splits),
+        "n_train": n_train,
+        "n_val": n_val,
+        "preset": args.preset,
+    }
+
+
+def run_fold(args: argparse.Namespace, fold: int, records: Sequence[Any]) -> Any:
+    from .fit import fit
+
+    train_src, val_src = fold_sources(records, args.splits, fold)
+    config = preset(args.preset)
+    train = _train_config(args)
+    budget = args.time_budget_min * 60 if args.time_budget_min else None
+    return fit(
+        train_src,
+        val_src,
+        config,
+        train,
+        Path(args.out) / f"fold{fold}",
+        cache_dir=_cache_dir(args),
+        resume=args.resume,
+        device=args.device,
+        num_workers=args.num_workers,
+        time_budget_s=budget,
+        data_info=_data_info(args, len(train_src), len(val_src)),
+        fold=fold,
+        progress=not args.quiet,
+        stop_after=args.stop_after,
+    )
+
+
+def _cache_dir(args: argparse.Namespace) -> Path:
+    return Path(args.cache_dir) if args.cache_dir else Path(args.out) / "cache"
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    records = read_records(Path(args.data), args.layout, args.channel_order)
+    store = CaseStore(as_sources(records), preset(args.preset), _cache_dir(args))
+    store.ensure_all(progress=True)
+    print(f"{len(records)} cases preprocessed into {store.folder}")
+    return 0
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    _setup_threads(args.threads)
+    records = read_records(Path(args.data), args.layout, args.channel_order)
+    result = run_fold(args, args.fold, records)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(
+            json.dumps(
+                {
+                    "fold": args.fold,
+                    "status": result.status,
+                    "epochs": result.epochs_done,
+                    "best_epoch": result.best_epoch,
+                    "best_val_dice": result.best_val_dice,
+                }
+            )
+        )
+    return 0
+
+
+def cmd_cv(args: argparse.Namespace) -> int:
+    """All folds in sequence; with --resume a finished fold is skipped and a killed one continues."""
+    from .fit import read_status
+
+    _setup_threads(args.threads)
+    records = read_records(Path(args.data), args.layout, args.channel_order)
+    for fold in args.folds:
+        status = read_status(Path(args.out) / f"fold{fold}")
+        if args.resume and status and status.get("status") in ("finished", "budget"):
+            print(
+                f"fold {fold}: already {status['status']} ({status['epochs_done']} epochs), skipped",
+                flush=True,
+            )
+            continue
+        print(f"=== fold {fold} ===", flush=True)
+        result = run_fold(args, fold, records)
+        print(
+            f"fold {fold}: {result.status} after {result.epochs_done} epochs, best val Dice "
+            f"{result.best_val_dice:.3f} (epoch {result.best_epoch})",
+            flush=True,
+        )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    manifest = export(
+        Path(args.runs), Path(args.out), folds=args.folds, which=args.which, description=args.description
+    )
+    print(manifest.read_text())
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .fit import plot_curves
+
+    histories = {}
+    for fold in args.folds:
+        path = Path(args.runs) / f"fold{fold}" / "last.pt"
+        if path.is_file():
+            histories[f"fold {fold}"] = torch.load(path, map_location="cpu", weights_only=True)["history"]
+    if not histories:
+        raise SystemExit(f"{args.runs}: no fold*/last.pt")
+    plot_curves(histories, Path(args.out), title=args.title)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _folds(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def _add_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="dataset root")
+    p.add_argument(
+        "--layout", choices=LAYOUTS, default="tcia", help="tcia = <patient>/<study>/{SUV,SEG}.nii.gz"
+    )
+    p.add_argument("--channel-order", default="ct_pet", help="nnunet layout: ct_pet (autoPET III) or pet_ct")
+    p.add_argument(
+        "--preset", choices=("paper", "demo", "tiny"), default="paper", help="model + recipe preset"
+    )
+    p.add_argument("--cache-dir", help="preprocessed-array cache (default RUN_DIR/cache)")
+
+
+def _add_training(p: argparse.ArgumentParser) -> None:
+    _add_data(p)
+    p.add_argument("--splits", required=True, help="folds JSON (made by patient if it does not exist)")
+    p.add_argument("--out", required=True, help="run folder; fold K writes RUN_DIR/foldK/")
+    p.add_argument("--epochs", type=int, help="planned epochs (the cosine schedule's length)")
+    p.add_argument("--iters-per-epoch", type=int, help="optimiser steps per epoch and process")
+    p.add_argument("--batch-size", type=int, help="crops per step and process")
+    p.add_argument("--samples-per-volume", type=int, help="crops cut from each loaded volume")
+    p.add_argument("--val-every", type=int, help="validate every N epochs (and after the last)")
+    p.add_argument("--val-max-cases", type=int, help="validate on at most N cases of the fold (0 = all)")
+    p.add_argument("--hot-neg", type=float, help="share of crops centred on hot non-lesion voxels")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--no-amp", action="store_true", help="disable fp16 autocast on CUDA")
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--device", help="cuda / cpu (default: cuda when available)")
+    p.add_argument("--threads", type=int, help="torch CPU threads per process")
+    p.add_argument("--time-budget-min", type=float, help="stop a fold before an epoch that would exceed this")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/foldK/last.pt")
+    p.add_argument("--stop-after", type=int, help="end this process after N epochs (resumable, for tests)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="preprocess every case once into the array cache")
+    _add_data(p)
+    p.add_argument("--out", required=True, help="run folder (the cache goes to RUN_DIR/cache)")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("fit", help="train one fold (torchrun for DDP)")
+    _add_training(p)
+    p.add_argument("--fold", type=int, required=True)
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("cv", help="train the folds one after another")
+    _add_training(p)
+    p.add_argument("--folds", type=_folds, default=[0, 1, 2, 3, 4], help="e.g. 0,1,2,3,4")
+    p.set_defaults(func=cmd_cv)
+
+    p = sub.add_parser("export", help="copy each fold's checkpoint to WEIGHTS/fold<k>.pt + manifest.json")
+    p.add_argument("--runs", required=True, help="run folder with fold0/ ... fold4/")
+    p.add_argument("--out", default="weights", help="weights folder")
+    p.add_argument("--which", choices=("best", "last"), default="best")
+    p.add_argument("--folds", type=_folds, default=[0, 1, 2, 3, 4])
+    p.add_argument("--description", default="", help="what the weights were trained on")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("plot", help="loss and validation-Dice curves of all folds in one PNG")
+    p.add_argument("--runs", required=True)
+    p.add_argument("--out", required=True, help="PNG path")
+    p.add_argument("--folds", type=_folds, default=[0, 1, 2, 3, 4])
+    p.add_argument("--title", default="")
+    p.set_defaults(func=cmd_plot)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""Preprocess each case once, keep the result on disk, and serve training crops from it.
+
+The cache point of the recipe is after percentile scaling: PET (float32) and label (uint8) at the
+target spacing are written as ``.npy`` per case and memory-mapped afterwards. That is MONAI's
+PersistentDataset idea, but memory-mapped: a crop reads only its own voxels, the OS page cache keeps
+hot cases in RAM, and memory use is bounded by the machine, not by a cache rate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from model.config import ModelConfig
+
+from .recipe import TrainConfig, deterministic_transforms, random_transforms
+
+#: hot-voxel pools are subsampled to this many indices per case (keeps the in-memory index small)
+MAX_HOT_INDICES = 50_000
+
+
+@dataclass(frozen=True)
+class CaseSource:
+    """The two files training reads per case (the layouts module's CaseRecord has more)."""
+
+    case_id: str
+    pet: Path
+    label: Path
+
+
+def as_sources(records: Sequence[Any]) -> list[CaseSource]:
+    """Accept layout CaseRecords (or anything with case_id, pet, label)."""
+    return [CaseSource(str(r.case_id), Path(r.pet), Path(r.label)) for r in records]
+
+
+def cache_key(config: ModelConfig) -> str:
+    """Preprocessed arrays depend only on spacing and percentiles: one cache serves every network size."""
+    text = json.dumps({"spacing": list(config.spacing), "percentiles": list(config.percentiles), "v": 1})
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _atomic_save_npy(array: np.ndarray, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, array)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def preprocess_case(source: CaseSource, config: ModelConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run the deterministic transforms: (pet float32 XYZ, label uint8 XYZ, RAS affine 4x4)."""
+    data = deterministic_transforms(config)({"pet": str(source.pet), "label": str(source.label)})
+    pet = np.asarray(data["pet"][0], dtype=np.float32)
+    label = (np.asarray(data["label"][0]) > 0.5).astype(np.uint8)
+    affine = np.asarray(data["pet"].affine, dtype=np.float64)
+    return pet, label, affine
+
+
+class CaseStore:
+    """Preprocessed cases in ``cache_dir/<cache key>/``; builds missing ones on first use."""
+
+    def __init__(self, sources: Sequence[CaseSource], config: ModelConfig, cache_dir: Path) -> None:
+        self.sources = list(sources)
+        self.config = config
+        self.folder = Path(cache_dir) / cache_key(config)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.by_id = {s.case_id: s for s in self.sources}
+
+    def _paths(self, case_id: str) -> tuple[Path, Path, Path]:
+        return (
+            self.folder / f"{case_id}.pet.npy",
+            self.folder / f"{case_id}.label.npy",
+            self.folder / f"{case_id}.json",
+        )
+
+    def ensure(self, case_id: str) -> None:
+        pet_p, lab_p, meta_p = self._paths(case_id)
+        if meta_p.is_file() and pet_p.is_file() and lab_p.is_file():
+            return
+        pet, label, affine = preprocess_case(self.by_id[case_id], self.config)
+        _atomic_save_npy(pet, pet_p)
+        _atomic_save_npy(label, lab_p)
+        meta = {
+            "case_id": case_id,
+            "shape": list(pet.shape),
+            "affine": affine.tolist(),
+            "lesion_voxels": int(label.sum()),
+            "spacing": list(self.config.spacing),
+        }
+        tmp = meta_p.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, meta_p)  # written last: its presence marks a complete case
+
+    def ensure_all(self, progress: bool = False) -> None:
+        ids = [s.case_id for s in self.sources]
+        if progress:
+            from tqdm import tqdm
+
+            ids = tqdm(ids, desc="preprocess", unit="case")
+        for case_id in ids:
+            self.ensure(case_id)
+
+    def load(self, case_id: str, mmap: bool = True) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        self.ensure(case_id)
+        pet_p, lab_p, meta_p = self._paths(case_id)
+        mode = "r" if mmap else None
+        return np.load(pet_p, mmap_mode=mode), np.load(lab_p, mmap_mode=mode), json.loads(meta_p.read_text())
+
+    def has_lesion(self, case_id: str) -> bool:
+        return self.load(case_id)[2]["lesion_voxels"] > 0
+
+
+class CropDataset(Dataset):
+    """Item i = ``samples_per_volume`` augmented crops of case ``draws[i]``.
+
+    ``draws`` is set per epoch by ``epoch_draws`` so that an epoch is a fixed number of iterations,
+    independent of the number of cases, and identical after a resume.
+    """
+
+    def __init__(
+        self, store: CaseStore, case_ids: Sequence[str], config: ModelConfig, train: TrainConfig
+    ) -> None:
+        self.store = store
+        self.case_ids = list(case_ids)
+        self.train = train
+        self.transform = random_transforms(config, train)
+        self.draws: list[int] = []
+        self.index: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        if train.hot_neg > 0:
+            for case_id in self.case_ids:
+                self.index[case_id] = self._pools(case_id)
+
+    def _pools(self, case_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """Flat indices of lesion voxels and of (a subsample of) hot non-lesion voxels."""
+        pet, label, _ = self.store.load(case_id)
+        flat_label = np.asarray(label).ravel()
+        fg = np.flatnonzero(flat_label).astype(np.int64)
+        hot = np.flatnonzero((np.asarray(pet).ravel() > self.train.hot_threshold) & (flat_label == 0))
+        if len(hot) > MAX_HOT_INDICES:
+            rng = np.random.default_rng(zlib.crc32(case_id.encode()))  # stable across processes
+            hot = np.sort(rng.choice(hot, MAX_HOT_INDICES, replace=False))
+        return fg, hot.astype(np.int64)
+
+    def set_draws(self, draws: Sequence[int]) -> None:
+        self.draws = list(draws)
+
+    def __len__(self) -> int:
+        return len(self.draws)
+
+    def __getitem__(self, i: int) -> list[dict[str, Any]]:
+        case_id = self.case_ids[self.draws[i]]
+        hot_path = self.train.hot_neg > 0
+        pet, label, _ = self.store.load(case_id, mmap=hot_path)
+        item: dict[str, Any] = {"pet": pet[None], "label": label[None], "case_id": case_id}
+        if hot_path:
+            item["fg_idx"], item["hot_idx"] = self.index[case_id]
+        else:  # MONAI's crop wants whole arrays in memory, as float
+            item["pet"] = torch.from_numpy(np.ascontiguousarray(item["pet"]))
+            item["label"] = torch.from_numpy(item["label"].astype(np.float32))
+        out = self.transform(item)
+        return out if isinstance(out, list) else [out]
+
+
+def epoch_draws(
+    n_cases: int, n_draws: int, seed: int, epoch: int, rank: int = 0, world: int = 1
+) -> list[int]:
+    """Case indices for one epoch: shuffled passes over all cases, derived from (seed, epoch) only.
+
+    Each rank takes every ``world``-th draw, so ranks see disjoint shards of the same epoch.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    total = n_draws * world
+    passes = [rng.permutation(n_cases) for _ in range(-(-total // max(n_cases, 1)))]
+    order = np.concatenate(passes)[:total] if passes else np.zeros(0, dtype=int)
+    return [int(v) for v in order[rank::world]]

@@ -1,0 +1,98 @@
+"""Copy each fold's chosen checkpoint into the weights folder as fold<k>.pt and write the manifest.
+
+The exported files keep only what inference needs (config + weights + provenance); optimiser and RNG
+states stay in the run folder. The manifest's sha256s are what the container checks at start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model.config import ModelConfig
+from model.manifest import write_manifest
+from model.network import build_network, save_checkpoint
+
+PROVENANCE_KEYS = (
+    "fold",
+    "epoch",
+    "best_epoch",
+    "best_val_dice",
+    "elapsed_s",
+    "train_config",
+    "data",
+    "val_cases",
+    "val_metrics",
+)
+
+
+def _plain(value: Any) -> Any:
+    """NaN is not valid JSON for the manifest: write null instead."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def fold_checkpoint(run_dir: Path, fold: int, which: str) -> Path:
+    """``best.pt`` or ``last.pt`` of a fold; ``best`` falls back to ``last`` when no validation ran."""
+    folder = Path(run_dir) / f"fold{fold}"
+    if which == "best" and (folder / "best.pt").is_file():
+        return folder / "best.pt"
+    if (folder / "last.pt").is_file():
+        return folder / "last.pt"
+    raise FileNotFoundError(f"{folder}: no best.pt or last.pt to export")
+
+
+def export(
+    run_dir: Path,
+    out: Path,
+    folds: Sequence[int] = (0, 1, 2, 3, 4),
+    which: str = "best",
+    description: str = "",
+    half: bool = False,
+) -> Path:
+    """Write ``out/fold<k>.pt`` for each fold and ``out/manifest.json``; returns the manifest path."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    models: list[dict[str, Any]] = []
+    preset = None
+    for fold in folds:
+        source = fold_checkpoint(run_dir, fold, which)
+        state = torch.load(source, map_location="cpu", weights_only=True)
+        config = ModelConfig.from_json(state["config"])
+        preset = preset or config.name
+        net = build_network(config)
+        net.load_state_dict(state["net"])
+        if half:
+            net = net.half()
+        history = state.get("history", [])
+        epoch = int(state.get("epoch", 0))
+        row = next((r for r in history if r.get("epoch") == epoch), {})
+        meta = {k: state[k] for k in PROVENANCE_KEYS if k in state}
+        meta.update(
+            fold=fold, exported_from=f"{source.parent.name}/{source.name}", epochs_trained=len(history)
+        )
+        target = out / f"fold{fold}.pt"
+        save_checkpoint(target, net, config, **meta)
+        data = json.loads(state.get("data", "{}") or "{}")
+        models.append(
+            {
+                "file": target.name,
+                "fold": fold,
+                "checkpoint": which if source.name == f"{which}.pt" else "last",
+                "epoch": epoch,
+                "epochs": len(history),
+                "val_dice": _plain(row.get("val_dice")),
+                "val_fpv_ml": _plain(row.get("val_fpv_ml")),
+                "val_fnv_ml": _plain(row.get("val_fnv_ml")),
+                "val_cases": row.get("val_cases"),
+                "train_minutes": round(float(state.get("elapsed_s", 0.0)) / 60, 1),
+                "data": data,
+            }
+        )
+    return write_manifest(out, models, preset=preset, description=description, run=str(Path(run_dir).name))

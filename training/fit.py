@@ -1,0 +1,582 @@
+"""Train one fold: the epoch loop, NaN-safe steps, sliding-window validation, resumable checkpoints, DDP.
+
+Determinism across a kill: every epoch re-derives all its randomness (python, numpy, torch, the
+MONAI transforms' RandomState, the case draws and the DataLoader worker seeds) from (seed, epoch,
+rank). An epoch therefore starts from the same state whether or not the process was restarted, and
+``last.pt`` (written atomically at each epoch end) holds everything else: weights, Adam, the cosine
+schedule, the GradScaler and the history.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from monai.data import DataLoader, list_data_collate
+from monai.data.utils import worker_init_fn
+from tqdm import tqdm
+
+from model.config import ModelConfig
+from model.network import atomic_torch_save, build_network, count_parameters, save_checkpoint
+
+from .data import CaseSource, CaseStore, CropDataset, epoch_draws
+from .recipe import TrainConfig, make_loss, make_optimizer, make_scheduler
+
+STATE_KIND = "training-state"
+CSV_FIELDS = (
+    "epoch",
+    "loss",
+    "lr",
+    "steps",
+    "skipped",
+    "val_dice",
+    "val_fpv_ml",
+    "val_fnv_ml",
+    "val_cases",
+    "epoch_s",
+    "elapsed_s",
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# process group
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str) -> DistInfo:
+    """Join the torchrun process group when launched by torchrun (NCCL on CUDA, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _any_rank(flag: bool, info: DistInfo) -> bool:
+    """True on every rank if ``flag`` is true on any: all ranks must skip a step together."""
+    if info.world <= 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+# ----------------------------------------------------------------------------------------------
+# randomness
+# ----------------------------------------------------------------------------------------------
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
+def seed_epoch(seed: int, epoch: int, rank: int, dataset: CropDataset | None = None) -> None:
+    """Set every RNG the epoch uses from (seed, epoch, rank); see the module docstring."""
+    s = epoch_seed(seed, epoch, rank)
+    random.seed(s)
+    np.random.seed(s)  # noqa: NPY002 (the global RNG is what third-party code draws from)
+    torch.manual_seed(s)
+    if dataset is not None:
+        dataset.transform.set_random_state(seed=s)
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy and torch RNG states as weights_only-loadable values (for inspection and resume)."""
+    np_state = np.random.get_state()  # noqa: NPY002
+    return {
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
+        "torch": torch.get_rng_state(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))  # noqa: NPY002
+    torch.set_rng_state(state["torch"])
+
+
+# ----------------------------------------------------------------------------------------------
+# one step
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StepResult:
+    loss: float
+    applied: bool
+
+
+def train_step(
+    net: torch.nn.Module,
+    batch: dict[str, Any],
+    loss_fn: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    device: torch.device,
+    amp: bool,
+    info: DistInfo = DistInfo(),
+) -> StepResult:
+    """One optimiser step; a non-finite loss or gradient is never applied (no step, grads dropped)."""
+    x = batch["pet"].to(device, non_blocking=True)
+    y = batch["label"].to(device, non_blocking=True)
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+        logits = net(x)
+        loss = loss_fn(logits.float(), y)
+    value = float(loss.detach())
+    if _any_rank(not math.isfinite(value), info):
+        optimizer.zero_grad(set_to_none=True)
+        return StepResult(value, False)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    norms = [p.grad.detach().norm() for p in net.parameters() if p.grad is not None]
+    grad_ok = bool(torch.isfinite(torch.stack(norms)).all()) if norms else True
+    if scaler.is_enabled():
+        before = scaler.get_scale()
+        scaler.step(optimizer)  # skips by itself on inf/NaN gradients
+        scaler.update()
+        applied = grad_ok and scaler.get_scale() >= before
+    elif grad_ok:  # DDP has averaged the gradients already: every rank takes the same decision
+        optimizer.step()
+        applied = True
+    else:
+        applied = False
+    optimizer.zero_grad(set_to_none=True)
+    return StepResult(value, applied)
+
+
+# ----------------------------------------------------------------------------------------------
+# validation
+# ----------------------------------------------------------------------------------------------
+
+
+def validate(
+    net: torch.nn.Module,
+    store: CaseStore,
+    case_ids: Sequence[str],
+    config: ModelConfig,
+    device: str,
+    info: DistInfo = DistInfo(),
+) -> dict[str, float]:
+    """Sliding-window inference through the container's own code, Dice/FPV/FNV at the target spacing.
+
+    Like the container, only the body's bounding box (30 mm margin) goes through the network.
+
+    Validation cases are shared out across ranks and the per-case results gathered on every rank.
+    """
+    from evaluation.metrics import case_metrics
+    from model.inference import BODY_LEVEL, sliding_window_scores
+    from model.preprocessing import body_box
+
+    module = net.module if hasattr(net, "module") else net
+    was_training = module.training
+    module.eval()
+    rows = []
+    with torch.no_grad():
+        for case_id in list(case_ids)[info.rank :: info.world]:
+            pet, label, _ = store.load(case_id, mmap=False)
+            pred = np.zeros(label.shape, dtype=np.uint8)
+            box = body_box(pet > BODY_LEVEL, tuple(int(np.ceil(30.0 / s)) for s in config.spacing))
+            if box is not None:  # the container's body crop (on the working grid here)
+                scores = sliding_window_scores(
+                    torch.from_numpy(np.ascontiguousarray(pet[box])), [module], config, device=device
+                )
+                pred[box] = (scores[0] > 0).numpy()
+            m = case_metrics(label, pred, config.spacing)
+            rows.append((case_id, float(m.dice), float(m.fpv_ml), float(m.fnv_ml), bool(m.has_lesion)))
+    module.train(was_training)
+    if info.world > 1:
+        gathered: list[Any] = [None] * info.world
+        dist.all_gather_object(gathered, rows)
+        rows = [r for part in gathered for r in part]
+    lesion_dice = [r[1] for r in rows if r[4] and math.isfinite(r[1])]
+    return {
+        "val_dice": float(np.mean(lesion_dice)) if lesion_dice else float("nan"),
+        "val_fpv_ml": float(np.mean([r[2] for r in rows])) if rows else float("nan"),
+        "val_fnv_ml": float(np.mean([r[3] for r in rows])) if rows else float("nan"),
+        "val_cases": len(rows),
+    }
+
+
+def pick_val_cases(store: CaseStore, case_ids: Sequence[str], limit: int) -> list[str]:
+    """The whole fold, or ``limit`` cases alternating lesion / lesion-free (both kinds count)."""
+    ids = sorted(case_ids)
+    if limit <= 0 or limit >= len(ids):
+        return ids
+    pos = [c for c in ids if store.has_lesion(c)]
+    neg = [c for c in ids if c not in set(pos)]
+    out: list[str] = []
+    while len(out) < limit and (pos or neg):
+        for pool in (pos, neg):
+            if pool and len(out) < limit:
+                out.append(pool.pop(0))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# feedback
+# ----------------------------------------------------------------------------------------------
+
+
+def write_metrics_csv(history: list[dict[str, Any]], path: Path) -> None:
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: row.get(k, "") for k in CSV_FIELDS})
+    os.replace(tmp, path)
+
+
+def plot_curves(histories: dict[str, list[dict[str, Any]]], path: Path, title: str = "") -> None:
+    """Loss and validation Dice per epoch; one line per run (fold)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, history in histories.items():
+        epochs = [r["epoch"] for r in history]
+        ax_loss.plot(epochs, [r["loss"] for r in history], label=name)
+        val = [(r["epoch"], r["val_dice"]) for r in history if _finite(r.get("val_dice"))]
+        if val:
+            ax_dice.plot(*zip(*val, strict=True), marker="o", label=name)
+    ax_loss.set(xlabel="epoch", ylabel="training loss (DiceCE)", title="loss")
+    ax_dice.set(xlabel="epoch", ylabel="Dice (lesion cases)", title="validation Dice", ylim=(0, 1))
+    for ax in (ax_loss, ax_dice):
+        ax.grid(alpha=0.3)
+        if len(histories) > 1 or title:
+            ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+# ----------------------------------------------------------------------------------------------
+# the fold
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FitResult:
+    out: Path
+    epochs_done: int
+    best_epoch: int
+    best_val_dice: float
+    status: str  # "finished" | "budget"
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def fit(
+    train_sources: Sequence[CaseSource],
+    val_sources: Sequence[CaseSource],
+    config: ModelConfig,
+    train: TrainConfig,
+    out: Path,
+    *,
+    cache_dir: Path,
+    resume: bool = False,
+    device: str | None = None,
+    num_workers: int = 0,
+    time_budget_s: float | None = None,
+    data_info: dict[str, Any] | None = None,
+    fold: int | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> FitResult:
+    """Train one network; writes ``last.pt``, ``best.pt``, ``metrics.csv``, ``curves.png`` in ``out``.
+
+    ``stop_after`` ends this process after that many epochs (as a kill at an epoch boundary would),
+    ``time_budget_s`` before an epoch that would overrun it; both leave a resumable ``last.pt``.
+    """
+    device = device or _default_device()
+    info = init_distributed(device)
+    if info.world > 1 and device.startswith("cuda"):
+        device = f"cuda:{info.local_rank}"
+        torch.cuda.set_device(device)
+    dev = torch.device(device)
+    amp = train.amp and dev.type == "cuda"
+    out = Path(out)
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+
+    store = CaseStore(list(train_sources) + list(val_sources), config, cache_dir)
+    if info.is_main:  # one process builds the cache; the others wait for it
+        store.ensure_all(progress=progress)
+    _barrier(info)
+    train_ids = [s.case_id for s in train_sources]
+    val_ids = pick_val_cases(store, [s.case_id for s in val_sources], train.val_max_cases)
+    dataset = CropDataset(store, train_ids, config, train)
+
+    torch.manual_seed(train.seed)  # identical initial weights on every rank
+    net = build_network(config).to(dev)
+    optimizer = make_optimizer(net.parameters(), train)
+    scheduler = make_scheduler(optimizer, train)
+    scaler = torch.amp.GradScaler(dev.type, enabled=amp)
+    history: list[dict[str, Any]] = []
+    start_epoch, elapsed, best_dice, best_epoch = 0, 0.0, -1.0, -1
+    planned = train.epochs
+
+    if resume and last_path.is_file():
+        state = torch.load(last_path, map_location="cpu", weights_only=True)
+        if state.get("config") != config.to_json():
+            raise SystemExit(f"{last_path}: saved with a different model config; refusing to resume")
+        saved_train = TrainConfig.from_json(state["train_config"])
+        if saved_train != train:
+            raise SystemExit(f"{last_path}: saved with training settings {saved_train}, not {train}")
+        net.load_state_dict(state["net"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        start_epoch = int(state["epoch"])
+        planned = int(state.get("planned_epochs", train.epochs))
+        elapsed = float(state.get("elapsed_s", 0.0))
+        history = list(state.get("history", []))
+        best_dice, best_epoch = float(state.get("best_val_dice", -1.0)), int(state.get("best_epoch", -1))
+        if info.is_main:
+            print(f"resumed from {last_path} at epoch {start_epoch}", flush=True)
+    elif info.is_main:
+        print(
+            f"network '{config.name}': {count_parameters(net) / 1e6:.2f} M parameters; "
+            f"{len(train_ids)} train, "
+            f"{len(val_ids)} val cases; device {device}, world {info.world}",
+            flush=True,
+        )
+
+    model: torch.nn.Module = net
+    if info.world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
+    loss_fn = make_loss()
+    status = "finished"
+    epoch = start_epoch
+    while epoch < planned:
+        if stop_after is not None and epoch - start_epoch >= stop_after:
+            status = "stopped"
+            break
+        if (
+            time_budget_s is not None
+            and history
+            and elapsed + _next_epoch_s(history, epoch + 1, planned, train) > time_budget_s
+        ):
+            status = "budget"  # a safety stop: plan_epochs normally keeps the run inside the budget
+            break
+        t0 = time.monotonic()
+        seed_epoch(train.seed, epoch, info.rank, dataset)
+        dataset.set_draws(
+            epoch_draws(
+                len(train_ids),
+                train.iters_per_epoch * train.volumes_per_step,
+                train.seed,
+                epoch,
+                info.rank,
+                info.world,
+            )
+        )
+        loader = DataLoader(
+            dataset,
+            batch_size=train.volumes_per_step,
+            shuffle=False,
+            num_workers=num_workers,
+            collate_fn=list_data_collate,
+            worker_init_fn=worker_init_fn,
+            persistent_workers=False,
+            pin_memory=dev.type == "cuda",
+        )
+        model.train()
+        losses, skipped = [], 0
+        bar = tqdm(
+            loader,
+            desc=f"epoch {epoch + 1}/{planned}",
+            unit="it",
+            disable=not (progress and info.is_main),
+            mininterval=1.0 if sys.stderr.isatty() else 30.0,
+            leave=False,
+        )
+        for batch in bar:
+            step = train_step(model, batch, loss_fn, optimizer, scaler, dev, amp, info)
+            if step.applied:
+                losses.append(step.loss)
+            else:
+                skipped += 1
+            bar.set_postfix(loss=f"{step.loss:.4f}", skipped=skipped, refresh=False)
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "loss": float(np.mean(losses)) if losses else float("nan"),
+            "lr": lr,
+            "steps": len(losses) + skipped,
+            "skipped": skipped,
+            "val_dice": float("nan"),
+            "val_fpv_ml": float("nan"),
+            "val_fnv_ml": float("nan"),
+            "val_cases": 0,
+        }
+        if info.world > 1:  # the logged loss is the mean over ranks
+            t = torch.tensor([row["loss"] if losses else 0.0, float(bool(losses))])
+            dist.all_reduce(t)
+            row["loss"] = float(t[0] / t[1]) if t[1] > 0 else float("nan")
+        budgeting = time_budget_s is not None and epoch == 0
+        val_s = 0.0
+        if val_ids and (budgeting or _validates(epoch + 1, planned, train.val_every)):
+            t_val = time.monotonic()
+            row.update(validate(model, store, val_ids, config, str(dev), info))
+            val_s = time.monotonic() - t_val
+        if budgeting:  # fit the cosine schedule to the budget, from the first epoch's timings
+            planned = plan_epochs(time_budget_s, time.monotonic() - t0 - val_s, val_s, train)
+            planned = _agree(planned, info)
+            scheduler.T_max = planned
+        row["epoch_s"] = time.monotonic() - t0
+        row["val_s"] = val_s
+        elapsed += row["epoch_s"]
+        row["elapsed_s"] = elapsed
+        history.append(row)
+        improved = _finite(row["val_dice"]) and row["val_dice"] > best_dice
+        if improved:
+            best_dice, best_epoch = row["val_dice"], epoch + 1
+        if info.is_main:
+            meta = dict(
+                kind=STATE_KIND,
+                epoch=epoch + 1,
+                train_config=train.to_json(),
+                history=history,
+                elapsed_s=elapsed,
+                best_val_dice=best_dice,
+                best_epoch=best_epoch,
+                planned_epochs=planned,
+                fold=fold,
+                world=info.world,
+                data=json.dumps(data_info or {}),
+                val_cases=list(val_ids),
+            )
+            if improved:
+                save_checkpoint(best_path, net, config, **meta, val_metrics={k: row[k] for k in CSV_FIELDS})
+            save_checkpoint(
+                last_path,
+                net,
+                config,
+                **meta,
+                optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict(),
+                scaler=scaler.state_dict(),
+                rng=rng_state(),
+            )
+            write_metrics_csv(history, out / "metrics.csv")
+            plot_curves({out.name: history}, out / "curves.png")
+            val = (
+                f" val dice {row['val_dice']:.3f} fpv {row['val_fpv_ml']:.1f} ml fnv {row['val_fnv_ml']:.1f} ml"
+                if _finite(row["val_dice"])
+                else ""
+            )
+            print(
+                f"epoch {epoch + 1}/{planned} loss {row['loss']:.4f} lr {lr:.2e} skipped {skipped}"
+                f"{val} ({row['epoch_s']:.0f} s, total {elapsed / 60:.1f} min)",
+                flush=True,
+            )
+        _barrier(info)
+        epoch += 1
+    if info.is_main:
+        done = {
+            "status": status,
+            "epochs_done": len(history),
+            "best_epoch": best_epoch,
+            "best_val_dice": best_dice,
+        }
+        _write_json(out / "status.json", done)
+    return FitResult(out, len(history), best_epoch, best_dice, status, history)
+
+
+def _next_epoch_s(history: list[dict[str, Any]], epoch: int, planned: int, train: TrainConfig) -> float:
+    """Expected length of the coming epoch: recent training time, plus a validation if one is due."""
+    train_s = float(np.median([r["epoch_s"] - r.get("val_s", 0.0) for r in history[-3:]]))
+    val_times = [r["val_s"] for r in history if r.get("val_s", 0.0) > 0]
+    return train_s + (val_times[-1] if val_times and _validates(epoch, planned, train.val_every) else 0.0)
+
+
+def _validates(epoch: int, planned: int, every: int) -> bool:
+    """Validation after every ``every``-th epoch and after the last planned one (1-based epochs)."""
+    return epoch == planned or (every > 0 and epoch % every == 0)
+
+
+def plan_epochs(budget_s: float, epoch_s: float, val_s: float, train: TrainConfig, margin: float = 0.95) -> int:
+    """Most epochs (at most train.epochs) whose training and validations fit the budget.
+
+    The first epoch (already done, and validated to time it) counts; the cosine schedule is then
+    stretched to this length so the learning rate still reaches eta_min inside the budget.
+    """
+    best = 1
+    for planned in range(1, train.epochs + 1):
+        vals = sum(_validates(e, planned, train.val_every) for e in range(2, planned + 1)) + 1
+        if planned * epoch_s + vals * val_s <= margin * budget_s:
+            best = planned
+    return best
+
+
+def _agree(value: int, info: DistInfo) -> int:
+    """Rank 0's value on every rank (timings differ a little between processes)."""
+    if info.world <= 1:
+        return value
+    t = torch.tensor([value])
+    dist.broadcast(t, src=0)
+    return int(t.item())
+
+
+def _barrier(info: DistInfo) -> None:
+    if info.world > 1:
+        dist.barrier()
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def read_status(out: Path) -> dict[str, Any] | None:
+    path = Path(out) / "status.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+__all__ = ["fit", "train_step", "validate", "FitResult", "DistInfo", "atomic_torch_save", "plot_curves"]

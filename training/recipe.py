@@ -1,0 +1,304 @@
+"""The paper's training recipe as MONAI components, plus the demo's options beyond it.
+
+Everything that decides *how* a network is trained (not what it is: that is ``ModelConfig``) lives in
+``TrainConfig``, so a run's checkpoint can record it and ``--resume`` can refuse a changed recipe.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+import numpy as np
+import torch
+from monai.losses import DiceCELoss
+from monai.transforms import (
+    Compose,
+    EnsureChannelFirstd,
+    LoadImaged,
+    MapTransform,
+    Orientationd,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    Randomizable,
+    RandRotate90d,
+    ScaleIntensityRangePercentilesd,
+    Spacingd,
+    SpatialPadd,
+)
+
+from model.config import ModelConfig
+
+KEYS = ("pet", "label")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, sampling and augmentation settings of one training run."""
+
+    lr: float = 2e-4
+    eta_min: float = 1e-8
+    epochs: int = 800
+    iters_per_epoch: int = 250
+    batch_size: int = 2  # crops per optimiser step and process
+    samples_per_volume: int = 1  # crops cut from one loaded volume (RandCropByPosNegLabeld num_samples)
+    pos: float = 0.6  # share of crops centred on a lesion voxel
+    neg: float = 0.4  # share centred on any non-lesion voxel
+    hot_neg: float = 0.0  # share centred on a hot non-lesion voxel (demo option; 0 = the paper's sampler)
+    hot_threshold: float = 0.3  # "hot" = percentile-scaled PET above this
+    flip_prob: float = 0.1
+    rot90_prob: float = 0.1
+    amp: bool = True  # fp16 autocast + GradScaler, CUDA only
+    val_every: int = 10
+    val_max_cases: int = 0  # 0 = the whole validation fold
+    seed: int = 0
+    name: str = "paper"
+
+    def __post_init__(self) -> None:
+        total = self.pos + self.neg + self.hot_neg
+        if min(self.pos, self.neg, self.hot_neg) < 0 or total <= 0:
+            raise ValueError(f"crop ratios must be non-negative with a positive sum, got {self}")
+        if self.batch_size % self.samples_per_volume:
+            raise ValueError(
+                f"batch_size {self.batch_size} must be a multiple of samples_per_volume {self.samples_per_volume}"
+            )
+
+    @property
+    def volumes_per_step(self) -> int:
+        return self.batch_size // self.samples_per_volume
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainConfig:
+        data = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def with_(self, **changes: Any) -> TrainConfig:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def paper_train_config() -> TrainConfig:
+    """Table 7 of the paper: Adam 2e-4, cosine to 1e-8, 60/40 crops, flips/rot90 at 0.1, AMP."""
+    return TrainConfig()
+
+
+def demo_train_config() -> TrainConfig:
+    """Two CPU cores: a shorter, faster schedule and hot non-lesion crops against false positives.
+
+    Beyond the paper (measured on phantoms, see docs/training.md): 30 % of crops centred on hot
+    physiological uptake, Adam at 5e-4 because a fold gets a few hundred steps rather than 800 epochs.
+    ``epochs`` is a cap: ``--time-budget-min`` plans the cosine schedule's length from measured speed.
+    """
+    return TrainConfig(
+        lr=5e-4,
+        epochs=40,
+        iters_per_epoch=25,
+        batch_size=2,
+        samples_per_volume=1,
+        pos=0.5,
+        neg=0.2,
+        hot_neg=0.3,
+        amp=False,
+        val_every=8,
+        val_max_cases=4,
+        name="demo",
+    )
+
+
+def tiny_train_config() -> TrainConfig:
+    return TrainConfig(
+        epochs=2,
+        iters_per_epoch=2,
+        batch_size=2,
+        samples_per_volume=2,
+        amp=False,
+        val_every=1,
+        val_max_cases=2,
+        name="tiny",
+    )
+
+
+TRAIN_PRESETS = {"paper": paper_train_config, "demo": demo_train_config, "tiny": tiny_train_config}
+
+
+def train_preset(name: str) -> TrainConfig:
+    try:
+        return TRAIN_PRESETS[name]()
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(TRAIN_PRESETS)}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# transforms
+# ----------------------------------------------------------------------------------------------
+
+
+def deterministic_transforms(config: ModelConfig) -> Compose:
+    """Load -> channel first -> RAS -> target spacing -> per-volume percentile scaling (the cache point).
+
+    The same steps, in the same order, as the container's preprocessing; only PET and label are used.
+    """
+    return Compose(
+        [
+            LoadImaged(keys=list(KEYS), image_only=True),
+            EnsureChannelFirstd(keys=list(KEYS)),
+            Orientationd(keys=list(KEYS), axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
+            Spacingd(keys=list(KEYS), pixdim=config.spacing, mode=("bilinear", "nearest")),
+            ScaleIntensityRangePercentilesd(
+                keys="pet",
+                lower=config.percentiles[0],
+                upper=config.percentiles[1],
+                b_min=0.0,
+                b_max=1.0,
+                clip=True,
+            ),
+        ]
+    )
+
+
+class NonFiniteToZerod(MapTransform):
+    """Replace NaN/Inf by 0 and drop MONAI metadata; last on purpose (the paper's AMP NaN post-mortem)."""
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        out = dict(data)
+        for key in self.key_iterator(out):
+            value = torch.as_tensor(out[key])
+            value = value.as_tensor() if hasattr(value, "as_tensor") else value
+            out[key] = torch.nan_to_num(value, nan=0.0, posinf=0.0, neginf=0.0)
+        return out
+
+
+class RandCropByPosHotNegd(Randomizable, MapTransform):
+    """Crops centred on a lesion, a hot non-lesion or any non-lesion voxel, with given probabilities.
+
+    Beyond the paper: on phantoms (and in autoPET) most false positives are physiological uptake
+    (brain, heart, bladder); RandCropByPosNegLabeld rarely centres a crop there because hot organs are
+    a tiny share of all background voxels. Reads only the crop from memory-mapped arrays.
+    Expects ``fg_idx`` and ``hot_idx`` (flat indices) in the data, as ``CaseStore`` provides.
+    """
+
+    def __init__(
+        self,
+        keys: Sequence[str],
+        label_key: str,
+        spatial_size: Sequence[int],
+        pos: float,
+        hot: float,
+        neg: float,
+        num_samples: int = 1,
+    ) -> None:
+        MapTransform.__init__(self, keys)
+        self.label_key = label_key
+        self.spatial_size = tuple(int(s) for s in spatial_size)
+        total = pos + hot + neg
+        self.probs = np.array([pos, hot, neg], dtype=float) / total
+        self.num_samples = num_samples
+
+    def _center(self, data: Mapping[Hashable, Any], shape: tuple[int, ...]) -> tuple[int, ...]:
+        kind = int(self.R.choice(3, p=self.probs))
+        pools = {0: data.get("fg_idx"), 1: data.get("hot_idx")}
+        pool = pools.get(kind)
+        if pool is not None and len(pool):
+            flat = int(pool[self.R.randint(len(pool))])
+            return tuple(int(v) for v in np.unravel_index(flat, shape))
+        label = data[self.label_key]
+        for _ in range(20):  # any non-lesion voxel: rejection sampling, lesions are a tiny share
+            center = tuple(int(self.R.randint(s)) for s in shape)
+            if label[(0, *center)] == 0:
+                return center
+        return center
+
+    def randomize(self, data: Any = None) -> None:  # interface of Randomizable; sampling happens per crop
+        pass
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> list[dict[Hashable, Any]]:
+        shape = tuple(data[self.label_key].shape[1:])
+        results = []
+        for _ in range(self.num_samples):
+            center = self._center(data, shape)
+            slices = []
+            pads = []
+            for c, size, dim in zip(center, self.spatial_size, shape, strict=True):
+                start = min(max(c - size // 2, 0), max(dim - size, 0))
+                stop = min(start + size, dim)
+                slices.append(slice(start, stop))
+                pads.append((0, size - (stop - start)))
+            out = {k: v for k, v in data.items() if k not in ("fg_idx", "hot_idx")}
+            for key in self.key_iterator(out):
+                crop = np.asarray(data[key][(slice(None), *slices)])
+                if any(p for _, p in pads):
+                    crop = np.pad(crop, [(0, 0), *pads])
+                out[key] = torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32))
+            out["crop_center"] = torch.tensor(center)
+            results.append(out)
+        return results
+
+
+def crop_transform(config: ModelConfig, train: TrainConfig) -> MapTransform:
+    """The paper's RandCropByPosNegLabeld, or the demo's three-way sampler when hot_neg > 0."""
+    if train.hot_neg > 0:
+        return RandCropByPosHotNegd(
+            keys=list(KEYS),
+            label_key="label",
+            spatial_size=config.crop_size,
+            pos=train.pos,
+            hot=train.hot_neg,
+            neg=train.neg,
+            num_samples=train.samples_per_volume,
+        )
+    return RandCropByPosNegLabeld(
+        keys=list(KEYS),
+        label_key="label",
+        spatial_size=config.crop_size,
+        pos=train.pos,
+        neg=train.neg,
+        num_samples=train.samples_per_volume,
+    )
+
+
+def random_transforms(config: ModelConfig, train: TrainConfig) -> Compose:
+    """After the cache point: crop, flips on each axis, 90-degree rotations in each plane, NaN -> 0 last."""
+    steps: list[Any] = []
+    if train.hot_neg <= 0:
+        # no-op for autoPET-sized volumes; lets the paper's crop run on phantoms smaller than the crop
+        steps.append(SpatialPadd(keys=list(KEYS), spatial_size=config.crop_size))
+    steps.append(crop_transform(config, train))
+    steps += [RandFlipd(keys=list(KEYS), prob=train.flip_prob, spatial_axis=axis) for axis in range(3)]
+    steps += [
+        RandRotate90d(keys=list(KEYS), prob=train.rot90_prob, max_k=3, spatial_axes=axes)
+        for axes in ((0, 1), (1, 2), (0, 2))
+    ]
+    steps.append(NonFiniteToZerod(keys=list(KEYS)))
+    return Compose(steps)
+
+
+def transform_names(config: ModelConfig, train: TrainConfig) -> list[str]:
+    """The whole pipeline as class names, in order (documented and tested)."""
+    return (
+        [type(t).__name__ for t in deterministic_transforms(config).transforms]
+        + ["<cache>"]
+        + [type(t).__name__ for t in random_transforms(config, train).transforms]
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# loss, optimiser, schedule
+# ----------------------------------------------------------------------------------------------
+
+
+def make_loss() -> DiceCELoss:
+    return DiceCELoss(to_onehot_y=True, softmax=True, squared_pred=True, include_background=True)
+
+
+def make_optimizer(params: Any, train: TrainConfig) -> torch.optim.Adam:
+    return torch.optim.Adam(params, lr=train.lr)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """Cosine from lr to eta_min over the planned epochs, stepped once per epoch."""
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(train.epochs, 1), eta_min=train.eta_min)
