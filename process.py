@@ -106,7 +106,7 @@ def build_algorithm(args: argparse.Namespace):
     from model.inference import Predictor
 
     started = time.perf_counter()
-    predictor = Predictor.from_weights(args.weights, device=args.device, crop=not args.no_crop,
+    predictor = Predictor.from_weights(args.weights, device=args.device, crop="none" if args.no_crop else "body",
                                        sw_batch_size=args.sw_batch_size)
     log.info("loaded %d network(s) '%s' from %s on %s in %.1f s", len(predictor.networks),
              predictor.config.name, args.weights, predictor.device, time.perf_counter() - started)

@@ -184,17 +184,41 @@ def window_aligned_box(box: tuple[slice, slice, slice], shape: Sequence[int], ro
     return out[0], out[1], out[2]
 
 
+CROP_MODES = ("body", "exact", "none")
+
+
+def at_least_roi(box: tuple[slice, slice, slice], shape: Sequence[int], roi: Sequence[int]
+                 ) -> tuple[slice, slice, slice]:
+    """Grow a box around its centre to one window where the volume allows, rather than pad with air."""
+    out = []
+    for sl, n, r in zip(box, shape, roi, strict=True):
+        length = sl.stop - sl.start
+        if length >= r or n <= r:
+            out.append(sl if n > r else slice(0, n))
+            continue
+        start = min(max(0, sl.start - (r - length) // 2), n - r)
+        out.append(slice(start, start + r))
+    return out[0], out[1], out[2]
+
+
 class Predictor:
-    """A config, its networks, and the device they run on: ``predict(pet) -> mask``."""
+    """A config, its networks, and the device they run on: ``predict(pet) -> mask``.
+
+    crop: "body" (default) runs the sliding window over the body's bounding box only; "exact"
+    grows that box to the whole-volume windows that touch it, which gives the uncropped scores to
+    float precision but saves little at high overlap; "none" runs over the whole field of view.
+    """
 
     def __init__(self, networks: Sequence[torch.nn.Module], config: ModelConfig,
-                 device: str | torch.device = "auto", crop: bool = True, sw_batch_size: int | None = None,
+                 device: str | torch.device = "auto", crop: str = "body", sw_batch_size: int | None = None,
                  margin_mm: float = 10.0) -> None:
         if not networks:
             raise ValueError("a Predictor needs at least one network")
         self.config = config
         self.device = resolve_device(device)
         self.networks = [net.to(self.device).eval() for net in networks]
+        if crop not in CROP_MODES:
+            raise ValueError(f"crop must be one of {CROP_MODES}, got {crop!r}")
         self.crop = crop
         self.margin_mm = margin_mm
         self.sw_batch_size = sw_batch_size or (8 if self.device.type == "cuda" else 2)
@@ -292,7 +316,7 @@ class Predictor:
         del ras_array
         if body is None:
             box = None
-        elif self.crop:
+        elif self.crop != "none":
             margin = tuple(int(np.ceil(self.margin_mm / s)) for s in ras.spacing)
             box = body_box(body, margin)
         else:
@@ -303,7 +327,10 @@ class Predictor:
             lap("crop")
             return orient, ras, None, []
         work_box = scale_box(box, ras, work_grid) if info.resampled else box
-        work_box = window_aligned_box(work_box, work.shape, cfg.roi_size, cfg.overlap)
+        if self.crop == "exact":
+            work_box = window_aligned_box(work_box, work.shape, cfg.roi_size, cfg.overlap)
+        else:
+            work_box = at_least_roi(work_box, work.shape, cfg.roi_size)
         crop = work[work_box]
         info.crop_shape = crop.shape
         info.windows = count_windows(crop.shape, cfg.roi_size, cfg.overlap)

@@ -53,7 +53,7 @@ def test_agrees_with_monai_pipeline(name, tmp_path):
     sitk.WriteImage(pet, str(path))
 
     ref_mask, ref_scores = reference_predict(path, nets, config, sw_batch_size=4, return_scores=True)
-    predictor = Predictor(nets, config, device="cpu", crop=False)
+    predictor = Predictor(nets, config, device="cpu", crop="none")
     ours = as_xyz(predictor.predict(pet))
     scores = predictor.predict_scores(pet)
 
@@ -91,15 +91,19 @@ def test_geometry_and_physical_position(name, hotspot_predictor):
     assert np.linalg.norm(centroid_mm(mask) - lesion) < 1.5 * max(grid["spacing"])
 
 
-def test_crop_agrees_with_uncropped(hotspot_predictor):
-    pet, _ = body_with_lesion(size=(140, 120, 64), spacing=(4.0, 4.0, 4.0), lesion_radius_mm=18.0)
-    cropped = as_xyz(hotspot_predictor.predict(pet))
-    info = hotspot_predictor.last_info
-    full = Predictor(hotspot_predictor.networks, hotspot_predictor.config, device="cpu", crop=False)
+def test_crop_modes_against_uncropped(hotspot_predictor):
+    """'exact' reproduces the uncropped scores inside the body; 'body' computes far fewer windows."""
+    pet, _ = body_with_lesion(size=(140, 120, 64), spacing=(4.0, 4.0, 4.0), lesion_radius_mm=28.0)
+    nets, config = hotspot_predictor.networks, hotspot_predictor.config
+    full = Predictor(nets, config, device="cpu", crop="none")
     uncropped = as_xyz(full.predict(pet))
-    assert info.windows < info.windows_uncropped
     assert uncropped.sum() > 0
-    assert dice(cropped, uncropped) >= 0.99
+    exact = Predictor(nets, config, device="cpu", crop="exact")
+    assert dice(as_xyz(exact.predict(pet)), uncropped) >= 0.999
+    body = Predictor(nets, config, device="cpu", crop="body")
+    cropped = as_xyz(body.predict(pet))
+    assert body.last_info.windows < exact.last_info.windows < full.last_info.windows
+    assert dice(cropped, uncropped) >= 0.95, "the fixture network is small; shipped weights are held to 0.99"
 
 
 def test_input_smaller_than_roi_is_padded(hotspot_predictor):
