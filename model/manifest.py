@@ -36,6 +36,7 @@ def write_manifest(folder: Path, models: list[dict[str, Any]], **info: Any) -> P
     with os.fdopen(fd, "w") as fh:
         json.dump(manifest, fh, indent=2, default=str)
         fh.write("\n")
+    os.chmod(tmp, 0o644)
     os.replace(tmp, target)
     return target
 

@@ -64,6 +64,7 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600: a non-root container user must read the weights
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,124 @@
+"""GPU benchmark: the paper's full-size networks, 1 and 5 models, on a 400 x 400 x 326 phantom.
+
+One prepared command for a lent GPU machine without network (about 2-4 minutes there):
+
+    bash benchmarks/fetch_gpu_wheels.sh            # here: monai + SimpleITK wheels into .whl/
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && \\
+        PYTHONPATH=/tmp/site:. python3 benchmarks/inference_gpu.py --json $OUT/gpu.json
+
+Prints, per ensemble size: end-to-end seconds (PET image in memory -> mask, warm), seconds per
+window per network, windows computed versus uncropped, peak GPU memory, and the FLOP-bound
+estimate (windows x networks x 957 GFLOP / the fp16 convolution throughput measured on the card).
+Random weights: timing does not depend on them. Targets (issue 7): five models <= 20 s on an H100,
+peak <= 12 GB (to fit a 16 GB T4), one model <= 6 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+GFLOP_PER_WINDOW = 957.0  # the paper's DynUNet on one 128^3 window (facts.md)
+
+
+def check_packages() -> None:
+    missing = [m for m in ("torch", "monai", "SimpleITK", "scipy", "numpy") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise SystemExit(f"missing packages: {', '.join(missing)}; carry them as wheels (see this file's docstring)")
+
+
+def conv_throughput_tflops(device, seconds: float = 3.0) -> float:
+    """fp16 3D convolution throughput of this card on a layer shaped like the network's middle."""
+    import torch
+
+    conv = torch.nn.Conv3d(128, 128, 3, padding=1, bias=False).to(device).half()
+    x = torch.randn(4, 128, 32, 32, 32, device=device, dtype=torch.float16)
+    flop = 2 * 128 * 128 * 27 * 32 ** 3 * 4
+    with torch.inference_mode():
+        for _ in range(5):
+            conv(x)
+        torch.cuda.synchronize() if device.type == "cuda" else None
+        n, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            conv(x)
+            n += 1
+        torch.cuda.synchronize() if device.type == "cuda" else None
+    return flop * n / (time.perf_counter() - started) / 1e12
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--preset", default="paper", help="model preset (paper for the real figures)")
+    parser.add_argument("--slices", type=int, default=326)
+    parser.add_argument("--models", type=int, nargs="+", default=[1, 5])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--sw-batch-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs after one warm-up")
+    args = parser.parse_args(argv)
+    check_packages()
+
+    import numpy as np
+    import torch
+
+    from model.config import preset
+    from model.inference import Predictor
+    from model.network import build_network, count_parameters
+    from training.phantoms import make_phantom
+
+    device = torch.device(args.device)
+    config = preset(args.preset)
+    phantom = make_phantom(3, shape=(400, 400, args.slices), lesions=True)
+    gpu_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    print(f"device: {gpu_name}; torch {torch.__version__}; preset {config.name}; phantom {phantom.pet.GetSize()}",
+          flush=True)
+    throughput = conv_throughput_tflops(device) if device.type == "cuda" else float("nan")
+    print(f"fp16 conv3d throughput: {throughput:.1f} TFLOP/s", flush=True)
+    torch.manual_seed(0)
+    networks = [build_network(config) for _ in range(max(args.models))]
+    print(f"network: {count_parameters(networks[0]) / 1e6:.2f} M parameters", flush=True)
+
+    results = {"device": gpu_name, "torch": torch.__version__, "preset": config.name,
+               "shape": list(phantom.pet.GetSize()), "conv_tflops_fp16": round(throughput, 1), "runs": []}
+    for n_models in args.models:
+        predictor = Predictor(networks[:n_models], config, device=device, sw_batch_size=args.sw_batch_size)
+        predictor.predict(phantom.pet)  # warm-up: cudnn.benchmark picks its kernels
+        times = []
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        for _ in range(args.repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            predictor.predict(phantom.pet)
+            times.append(time.perf_counter() - started)
+        info = predictor.last_info
+        peak_gb = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else float("nan")
+        net_s = info.seconds.get("network", float("nan"))
+        bound = info.windows * n_models * GFLOP_PER_WINDOW / 1e3 / throughput if throughput == throughput else None
+        run = {"models": n_models, "end_to_end_s": round(float(np.median(times)), 2),
+               "network_s": round(net_s, 2), "windows": info.windows, "windows_uncropped": info.windows_uncropped,
+               "s_per_window_per_model": round(net_s / max(1, info.windows * n_models), 4),
+               "peak_gpu_gb": round(peak_gb, 2), "flop_bound_s": round(bound, 2) if bound else None,
+               "stages_s": {k: round(v, 2) for k, v in info.seconds.items()}}
+        results["runs"].append(run)
+        print(json.dumps(run), flush=True)
+        del predictor
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    print(json.dumps(results, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
