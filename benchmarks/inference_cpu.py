@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         agreement = dice(tmp_path / "ours.mha", tmp_path / "seed.mha")
     result = {
         "weights": str(args.weights), "models": len(predictor.networks), "config": predictor.config.name,
-        "shape": [400, 400, args.slices], "seed_style_s": round(seed["seconds"], 2), "ours_s": round(ours["seconds"], 2),
+        "shape": [400, 400, args.slices],
+        "seed_style_s": round(seed["seconds"], 2), "ours_s": round(ours["seconds"], 2),
         "speedup": round(seed["seconds"] / ours["seconds"], 2), "mask_dice": round(agreement, 4),
         "seed_style_peak_rss_mb": round(seed["peak_rss_mb"]), "ours_peak_rss_mb": round(ours["peak_rss_mb"]),
         "threads": args.threads, "cpu": platform.processor() or platform.machine(),
