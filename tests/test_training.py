@@ -161,6 +161,28 @@ def test_hot_negative_crop_ratios() -> None:
     assert abs(counts["lesion"] / n - 0.5) < 0.05 and abs(counts["hot"] / n - 0.3) < 0.05, counts
 
 
+def test_hot_sampler_avoids_air_and_uses_hot_voxels_on_lesion_free_volumes() -> None:
+    vol = _ball_volume()
+    vol["pet"][0, :, :, :8] = 0.0  # a slab of air
+    cropper = RandCropByPosHotNegd(
+        ["pet", "label"], "label", (32, 32, 32), pos=0.5, hot=0.0, neg=0.5, num_samples=200, body_threshold=0.01
+    )
+    cropper.set_random_state(seed=7)
+    empty = np.zeros(0, dtype=np.int64)
+    crops = cropper({"pet": vol["pet"], "label": np.zeros_like(vol["label"]), "fg_idx": empty,
+                     "hot_idx": np.flatnonzero(vol["hot"])})
+    centres = [tuple(int(v) for v in c["crop_center"]) for c in crops]
+    assert all(c[2] >= 8 for c in centres)  # never centred in air
+    on_hot = np.mean([vol["hot"][c] for c in centres])
+    assert 0.4 < on_hot < 0.65  # the lesion share went to hot voxels (plus hot hits by chance)
+
+
+def test_lesion_cases_get_their_share_of_draws() -> None:
+    weights = [0.7 / 2, 0.7 / 2, 0.3 / 4, 0.3 / 4, 0.3 / 4, 0.3 / 4]
+    draws = epoch_draws(6, 3000, seed=0, epoch=0, weights=weights)
+    assert abs(np.mean([d < 2 for d in draws]) - 0.7) < 0.03
+
+
 def test_epoch_draws_are_deterministic_and_sharded() -> None:
     a = epoch_draws(10, 7, seed=1, epoch=3)
     assert a == epoch_draws(10, 7, seed=1, epoch=3) and a != epoch_draws(10, 7, seed=1, epoch=4)

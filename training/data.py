@@ -155,6 +155,17 @@ class CropDataset(Dataset):
             hot = np.sort(rng.choice(hot, MAX_HOT_INDICES, replace=False))
         return fg, hot.astype(np.int64)
 
+    def draw_weights(self) -> list[float] | None:
+        """Per-case draw weights giving lesion cases ``lesion_case_share`` of the draws (None: uniform)."""
+        share = self.train.lesion_case_share
+        if share <= 0:
+            return None
+        lesion = [self.store.has_lesion(c) for c in self.case_ids]
+        n_pos = sum(lesion)
+        if n_pos in (0, len(lesion)):
+            return None
+        return [share / n_pos if pos else (1 - share) / (len(lesion) - n_pos) for pos in lesion]
+
     def set_draws(self, draws: Sequence[int]) -> None:
         self.draws = list(draws)
 
@@ -176,14 +187,20 @@ class CropDataset(Dataset):
 
 
 def epoch_draws(
-    n_cases: int, n_draws: int, seed: int, epoch: int, rank: int = 0, world: int = 1
+    n_cases: int, n_draws: int, seed: int, epoch: int, rank: int = 0, world: int = 1,
+    weights: Sequence[float] | None = None,
 ) -> list[int]:
-    """Case indices for one epoch: shuffled passes over all cases, derived from (seed, epoch) only.
+    """Case indices for one epoch, derived from (seed, epoch) only.
 
-    Each rank takes every ``world``-th draw, so ranks see disjoint shards of the same epoch.
+    Shuffled passes over all cases, or, with ``weights``, independent weighted draws. Each rank takes
+    every ``world``-th draw, so ranks see disjoint shards of the same epoch.
     """
     rng = np.random.default_rng([seed, epoch])
     total = n_draws * world
-    passes = [rng.permutation(n_cases) for _ in range(-(-total // max(n_cases, 1)))]
-    order = np.concatenate(passes)[:total] if passes else np.zeros(0, dtype=int)
+    if weights is not None:
+        p = np.asarray(weights, dtype=float)
+        order = rng.choice(n_cases, size=total, p=p / p.sum())
+    else:
+        passes = [rng.permutation(n_cases) for _ in range(-(-total // max(n_cases, 1)))]
+        order = np.concatenate(passes)[:total] if passes else np.zeros(0, dtype=int)
     return [int(v) for v in order[rank::world]]

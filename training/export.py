@@ -54,7 +54,6 @@ def export(
     folds: Sequence[int] = (0, 1, 2, 3, 4),
     which: str = "best",
     description: str = "",
-    half: bool = False,
 ) -> Path:
     """Write ``out/fold<k>.pt`` for each fold and ``out/manifest.json``; returns the manifest path."""
     out = Path(out)
@@ -68,8 +67,6 @@ def export(
         preset = preset or config.name
         net = build_network(config)
         net.load_state_dict(state["net"])
-        if half:
-            net = net.half()
         history = state.get("history", [])
         epoch = int(state.get("epoch", 0))
         row = next((r for r in history if r.get("epoch") == epoch), {})

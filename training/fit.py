@@ -334,6 +334,8 @@ def fit(
         device = f"cuda:{info.local_rank}"
         torch.cuda.set_device(device)
     dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick the fastest kernels
     amp = train.amp and dev.type == "cuda"
     out = Path(out)
     last_path, best_path = out / "last.pt", out / "best.pt"
@@ -347,6 +349,7 @@ def fit(
     train_ids = [s.case_id for s in train_sources]
     val_ids = pick_val_cases(store, [s.case_id for s in val_sources], train.val_max_cases)
     dataset = CropDataset(store, train_ids, config, train)
+    draw_weights = dataset.draw_weights()
 
     torch.manual_seed(train.seed)  # identical initial weights on every rank
     net = build_network(config).to(dev)
@@ -412,6 +415,7 @@ def fit(
                 epoch,
                 info.rank,
                 info.world,
+                weights=draw_weights,
             )
         )
         loader = DataLoader(

@@ -48,6 +48,8 @@ class TrainConfig:
     neg: float = 0.4  # share centred on any non-lesion voxel
     hot_neg: float = 0.0  # share centred on a hot non-lesion voxel (demo option; 0 = the paper's sampler)
     hot_threshold: float = 0.3  # "hot" = percentile-scaled PET above this
+    body_threshold: float = 0.0  # demo: background crops centred where scaled PET > this (0 = anywhere)
+    lesion_case_share: float = 0.0  # demo: share of volume draws from lesion cases (0 = uniform, the paper)
     flip_prob: float = 0.1
     rot90_prob: float = 0.1
     amp: bool = True  # fp16 autocast + GradScaler, CUDA only
@@ -90,8 +92,9 @@ def paper_train_config() -> TrainConfig:
 def demo_train_config() -> TrainConfig:
     """Two CPU cores: a shorter, faster schedule and hot non-lesion crops against false positives.
 
-    Beyond the paper (measured on phantoms, see docs/training.md): 30 % of crops centred on hot
-    physiological uptake, Adam at 5e-4 because a fold gets a few hundred steps rather than 800 epochs.
+    Beyond the paper (see docs/training.md): 30 % of crops centred on hot physiological uptake,
+    background crops inside the body (not in air), 70 % of volume draws from lesion cases, and Adam
+    at 5e-4, because a fold gets a few hundred steps rather than 800 epochs.
     ``epochs`` is a cap: ``--time-budget-min`` plans the cosine schedule's length from measured speed.
     """
     return TrainConfig(
@@ -103,6 +106,8 @@ def demo_train_config() -> TrainConfig:
         pos=0.5,
         neg=0.2,
         hot_neg=0.3,
+        body_threshold=0.01,
+        lesion_case_share=0.7,
         amp=False,
         val_every=8,
         val_max_cases=4,
@@ -179,7 +184,9 @@ class RandCropByPosHotNegd(Randomizable, MapTransform):
     Beyond the paper: on phantoms (and in autoPET) most false positives are physiological uptake
     (brain, heart, bladder); RandCropByPosNegLabeld rarely centres a crop there because hot organs are
     a tiny share of all background voxels. Reads only the crop from memory-mapped arrays.
-    Expects ``fg_idx`` and ``hot_idx`` (flat indices) in the data, as ``CaseStore`` provides.
+    Expects ``fg_idx`` and ``hot_idx`` (flat indices) in the data, as ``CropDataset`` provides. On a
+    lesion-free volume the lesion share goes to hot voxels: such volumes teach what is *not* a lesion.
+    Background centres need PET above ``body_threshold`` so that crops do not land in air.
     """
 
     def __init__(
@@ -191,6 +198,8 @@ class RandCropByPosHotNegd(Randomizable, MapTransform):
         hot: float,
         neg: float,
         num_samples: int = 1,
+        image_key: str = "pet",
+        body_threshold: float = 0.0,
     ) -> None:
         MapTransform.__init__(self, keys)
         self.label_key = label_key
@@ -198,18 +207,22 @@ class RandCropByPosHotNegd(Randomizable, MapTransform):
         total = pos + hot + neg
         self.probs = np.array([pos, hot, neg], dtype=float) / total
         self.num_samples = num_samples
+        self.image_key = image_key
+        self.body_threshold = body_threshold
 
     def _center(self, data: Mapping[Hashable, Any], shape: tuple[int, ...]) -> tuple[int, ...]:
         kind = int(self.R.choice(3, p=self.probs))
-        pools = {0: data.get("fg_idx"), 1: data.get("hot_idx")}
-        pool = pools.get(kind)
+        fg, hot = data.get("fg_idx"), data.get("hot_idx")
+        if kind == 0 and (fg is None or not len(fg)):
+            kind = 1
+        pool = fg if kind == 0 else hot if kind == 1 else None
         if pool is not None and len(pool):
             flat = int(pool[self.R.randint(len(pool))])
             return tuple(int(v) for v in np.unravel_index(flat, shape))
-        label = data[self.label_key]
-        for _ in range(20):  # any non-lesion voxel: rejection sampling, lesions are a tiny share
+        label, image = data[self.label_key], data[self.image_key]
+        for _ in range(50):  # rejection sampling: lesions are a tiny share, the body a large one
             center = tuple(int(self.R.randint(s)) for s in shape)
-            if label[(0, *center)] == 0:
+            if label[(0, *center)] == 0 and image[(0, *center)] > self.body_threshold:
                 return center
         return center
 
@@ -250,6 +263,7 @@ def crop_transform(config: ModelConfig, train: TrainConfig) -> MapTransform:
             hot=train.hot_neg,
             neg=train.neg,
             num_samples=train.samples_per_volume,
+            body_threshold=train.body_threshold,
         )
     return RandCropByPosNegLabeld(
         keys=list(KEYS),
