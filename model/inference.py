@@ -211,10 +211,10 @@ class Predictor:
 
     def __init__(self, networks: Sequence[torch.nn.Module], config: ModelConfig,
                  device: str | torch.device = "auto", crop: str = "body", sw_batch_size: int | None = None,
-                 margin_mm: float = 10.0) -> None:
+                 margin_mm: float = 10.0, vote: str | None = None) -> None:
         if not networks:
             raise ValueError("a Predictor needs at least one network")
-        self.config = config
+        self.config = config if vote is None else config.with_(vote=vote)
         self.device = resolve_device(device)
         self.networks = [net.to(self.device).eval() for net in networks]
         if crop not in CROP_MODES:
@@ -222,7 +222,7 @@ class Predictor:
         self.crop = crop
         self.margin_mm = margin_mm
         self.sw_batch_size = sw_batch_size or (8 if self.device.type == "cuda" else 2)
-        self.inferer = make_inferer(config, self.sw_batch_size, self.device)
+        self.inferer = make_inferer(self.config, self.sw_batch_size, self.device)
         self.last_info = PredictionInfo()
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True

@@ -10,15 +10,18 @@ body are lesions. It is a test fixture, not a model of FDG-PET.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from monai.losses import DiceCELoss
 
-from model.config import tiny_config
-from model.network import build_network, save_checkpoint
-from model.preprocessing import percentile_scale
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from model.config import tiny_config  # noqa: E402
+from model.network import build_network, save_checkpoint  # noqa: E402
+from model.preprocessing import percentile_scale  # noqa: E402
 
 
 def synthetic_volume(rng: np.random.Generator, shape: tuple[int, int, int] = (48, 48, 48)

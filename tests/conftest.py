@@ -18,12 +18,13 @@ HOTSPOT_WEIGHTS = ROOT / "tests" / "data" / "tiny_hotspot.pt"
 
 def body_with_lesion(size=(48, 44, 56), spacing=(4.0, 4.0, 4.0), direction=None,
                      centre_mm=(10.0, -20.0, 30.0), lesion_offset_mm=(15.0, 10.0, -20.0),
-                     lesion_radius_mm=10.0, seed=0) -> tuple[sitk.Image, np.ndarray]:
+                     lesion_radius_mm=14.0, seed=0) -> tuple[sitk.Image, np.ndarray]:
     """A warm ellipsoid body and one hot ball, both placed in physical (LPS mm) space.
 
     The grid is centred on ``centre_mm`` whatever its size, spacing and direction, so every
     variant shows the same anatomy at the same physical place. Returns the PET and the ball's
-    physical centre.
+    physical centre. The default ball is large enough (>0.05 % of these small volumes) to lie above
+    the 99.95th percentile, as brain and bladder do in a real whole-body PET.
     """
     direction = np.eye(3) if direction is None else np.asarray(direction, dtype=float).reshape(3, 3)
     size_a, spacing_a, centre = np.asarray(size), np.asarray(spacing, dtype=float), np.asarray(centre_mm)

@@ -65,11 +65,13 @@ def test_rerun_skips_done_cases_unless_overwrite(tmp_path, caplog):
     make_input(tmp_path / "input", names=("a",), ct=False)
     assert run(tmp_path) == 0
     mask_path = tmp_path / "output" / OUT_SUB / "a.mha"
-    mask_path.write_bytes(b"sentinel")
+    done = sitk.ReadImage(str(mask_path))
+    marker = sitk.Cast(done * 0 + 1, sitk.sitkUInt8)  # a valid mask that process.py would never write
+    sitk.WriteImage(marker, str(mask_path), True)
     assert run(tmp_path) == 0
-    assert mask_path.read_bytes() == b"sentinel"
+    assert sitk.GetArrayViewFromImage(sitk.ReadImage(str(mask_path))).min() == 1  # skipped
     assert run(tmp_path, "--overwrite") == 0
-    assert sitk.ReadImage(str(mask_path)).GetPixelID() == sitk.sitkUInt8
+    assert sitk.GetArrayViewFromImage(sitk.ReadImage(str(mask_path))).min() == 0  # recomputed
 
 
 @pytest.mark.parametrize("problem", ["no-input", "no-pet-dir", "empty-pet-dir", "output-is-file", "bad-weights"])
