@@ -18,36 +18,11 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$HERE"
 
-die() { printf 'build.sh: %s\n' "$*" >&2; exit 1; }
-
-project_version() {
-    local v=""
-    if [[ -f pyproject.toml ]]; then
-        v="$(sed -nE 's/^version[[:space:]]*=[[:space:]]*"([^"]+)".*/\1/p' pyproject.toml | head -n 1)"
-    fi
-    if [[ -z "$v" ]] && command -v git >/dev/null 2>&1; then
-        v="$(git describe --tags --always --dirty 2>/dev/null || true)"
-    fi
-    printf '%s\n' "${v:-0.0.0}"
-}
-
-pick_engine() {
-    if [[ -n "${ENGINE:-}" ]]; then
-        command -v "$ENGINE" >/dev/null 2>&1 || die "ENGINE=$ENGINE is not installed."
-    elif command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
-        ENGINE=docker
-    elif command -v podman >/dev/null 2>&1 && podman info >/dev/null 2>&1; then
-        ENGINE=podman
-    else
-        die "no container engine: 'docker info' fails (no daemon?) and podman is not usable.
-Install Docker (https://docs.docker.com/engine/install/) or podman (apt-get install -y podman runc),
+die() { printf 'build.sh: %s\n' "$1" >&2; exit "${2:-1}"; }
+# shellcheck source=scripts/container_lib.sh
+source scripts/container_lib.sh
+pick_engine "Install Docker (https://docs.docker.com/engine/install/) or podman (apt-get install -y podman runc),
 or run the native test instead: python -m pytest tests/test_container_native.py"
-    fi
-}
-
-IMAGE_NAME="${IMAGE_NAME:-autopet-sw-unet}"
-VERSION="${VERSION:-$(project_version)}"
-pick_engine
 
 for f in Dockerfile requirements.txt process.py model weights; do
     [[ -e "$f" ]] || die "'$f' is missing from $HERE; the image cannot be built without it."

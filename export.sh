@@ -12,28 +12,17 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$HERE"
 
-die() { printf 'export.sh: %s\n' "$*" >&2; exit 1; }
+die() { printf 'export.sh: %s\n' "$1" >&2; exit "${2:-1}"; }
 log() { printf 'export.sh: %s\n' "$*" >&2; }
 
-IMAGE_NAME="${IMAGE_NAME:-autopet-sw-unet}"
-if [[ -z "${VERSION:-}" ]]; then
-    VERSION="$(sed -nE 's/^version[[:space:]]*=[[:space:]]*"([^"]+)".*/\1/p' pyproject.toml 2>/dev/null | head -n 1)"
-    [[ -n "$VERSION" ]] || VERSION="$(git describe --tags --always --dirty 2>/dev/null || echo 0.0.0)"
-fi
+# shellcheck source=scripts/container_lib.sh
+source scripts/container_lib.sh
 IMAGE="${IMAGE_NAME}:${VERSION}"
 EXPORT_DIR="${EXPORT_DIR:-$HERE}"
 GZIP_LEVEL="${GZIP_LEVEL:-6}"
 [[ "$GZIP_LEVEL" =~ ^[1-9]$ ]] || die "GZIP_LEVEL must be 1-9 (got '$GZIP_LEVEL')."
 
-if [[ -n "${ENGINE:-}" ]]; then
-    command -v "$ENGINE" >/dev/null 2>&1 || die "ENGINE=$ENGINE is not installed."
-elif command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
-    ENGINE=docker
-elif command -v podman >/dev/null 2>&1 && podman info >/dev/null 2>&1; then
-    ENGINE=podman
-else
-    die "no container engine: 'docker info' fails (no daemon?) and podman is not usable."
-fi
+pick_engine "Install Docker or podman to export the image."
 
 if ! "$ENGINE" image inspect "$IMAGE" >/dev/null 2>&1; then
     log "image ${IMAGE} not found; building it."

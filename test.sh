@@ -25,11 +25,8 @@ cd "$HERE"
 die() { printf 'test.sh: %s\n' "$1" >&2; exit "${2:-1}"; }
 log() { printf 'test.sh: %s\n' "$*" >&2; }
 
-IMAGE_NAME="${IMAGE_NAME:-autopet-sw-unet}"
-if [[ -z "${VERSION:-}" ]]; then
-    VERSION="$(sed -nE 's/^version[[:space:]]*=[[:space:]]*"([^"]+)".*/\1/p' pyproject.toml 2>/dev/null | head -n 1)"
-    [[ -n "$VERSION" ]] || VERSION="$(git describe --tags --always --dirty 2>/dev/null || echo 0.0.0)"
-fi
+# shellcheck source=scripts/container_lib.sh
+source scripts/container_lib.sh
 IMAGE="${IMAGE_NAME}:${VERSION}"
 MIN_DICE="${MIN_DICE:-0.99}"
 SHM_SIZE="${SHM_SIZE:-128m}"
@@ -40,17 +37,8 @@ TEST_DIR="$(cd "${TEST_DIR:-test}" 2>/dev/null && pwd)" || die "no test folder a
 OUTPUT_SUBDIR=images/automated-petct-lesion-segmentation
 
 # ---------------------------------------------------------------- engine
-if [[ -n "${ENGINE:-}" ]]; then
-    command -v "$ENGINE" >/dev/null 2>&1 || die "ENGINE=$ENGINE is not installed."
-elif command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
-    ENGINE=docker
-elif command -v podman >/dev/null 2>&1 && podman info >/dev/null 2>&1; then
-    ENGINE=podman
-else
-    die "no container engine: 'docker info' fails (no daemon?) and podman is not usable, so the
-container cannot be tested here. Test the same code path without a container instead:
+pick_engine "The container cannot be tested here. Test the same code path without a container instead:
     python -m pytest tests/test_container_native.py" 3
-fi
 
 # podman without systemd (as on the development machine) needs the cgroupfs
 # manager and runc, and may not raise rlimits above its own: these defaults work
