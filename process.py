@@ -5,7 +5,8 @@ checked), writes one uint8 mask with the PET's exact geometry and file name to
 ``<output>/images/automated-petct-lesion-segmentation/``, and evalutils' ``<output>/results.json``.
 
 Exit status: 0 all cases written; 1 some case failed (the others are written, the failed ones are
-named); 2 the run could not start (arguments, weights, input or output folder).
+named); 2 the run could not start (arguments, weights, input or output folder); 130 / 143 stopped by
+SIGINT / SIGTERM (finished masks are kept, no partial one is left; a rerun goes on from there).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
 import traceback
@@ -64,6 +66,21 @@ def _setup_environment() -> None:
         os.environ.setdefault(var, str(tmp / sub))
 
 
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT: a BaseException, so that no per-case ``except Exception`` swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+
+def _on_signal(signum: int, frame) -> None:
+    # A second signal kills at once (the default action), e.g. while a temp file is removed.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+    raise Interrupted(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -71,14 +88,21 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("PIL", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     _setup_environment()
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    algorithm = None
     try:
         algorithm = build_algorithm(args)
+        algorithm.process()
+    except Interrupted as exc:
+        where = f" while segmenting {algorithm.current}" if algorithm is not None and algorithm.current else ""
+        done = f"; {algorithm.written} mask(s) written this run" if algorithm is not None else ""
+        print(f"error: {exc}{where}{done}; no partial mask left, rerun to go on", file=sys.stderr)
+        return 128 + exc.signum
     except Exception as exc:  # noqa: BLE001 - every start-up failure ends in one clear line
         return _fatal(exc, args.verbose)
-    try:
-        algorithm.process()
-    except Exception as exc:  # noqa: BLE001
-        return _fatal(exc, args.verbose)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 1 if algorithm.failed else 0
 
 
@@ -91,7 +115,7 @@ def _fatal(exc: BaseException, verbose: bool) -> int:
 
 def build_algorithm(args: argparse.Namespace):
     """Check folders and weights before any case is read: a bad run fails in seconds."""
-    from model.io import InputError, check_writable, list_images
+    from model.io import InputError, check_writable, list_images, remove_stale_temps
 
     pet_dir = args.input / PET_SUBDIR
     if not args.input.is_dir():
@@ -99,9 +123,12 @@ def build_algorithm(args: argparse.Namespace):
     if not pet_dir.is_dir():
         raise InputError(f"{pet_dir}: no PET folder (expected <input>/images/pet/*.mha)")
     if not list_images(pet_dir):
-        raise InputError(f"{pet_dir}: no PET images (.mha, .nii.gz, .nii, .nrrd) in folder")
+        raise InputError(f"{pet_dir}: no PET images (.mha, .mhd, .nii.gz, .nii, .nrrd) in folder")
     output_dir = args.output / OUTPUT_SUBDIR
     check_writable(output_dir)
+    stale = remove_stale_temps(output_dir) + remove_stale_temps(args.output, "results.json")
+    if stale:
+        log.warning("removed %d temp file(s) left by an interrupted run: %s", len(stale), ", ".join(stale))
 
     from model.inference import Predictor
 
@@ -123,7 +150,8 @@ class NameOnlyLoader(ImageLoader):
 
     evalutils' default SimpleITKLoader reads and hashes every image at discovery and again in
     process_case: two reads of a 200 MB PET. Here discovery costs nothing and each PET is read
-    once, with errors that name the file.
+    once, with errors that name the file. (``LesionSegmentation.load`` lists the folder itself;
+    this loader is what evalutils' API asks for.)
     """
 
     def load(self, *, fname: Path) -> list[dict]:
@@ -156,13 +184,28 @@ class LesionSegmentation(SegmentationAlgorithm):
         self.ct_dir = ct_dir
         self.overwrite = overwrite
         self.failed: list[str] = []
+        self.written = 0
+        self.current: str | None = None
         self._ct_for: dict[str, Path | None] = {}
 
     def load(self) -> None:
-        from model.io import list_images, pair_cases
+        """The PET folder's images, not its subfolders (evalutils globs ``**/*``, which would take
+        a nested output folder's masks for PETs); anything else in it is named in one warning."""
+        from pandas import DataFrame
 
-        super().load()
-        cases, warnings = pair_cases(list_images(self._input_path), self.ct_dir)
+        from model.io import ignored_entries, list_images, pair_cases
+
+        pets = list_images(self._input_path)
+        if not pets:
+            raise FileLoaderError(f"{self._input_path}: no PET images in folder")
+        ignored = [p.name + ("/" if p.is_dir() else "") for p in ignored_entries(self._input_path)]
+        if ignored:
+            more = f" and {len(ignored) - 10} more" if len(ignored) > 10 else ""
+            log.warning("%s: ignored %d entr%s that %s not PET image(s): %s%s", self._input_path, len(ignored),
+                        "y" if len(ignored) == 1 else "ies", "is" if len(ignored) == 1 else "are",
+                        ", ".join(ignored[:10]), more)
+        self._cases = {self._index_key: DataFrame([{"hash": str(p), "path": p} for p in pets])}
+        cases, warnings = pair_cases(pets, self.ct_dir)
         for message in warnings:
             log.warning(message)
         self._ct_for = {c.pet.name: c.ct for c in cases}
@@ -180,24 +223,33 @@ class LesionSegmentation(SegmentationAlgorithm):
 
     def process_case(self, *, idx, case) -> dict:
         from model.case import segment_file
+        from model.io import existing_mask_problem
 
         pet_path = Path(case["path"])
         target = self._output_path / pet_path.name
         result = {"outputs": [dict(type="metaio_image", filename=target.name)],
                   "inputs": [dict(type="metaio_image", filename=pet_path.name)], "error_messages": []}
-        if target.exists() and not self.overwrite:
-            log.info("%s: mask exists, skipped (use --overwrite to recompute)", pet_path.name)
-            return result
+        if (target.exists() or target.is_symlink()) and not self.overwrite:
+            problem = existing_mask_problem(target, pet_path)
+            if problem is None:
+                log.info("%s: mask exists, skipped (use --overwrite to recompute)", pet_path.name)
+                return result
+            log.warning("%s; recomputing it", problem)
+        self.current = pet_path.name
         try:
             report = segment_file(self.predictor, pet_path, self._ct_for.get(pet_path.name), target)
         except Exception as exc:  # noqa: BLE001 - one broken case must not stop the others
             message = str(exc) if _expected(exc) else f"{pet_path}: {type(exc).__name__}: {exc}"
+            message = " ".join(message.split())  # one line, whatever ITK or torch put in it
             log.error("%s", message)
             log.debug("traceback", exc_info=True)
             self.failed.append(pet_path.name)
+            self.current = None
             result["outputs"] = []
             result["error_messages"] = [message]
             return result
+        self.current = None  # left set when interrupted: the message names the case
+        self.written += 1
         for message in report.warnings:
             log.warning("%s", message)
         log.info("%s: %s", pet_path.name, report.summary())

@@ -5,9 +5,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .inference import Predictor
 from .io import read_header, read_image, same_geometry, write_image_atomic
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
 
 
 @dataclass
@@ -37,16 +41,9 @@ def segment_file(predictor: Predictor, pet_path: Path, ct_path: Path | None, mas
     pet = read_image(pet_path, "PET")
     ct = None
     if ct_path is not None:
-        header = read_header(ct_path, "CT")
-        if same_geometry(header, pet):
-            try:
-                ct = read_image(ct_path, "CT")
-            except Exception as exc:  # noqa: BLE001 - the CT is optional: warn and go on with the PET
-                report.warnings.append(f"{ct_path}: CT ignored ({exc})")
-        else:
-            report.warnings.append(
-                f"{ct_path}: CT is not on the PET's grid (size {header.GetSize()} vs {pet.GetSize()}); "
-                "ignored, the model uses the PET only")
+        ct, warning = _read_ct(ct_path, pet)
+        if warning:
+            report.warnings.append(warning)
     report.seconds["read"] = time.perf_counter() - started
 
     mask = predictor.predict(pet, ct)
@@ -61,3 +58,16 @@ def segment_file(predictor: Predictor, pet_path: Path, ct_path: Path | None, mas
     write_image_atomic(mask, mask_path)
     report.seconds["write"] = time.perf_counter() - started
     return report
+
+
+def _read_ct(ct_path: Path, pet: sitk.Image) -> tuple[sitk.Image | None, str | None]:
+    """The CT if it is usable on the PET's grid, else None and why: the model needs only the PET."""
+    try:
+        header = read_header(ct_path, "CT")
+        if not same_geometry(header, pet):
+            return None, (f"{ct_path}: CT is not on the PET's grid (size {header.GetSize()} vs {pet.GetSize()}); "
+                          "ignored, the model uses the PET only")
+        return read_image(ct_path, "CT"), None
+    except Exception as exc:  # noqa: BLE001 - the CT is optional: warn and go on with the PET
+        reason = str(exc).removeprefix(f"{ct_path}: ")
+        return None, f"{ct_path}: CT ignored, the model uses the PET only ({reason})"

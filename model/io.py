@@ -7,6 +7,8 @@ of the log, and a user with a folder of scans needs to know which one is broken 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,27 +17,59 @@ import numpy as np
 import SimpleITK as sitk
 
 IMAGE_SUFFIXES = (".mha", ".mhd", ".nii.gz", ".nii", ".nrrd")
+#: ITK reader/writer per suffix: chosen by name, so that "A.MHA" reads as ITK would read "a.mha".
+IMAGE_IOS = {".mha": "MetaImageIO", ".mhd": "MetaImageIO", ".nii.gz": "NiftiImageIO", ".nii": "NiftiImageIO",
+             ".nrrd": "NrrdImageIO"}
+#: Data files beside a ``.mhd`` header: not cases of their own.
+MHD_DATA_SUFFIXES = (".raw", ".zraw", ".img", ".dat")
+#: Hidden temp entries this module leaves behind only when a run is killed hard (SIGKILL, power).
+_TEMP_NAME = re.compile(r"^\..+\.tmp(\.[A-Za-z.]+)?$|^\.write-test\..+$")
 
 
 class InputError(RuntimeError):
     """An input that stops one case (or the whole run, where it is a folder)."""
 
 
+def image_suffix(path: Path) -> str | None:
+    """The image suffix of a file name, lower case ("A.NII.GZ" -> ".nii.gz"), or None."""
+    name = path.name.lower()
+    return next((s for s in IMAGE_SUFFIXES if name.endswith(s) and len(name) > len(s)), None)
+
+
 def image_stem(path: Path) -> str:
-    name = path.name
-    for suffix in IMAGE_SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
+    suffix = image_suffix(path)
+    return path.name[: -len(suffix)] if suffix else path.stem
+
+
+def is_image_name(path: Path) -> bool:
+    """Named like an image and not hidden (temp files, editors' and OSes' droppings)."""
+    return image_suffix(path) is not None and not path.name.startswith(".")
 
 
 def is_image_file(path: Path) -> bool:
-    return path.is_file() and path.name.endswith(IMAGE_SUFFIXES) and not path.name.startswith(".")
+    return is_image_name(path) and path.is_file()
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files of a folder, sorted by name (hidden and temp files left out)."""
-    return sorted((p for p in folder.iterdir() if is_image_file(p)), key=lambda p: p.name)
+    """Entries of a folder named like images, sorted by name; hidden and temp files left out.
+
+    Not only regular files: a folder or a broken link named ``x.mha`` is listed too, so that it
+    fails as a case with an error naming it instead of vanishing without a mask.
+    """
+    return sorted((p for p in folder.iterdir() if is_image_name(p)), key=lambda p: p.name)
+
+
+def ignored_entries(folder: Path) -> list[Path]:
+    """Visible entries of a folder that are neither images nor the data files of its .mhd headers."""
+    stems = {image_stem(p) for p in list_images(folder) if image_suffix(p) == ".mhd"}
+    out = []
+    for p in sorted(folder.iterdir(), key=lambda p: p.name):
+        if p.name.startswith(".") or is_image_name(p):
+            continue
+        if p.suffix.lower() in MHD_DATA_SUFFIXES and p.name[: -len(p.suffix)] in stems:
+            continue
+        out.append(p)
+    return out
 
 
 @dataclass(frozen=True)
@@ -66,10 +100,58 @@ def pair_cases(pet_files: list[Path], ct_folder: Path | None) -> tuple[list[Case
     return cases, warnings
 
 
-def read_header(path: Path, what: str) -> sitk.ImageFileReader:
-    """Read only the header: geometry checks cost nothing, the voxels are read once later."""
+def _reader(path: Path) -> sitk.ImageFileReader:
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
+    suffix = image_suffix(path)
+    if suffix is not None:
+        reader.SetImageIO(IMAGE_IOS[suffix])
+    return reader
+
+
+def check_file(path: Path, what: str) -> None:
+    """A readable, non-empty regular file (and, for a .mhd header, its data file), or InputError."""
+    try:
+        if path.is_symlink() and not path.exists():
+            raise InputError(f"{path}: {what} file is a broken symbolic link (to {os.readlink(path)})")
+        if path.is_dir():
+            raise InputError(f"{path}: {what} is a folder, not an image file")
+        if not path.exists():
+            raise InputError(f"{path}: {what} file not found")
+        if not path.is_file():
+            raise InputError(f"{path}: {what} is not a regular file")
+        os.close(os.open(path, os.O_RDONLY))
+        if path.stat().st_size == 0:
+            raise InputError(f"{path}: {what} file is empty (0 bytes)")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot open {what} file ({exc.strerror or exc})") from None
+    if image_suffix(path) == ".mhd":
+        data = _mhd_data_file(path)
+        if data is not None and not data.is_file():
+            raise InputError(f"{path}: data file {data.name} named in the {what} header is missing")
+
+
+def _mhd_data_file(header: Path) -> Path | None:
+    """The single data file a .mhd header names (None for LOCAL, LIST or a file pattern)."""
+    try:
+        with open(header, "rb") as fh:
+            text = fh.read(65536).decode("latin-1")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "ElementDataFile":
+            value = value.strip()
+            if not value or value.upper() in ("LOCAL", "LIST") or " " in value or "%" in value:
+                return None
+            return header.parent / value
+    return None
+
+
+def read_header(path: Path, what: str) -> sitk.ImageFileReader:
+    """Read only the header: geometry checks cost nothing, the voxels are read once later."""
+    check_file(path, what)
+    reader = _reader(path)
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
@@ -79,8 +161,6 @@ def read_header(path: Path, what: str) -> sitk.ImageFileReader:
 
 def read_image(path: Path, what: str) -> sitk.Image:
     """Read a 3D scalar image, or raise InputError naming the file and the problem."""
-    if not path.is_file():
-        raise InputError(f"{path}: {what} file not found")
     reader = read_header(path, what)
     dim = reader.GetDimension()
     comps = reader.GetNumberOfComponents()
@@ -104,6 +184,26 @@ def read_image(path: Path, what: str) -> sitk.Image:
     return image
 
 
+def existing_mask_problem(mask_path: Path, pet_path: Path) -> str | None:
+    """Why a mask left by an earlier run cannot be kept (None: it is a complete mask for this PET).
+
+    A rerun skips finished cases; this makes sure that "finished" means a readable uint8 0/1 mask
+    on the PET's grid, not a file cut short by a full disk or written for another scan.
+    """
+    try:
+        mask = read_image(mask_path, "mask")
+        pet = read_header(pet_path, "PET")
+    except InputError as exc:
+        return str(exc)
+    if mask.GetPixelID() != sitk.sitkUInt8:
+        return f"{mask_path}: mask is {mask.GetPixelIDTypeAsString()}, not 8-bit unsigned integer"
+    if not same_geometry(pet, mask):
+        return f"{mask_path}: mask is not on the PET's grid (size {mask.GetSize()} vs {pet.GetSize()})"
+    if int(np.max(sitk.GetArrayViewFromImage(mask))) > 1:
+        return f"{mask_path}: mask has values other than 0 and 1"
+    return None
+
+
 def same_geometry(reader: sitk.ImageFileReader, image: sitk.Image, tol: float = 1e-3) -> bool:
     return (tuple(reader.GetSize()) == tuple(image.GetSize())
             and np.allclose(reader.GetSpacing(), image.GetSpacing(), atol=tol)
@@ -123,30 +223,74 @@ def check_writable(folder: Path) -> None:
 
 
 def write_image_atomic(image: sitk.Image, path: Path, compress: bool = True) -> None:
-    """Write to a temp file in the same folder, then rename: a killed run leaves no partial mask."""
-    suffix = next((s for s in IMAGE_SUFFIXES if path.name.endswith(s)), path.suffix)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
+    """Write into a hidden temp folder beside ``path``, then rename: a killed run leaves no partial mask.
+
+    The temp name has a lower-case suffix so that ITK picks the writer "A.MHA" asks for; a .mhd
+    header's data file is moved in before the header, so a header never names a missing file.
+    """
+    suffix = image_suffix(path) or path.suffix.lower()
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        sitk.WriteImage(image, tmp, compress)
+        tmp = tmp_dir / f"{image_stem(path)}{suffix}"
+        writer = sitk.ImageFileWriter()
+        writer.SetFileName(str(tmp))
+        if suffix in IMAGE_IOS:
+            writer.SetImageIO(IMAGE_IOS[suffix])
+        writer.SetUseCompression(compress)
+        writer.Execute(image)
+        for extra in sorted(tmp_dir.iterdir()):
+            if extra != tmp:
+                os.chmod(extra, 0o644)
+                os.replace(extra, path.parent / extra.name)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def remove_stale_temps(folder: Path, name: str = "") -> list[str]:
+    """Remove the hidden temp files and folders a killed run left in ``folder``; return their names.
+
+    ``name``: only the temp files of this file (``results.json`` in an output root that may hold
+    other things); all of this module's temp names where empty (the mask folder, ours alone).
+    """
+    removed: list[str] = []
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        if not _TEMP_NAME.match(p.name) or not p.name.startswith(f".{name}"):
+            continue
+        try:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+        except OSError:
+            continue
+        removed.append(p.name)
+    return sorted(removed)
 
 
 def _first_line(exc: BaseException) -> str:
+    """ITK's message in a few words: its ERROR line without the class, pointer and errno noise."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    # ITK puts the useful words on the last line of a multi-line message
-    return lines[-1] if lines else type(exc).__name__
+    # ITK appends "Reason: <errno text>" of an unrelated call ("Success", "No such file or directory")
+    useful = [line for line in lines if not line.startswith(("Reason:", "Exception thrown in SimpleITK"))]
+    text = (useful or lines or [type(exc).__name__])[-1]
+    text = re.sub(r"^(sitk::ERROR:|ITK ERROR:)\s*", "", text)
+    text = re.sub(r"^\w+\(0x[0-9a-fA-F]+\):\s*", "", text)
+    return re.sub(r"File cannot be read: .* for reading\.?", "not a readable image of this format", text)
 
 
 def write_text_atomic(text: str, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
