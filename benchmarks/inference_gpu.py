@@ -80,14 +80,15 @@ def main(argv: list[str] | None = None) -> int:
     gpu_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     print(f"device: {gpu_name}; torch {torch.__version__}; preset {config.name}; phantom {phantom.pet.GetSize()}",
           flush=True)
-    throughput = conv_throughput_tflops(device) if device.type == "cuda" else float("nan")
-    print(f"fp16 conv3d throughput: {throughput:.1f} TFLOP/s", flush=True)
+    throughput = conv_throughput_tflops(device) if device.type == "cuda" else None
+    if throughput is not None:
+        print(f"fp16 conv3d throughput: {throughput:.1f} TFLOP/s", flush=True)
     torch.manual_seed(0)
     networks = [build_network(config) for _ in range(max(args.models))]
     print(f"network: {count_parameters(networks[0]) / 1e6:.2f} M parameters", flush=True)
 
     results = {"device": gpu_name, "torch": torch.__version__, "preset": config.name,
-               "shape": list(phantom.pet.GetSize()), "conv_tflops_fp16": round(throughput, 1), "runs": []}
+               "shape": list(phantom.pet.GetSize()), "conv_tflops_fp16": round(throughput, 1) if throughput else None, "runs": []}
     for n_models in args.models:
         predictor = Predictor(networks[:n_models], config, device=device, sw_batch_size=args.sw_batch_size)
         predictor.predict(phantom.pet)  # warm-up: cudnn.benchmark picks its kernels
@@ -101,13 +102,13 @@ def main(argv: list[str] | None = None) -> int:
             predictor.predict(phantom.pet)
             times.append(time.perf_counter() - started)
         info = predictor.last_info
-        peak_gb = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else float("nan")
+        peak_gb = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
         net_s = info.seconds.get("network", float("nan"))
-        bound = info.windows * n_models * GFLOP_PER_WINDOW / 1e3 / throughput if throughput == throughput else None
+        bound = info.windows * n_models * GFLOP_PER_WINDOW / 1e3 / throughput if throughput else None
         run = {"models": n_models, "end_to_end_s": round(float(np.median(times)), 2),
                "network_s": round(net_s, 2), "windows": info.windows, "windows_uncropped": info.windows_uncropped,
                "s_per_window_per_model": round(net_s / max(1, info.windows * n_models), 4),
-               "peak_gpu_gb": round(peak_gb, 2), "flop_bound_s": round(bound, 2) if bound else None,
+               "peak_gpu_gb": round(peak_gb, 2) if peak_gb is not None else None, "flop_bound_s": round(bound, 2) if bound else None,
                "stages_s": {k: round(v, 2) for k, v in info.seconds.items()}}
         results["runs"].append(run)
         print(json.dumps(run), flush=True)
