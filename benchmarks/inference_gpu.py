@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"network: {count_parameters(networks[0]) / 1e6:.2f} M parameters", flush=True)
 
     results = {"device": gpu_name, "torch": torch.__version__, "preset": config.name,
-               "shape": list(phantom.pet.GetSize()), "conv_tflops_fp16": round(throughput, 1) if throughput else None, "runs": []}
+               "shape": list(phantom.pet.GetSize()),
+               "conv_tflops_fp16": round(throughput, 1) if throughput else None, "runs": []}
     for n_models in args.models:
         predictor = Predictor(networks[:n_models], config, device=device, sw_batch_size=args.sw_batch_size)
         predictor.predict(phantom.pet)  # warm-up: cudnn.benchmark picks its kernels
@@ -108,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         run = {"models": n_models, "end_to_end_s": round(float(np.median(times)), 2),
                "network_s": round(net_s, 2), "windows": info.windows, "windows_uncropped": info.windows_uncropped,
                "s_per_window_per_model": round(net_s / max(1, info.windows * n_models), 4),
-               "peak_gpu_gb": round(peak_gb, 2) if peak_gb is not None else None, "flop_bound_s": round(bound, 2) if bound else None,
+               "peak_gpu_gb": round(peak_gb, 2) if peak_gb is not None else None,
+               "flop_bound_s": round(bound, 2) if bound else None,
                "stages_s": {k: round(v, 2) for k, v in info.seconds.items()}}
         results["runs"].append(run)
         print(json.dumps(run), flush=True)
