@@ -29,7 +29,7 @@ from monai.data.utils import worker_init_fn
 from tqdm import tqdm
 
 from model.config import ModelConfig
-from model.network import atomic_torch_save, build_network, count_parameters, save_checkpoint
+from model.network import atomic_torch_save, build_network, count_parameters, load_checkpoint, save_checkpoint
 
 from .data import CaseSource, CaseStore, CropDataset, epoch_draws
 from .recipe import TrainConfig, make_loss, make_optimizer, make_scheduler
@@ -322,11 +322,14 @@ def fit(
     fold: int | None = None,
     progress: bool = True,
     stop_after: int | None = None,
+    init: Path | None = None,
 ) -> FitResult:
     """Train one network; writes ``last.pt``, ``best.pt``, ``metrics.csv``, ``curves.png`` in ``out``.
 
     ``stop_after`` ends this process after that many epochs (as a kill at an epoch boundary would),
     ``time_budget_s`` before an epoch that would overrun it; both leave a resumable ``last.pt``.
+    ``init`` warm-starts the network from a checkpoint of the same config (fresh optimizer and
+    schedule), e.g. to continue a fold's training in a later session with a new learning-rate cycle.
     """
     device = device or _default_device()
     info = init_distributed(device)
@@ -380,7 +383,15 @@ def fit(
         best_dice, best_epoch = float(state.get("best_val_dice", -1.0)), int(state.get("best_epoch", -1))
         if info.is_main:
             print(f"resumed from {last_path} at epoch {start_epoch}", flush=True)
-    elif info.is_main:
+    else:
+        if init is not None:
+            warm = load_checkpoint(Path(init))
+            if warm.config.to_json() != config.to_json():
+                raise SystemExit(f"{init}: saved with a different model config; cannot warm-start from it")
+            net.load_state_dict(warm.network.state_dict())
+            if info.is_main:
+                print(f"warm start from {init}", flush=True)
+    if not (resume and last_path.is_file()) and info.is_main:
         print(
             f"network '{config.name}': {count_parameters(net) / 1e6:.2f} M parameters; "
             f"{len(train_ids)} train, "
