@@ -55,6 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="run the sliding window over the whole field of view, air included")
     parser.add_argument("--sw-batch-size", type=int, default=None,
                         help="windows per network call (default: 8 on cuda, 2 on cpu)")
+    parser.add_argument("--vote", choices=("majority", "soft"), default=None,
+                        help="ensemble rule: majority of the networks' argmax (the authors') or mean softmax "
+                             "above 0.5 (default: the checkpoints' config, majority for the shipped weights)")
     parser.add_argument("--verbose", action="store_true", help="debug log and full tracebacks")
     return parser.parse_args(argv)
 
@@ -134,7 +137,7 @@ def build_algorithm(args: argparse.Namespace):
 
     started = time.perf_counter()
     predictor = Predictor.from_weights(args.weights, device=args.device, crop="none" if args.no_crop else "body",
-                                       sw_batch_size=args.sw_batch_size)
+                                       sw_batch_size=args.sw_batch_size, vote=args.vote)
     log.info("loaded %d network(s) '%s' from %s on %s in %.1f s", len(predictor.networks),
              predictor.config.name, args.weights, predictor.device, time.perf_counter() - started)
     return make_algorithm(predictor, args.input, args.output, overwrite=args.overwrite)
