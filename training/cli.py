@@ -144,7 +144,7 @@ def _init_checkpoint(args: argparse.Namespace, fold: int) -> Path | None:
     for candidate in (root / f"fold{fold}" / "best.pt", root / f"fold{fold}" / "last.pt", root / f"fold{fold}.pt"):
         if candidate.is_file():
             return candidate
-    raise SystemExit(f"{root}: no fold{fold}/best.pt, fold{fold}/last.pt or fold{fold}.pt to warm-start fold {fold} from")
+    raise SystemExit(f"{root}: no fold{fold}/best.pt, fold{fold}/last.pt or fold{fold}.pt to warm-start from")
 
 
 def _cache_dir(args: argparse.Namespace) -> Path:
@@ -262,8 +262,8 @@ def _add_training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="torch CPU threads per process")
     p.add_argument("--time-budget-min", type=float, help="stop a fold before an epoch that would exceed this")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/foldK/last.pt")
-    p.add_argument("--init-from", help="warm-start fold K from DIR/foldK/best.pt of a run or DIR/foldK.pt of a weights folder "
-                   "(fresh optimizer and schedule)")
+    p.add_argument("--init-from", help="warm-start fold K from DIR/foldK/best.pt of a run or DIR/foldK.pt "
+                   "of a weights folder (fresh optimizer and schedule)")
     p.add_argument("--stop-after", type=int, help="end this process after N epochs (resumable, for tests)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
