@@ -263,6 +263,27 @@ def test_time_budget_plans_the_schedule(phantoms, cache_dir, tmp_path) -> None:
     assert state["scheduler"]["T_max"] == 1 and math.isfinite(result.history[0]["val_dice"])
 
 
+def test_budget_stop_validates_the_final_weights(phantoms, cache_dir, tmp_path, monkeypatch) -> None:
+    import training.fit as fit_module
+
+    calls = {"n": 0}
+
+    def next_epoch_s(*args: object) -> float:  # epoch 2 fits the budget, epoch 3 does not
+        calls["n"] += 1
+        return 0.0 if calls["n"] == 1 else 1e9
+
+    monkeypatch.setattr(fit_module, "_next_epoch_s", next_epoch_s)
+    monkeypatch.setattr(fit_module, "plan_epochs", lambda *a, **k: 10)
+    train = _tiny(epochs=10, iters_per_epoch=1, val_every=0)
+    result = fit(phantoms[:2], phantoms[4:5], preset("tiny"), train, tmp_path / "s", cache_dir=cache_dir,
+                 progress=False, time_budget_s=3600.0)
+    assert result.status == "budget" and result.epochs_done == 2
+    assert all(math.isfinite(r["val_dice"]) for r in result.history)  # epoch 1 (planning) and the final one
+    state = _state(tmp_path / "s" / "last.pt")
+    assert math.isfinite(state["history"][-1]["val_dice"]) and "optimizer" in state
+    assert state["best_epoch"] == result.best_epoch and _state(tmp_path / "s" / "best.pt")["epoch"] in (1, 2)
+
+
 def _state(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 

@@ -227,6 +227,13 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _which(text: str) -> str | list[str]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    if not values or not set(values) <= {"best", "last"}:
+        raise argparse.ArgumentTypeError(f"expected best or last (or a comma list of them), got {text!r}")
+    return values[0] if len(values) == 1 else values
+
+
 def _folds(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
@@ -290,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="copy each fold's checkpoint to WEIGHTS/fold<k>.pt + manifest.json")
     p.add_argument("--runs", required=True, help="run folder with fold0/ ... fold4/")
     p.add_argument("--out", default="weights", help="weights folder")
-    p.add_argument("--which", choices=("best", "last"), default="best")
+    p.add_argument("--which", type=_which, default="best", help="best or last, or one per fold: best,last,...")
     p.add_argument("--folds", type=_folds, default=[0, 1, 2, 3, 4])
     p.add_argument("--description", default="", help="what the weights were trained on")
     p.set_defaults(func=cmd_export)

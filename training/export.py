@@ -52,7 +52,7 @@ def export(
     run_dir: Path,
     out: Path,
     folds: Sequence[int] = (0, 1, 2, 3, 4),
-    which: str = "best",
+    which: str | Sequence[str] = "best",
     description: str = "",
 ) -> Path:
     """Write ``out/fold<k>.pt`` for each fold and ``out/manifest.json``; returns the manifest path."""
@@ -60,8 +60,11 @@ def export(
     out.mkdir(parents=True, exist_ok=True)
     models: list[dict[str, Any]] = []
     preset = None
-    for fold in folds:
-        source = fold_checkpoint(run_dir, fold, which)
+    choices = [which] * len(folds) if isinstance(which, str) else list(which)
+    if len(choices) != len(folds) or not set(choices) <= {"best", "last"}:
+        raise ValueError(f"which: 'best', 'last' or one of them per fold, got {which!r} for folds {list(folds)}")
+    for fold, choice in zip(folds, choices, strict=True):
+        source = fold_checkpoint(run_dir, fold, choice)
         state = torch.load(source, map_location="cpu", weights_only=True)
         config = ModelConfig.from_json(state["config"])
         preset = preset or config.name
@@ -81,7 +84,7 @@ def export(
             {
                 "file": target.name,
                 "fold": fold,
-                "checkpoint": which if source.name == f"{which}.pt" else "last",
+                "checkpoint": source.stem,
                 "epoch": epoch,
                 "epochs": len(history),
                 "val_dice": _plain(row.get("val_dice")),

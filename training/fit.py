@@ -532,6 +532,9 @@ def fit(
             )
         _barrier(info)
         epoch += 1
+    if status == "budget" and val_ids and history and not _finite(history[-1].get("val_dice")):
+        best_dice, best_epoch = _validate_last(model, net, store, val_ids, config, dev, info, history, out,
+                                               best_dice, best_epoch)
     if info.is_main:
         done = {
             "status": status,
@@ -541,6 +544,32 @@ def fit(
         }
         _write_json(out / "status.json", done)
     return FitResult(out, len(history), best_epoch, best_dice, status, history)
+
+
+def _validate_last(
+    model: torch.nn.Module, net: torch.nn.Module, store: CaseStore, val_ids: Sequence[str], config: ModelConfig,
+    dev: torch.device, info: DistInfo, history: list[dict[str, Any]], out: Path, best_dice: float, best_epoch: int,
+) -> tuple[float, int]:
+    """A budget stop skips the planned last validation: score the final weights so best/last can be chosen."""
+    row = history[-1]
+    row.update(validate(model, store, val_ids, config, str(dev), info))
+    improved = row["val_dice"] > best_dice if _finite(row["val_dice"]) else False
+    if improved:
+        best_dice, best_epoch = row["val_dice"], int(row["epoch"])
+    if info.is_main:
+        last_path = out / "last.pt"
+        state = torch.load(last_path, map_location="cpu", weights_only=True)
+        state.update(history=history, best_val_dice=best_dice, best_epoch=best_epoch)
+        atomic_torch_save(state, last_path)
+        if improved:
+            meta = {k: v for k, v in state.items() if k not in ("net", "config", "optimizer", "scheduler", "scaler",
+                                                                  "rng", "format")}
+            save_checkpoint(out / "best.pt", net, config, **meta, val_metrics={k: row[k] for k in CSV_FIELDS})
+        write_metrics_csv(history, out / "metrics.csv")
+        plot_curves({out.name: history}, out / "curves.png")
+        print(f"budget stop: final weights (epoch {row['epoch']}) val dice {row['val_dice']:.3f} "
+              f"fpv {row['val_fpv_ml']:.1f} ml fnv {row['val_fnv_ml']:.1f} ml", flush=True)
+    return best_dice, best_epoch
 
 
 def _next_epoch_s(history: list[dict[str, Any]], epoch: int, planned: int, train: TrainConfig) -> float:
