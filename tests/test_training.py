@@ -282,6 +282,7 @@ def test_budget_stop_validates_the_final_weights(phantoms, cache_dir, tmp_path, 
     state = _state(tmp_path / "s" / "last.pt")
     assert math.isfinite(state["history"][-1]["val_dice"]) and "optimizer" in state
     assert state["best_epoch"] == result.best_epoch and _state(tmp_path / "s" / "best.pt")["epoch"] in (1, 2)
+    assert not fit_module.validate_final(tmp_path / "s", phantoms, cache_dir)  # already validated
 
 
 def _state(path: Path) -> dict:
@@ -422,7 +423,7 @@ def test_export_round_trips_through_the_predictor(phantoms, cache_dir, tmp_path)
     assert mask.GetOrigin() == pytest.approx(pet.GetOrigin())
 
 
-@pytest.mark.parametrize("command", ["prepare", "fit", "cv", "export", "plot"])
+@pytest.mark.parametrize("command", ["prepare", "fit", "cv", "revalidate", "export", "plot"])
 def test_cli_help(command: str) -> None:
     from training.cli import build_parser
 

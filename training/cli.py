@@ -202,6 +202,18 @@ def cmd_cv(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_revalidate(args: argparse.Namespace) -> int:
+    """Score final weights that a budget stop left unvalidated (so export can choose best or last)."""
+    from .fit import validate_final
+
+    _setup_threads(args.threads)
+    sources = as_sources(read_records(Path(args.data), args.layout, args.channel_order))
+    for fold in args.folds:
+        ran = validate_final(Path(args.out) / f"fold{fold}", sources, _cache_dir(args), args.device)
+        print(f"fold {fold}: {'validated' if ran else 'nothing to do'}", flush=True)
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export
 
@@ -293,6 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training(p)
     p.add_argument("--folds", type=_folds, default=[0, 1, 2, 3, 4], help="e.g. 0,1,2,3,4")
     p.set_defaults(func=cmd_cv)
+
+    p = sub.add_parser("revalidate", help="validate final weights a budget stop left unvalidated")
+    _add_data(p)
+    p.add_argument("--out", required=True, help="run folder with fold0/ ... fold4/")
+    p.add_argument("--folds", type=_folds, default=[0, 1, 2, 3, 4])
+    p.add_argument("--device")
+    p.add_argument("--threads", type=int)
+    p.set_defaults(func=cmd_revalidate)
 
     p = sub.add_parser("export", help="copy each fold's checkpoint to WEIGHTS/fold<k>.pt + manifest.json")
     p.add_argument("--runs", required=True, help="run folder with fold0/ ... fold4/")

@@ -572,6 +572,27 @@ def _validate_last(
     return best_dice, best_epoch
 
 
+def validate_final(out: Path, sources: Sequence[CaseSource], cache_dir: Path, device: str | None = None) -> bool:
+    """Validate a fold's last.pt if its last epoch has no validation (a run stopped by its budget).
+
+    Returns whether a validation ran; updates history, best.pt, metrics.csv and the curves.
+    """
+    out = Path(out)
+    state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+    history = list(state["history"])
+    val_ids = list(state.get("val_cases", []))
+    if not history or not val_ids or _finite(history[-1].get("val_dice")):
+        return False
+    config = ModelConfig.from_json(state["config"])
+    net = build_network(config)
+    net.load_state_dict(state["net"])
+    dev = torch.device(device or _default_device())
+    store = CaseStore(sources, config, cache_dir)
+    _validate_last(net.to(dev), net, store, val_ids, config, dev, DistInfo(), history, out,
+                   float(state.get("best_val_dice", -1.0)), int(state.get("best_epoch", -1)))
+    return True
+
+
 def _next_epoch_s(history: list[dict[str, Any]], epoch: int, planned: int, train: TrainConfig) -> float:
     """Expected length of the coming epoch: recent training time, plus a validation if one is due."""
     train_s = float(np.median([r["epoch_s"] - r.get("val_s", 0.0) for r in history[-3:]]))
