@@ -22,14 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def stage(data: Path, work: Path) -> tuple[Path, Path]:
+def stage(data: Path, work: Path, limit: int | None = None) -> tuple[Path, Path]:
     """Challenge-style input (images/pet/<case>.nii.gz) and a ground-truth folder, as symlinks."""
     from training.layouts import read_tcia
 
     pet_dir, gt_dir = work / "input/images/pet", work / "gt"
     pet_dir.mkdir(parents=True)
     gt_dir.mkdir()
-    for record in read_tcia(data):
+    for record in read_tcia(data)[:limit]:
         os.symlink(record.pet.resolve(), pet_dir / f"{record.case_id}.nii.gz")
         os.symlink(record.label.resolve(), gt_dir / f"{record.case_id}.nii.gz")
     return work / "input", gt_dir
@@ -65,11 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=ROOT / "data/phantoms/test")
     parser.add_argument("--weights", type=Path, default=ROOT / "weights")
     parser.add_argument("--out", type=Path, default=ROOT / "docs/heldout")
+    parser.add_argument("--limit", type=int, help="only the first N cases (sorted by case id)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="heldout-") as tmp:
         work = Path(tmp)
-        input_root, gt = stage(args.data, work)
+        input_root, gt = stage(args.data, work, args.limit)
         single_path = best_single(args.weights)
         rows = {"ensemble": run(input_root, gt, args.weights, args.out / "ensemble.json", work),
                 f"best single ({single_path.name})": run(input_root, gt, single_path, args.out / "single.json", work)}
