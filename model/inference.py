@@ -20,8 +20,9 @@ import torch
 from monai.inferers import SlidingWindowInferer
 
 from .config import ModelConfig
+from .io import same_geometry
 from .manifest import read_manifest, verify_manifest
-from .network import CheckpointError, checkpoint_files, load_checkpoint
+from .network import checkpoint_files, load_ensemble
 from .preprocessing import (
     Grid,
     Orientation,
@@ -239,13 +240,8 @@ class Predictor:
             files = verify_manifest(path)
         else:
             files = checkpoint_files(path)
-        loaded = [load_checkpoint(f) for f in files]
-        config = loaded[0].config
-        for other in loaded[1:]:
-            if (other.config.spacing, other.config.percentiles, other.config.roi_size, other.config.overlap) != (
-                    config.spacing, config.percentiles, config.roi_size, config.overlap):
-                raise CheckpointError(f"{other.path}: preprocessing differs from {loaded[0].path}")
-        predictor = cls([c.network for c in loaded], config, device=device, **kwargs)
+        loaded = load_ensemble(files)
+        predictor = cls([c.network for c in loaded], loaded[0].config, device=device, **kwargs)
         predictor.files = files
         return predictor
 
@@ -269,12 +265,9 @@ class Predictor:
     def predict_scores(self, pet: sitk.Image, ct: sitk.Image | None = None) -> np.ndarray:
         """Per-network scores on the PET's own grid, (M, x, y, z) float32 (for tests and analysis)."""
         orient, ras, box, crop_scores = self._scores_on_input_grid(pet, ct)
-        out = []
-        for s in (crop_scores if box is not None else [None] * len(self.networks)):
-            full = (paste(s, box, ras.size, BACKGROUND_SCORE) if s is not None
-                    else np.full(ras.size, BACKGROUND_SCORE, np.float32))
-            out.append(orient.from_ras(full))
-        return np.stack(out)
+        if box is None:  # flat or empty PET: background everywhere
+            return np.full((len(self.networks), *pet.GetSize()), BACKGROUND_SCORE, np.float32)
+        return np.stack([orient.from_ras(paste(s, box, ras.size, BACKGROUND_SCORE)) for s in crop_scores])
 
     def _scores_on_input_grid(self, pet: sitk.Image, ct: sitk.Image | None):
         """Scores of every network on the body box of the PET's RAS grid."""
@@ -310,7 +303,7 @@ class Predictor:
 
         # Body box on the input's RAS grid; the working grid's box covers the same place.
         body = ras_array > (a_min + BODY_LEVEL * (a_max - a_min)) if a_max > a_min else None
-        if body is not None and ct is not None and _same_grid(ct, pet):
+        if body is not None and ct is not None and same_geometry(ct, pet):
             ct_array = sitk.GetArrayViewFromImage(ct).transpose(2, 1, 0)
             body |= orient.to_ras(ct_array) > BODY_HU
         del ras_array
@@ -364,13 +357,3 @@ def check_image(image: sitk.Image, what: str) -> None:
             f"{what} must have scalar voxels, got {image.GetNumberOfComponentsPerPixel()} components per voxel")
     if min(image.GetSize()) < 1:
         raise InputImageError(f"{what} is empty (size {image.GetSize()})")
-
-
-def _same_grid(a: sitk.Image, b: sitk.Image, tol: float = 1e-3) -> bool:
-    return (a.GetSize() == b.GetSize()
-            and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tol)
-            and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=tol * 10)
-            and np.allclose(a.GetDirection(), b.GetDirection(), atol=tol))
-
-
-same_grid = _same_grid

@@ -163,9 +163,9 @@ def checkpoint_files(path: Path) -> list[Path]:
     return files
 
 
-def load_ensemble(path: Path) -> list[LoadedCheckpoint]:
-    """Load every checkpoint of a folder; all must share one preprocessing config."""
-    loaded = [load_checkpoint(p) for p in checkpoint_files(path)]
+def load_ensemble(files: list[Path]) -> list[LoadedCheckpoint]:
+    """Load checkpoints that form one ensemble; all must share one preprocessing config."""
+    loaded = [load_checkpoint(p) for p in files]
     first = loaded[0]
     for other in loaded[1:]:
         if _preprocessing(other.config) != _preprocessing(first.config):
