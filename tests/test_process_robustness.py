@@ -347,7 +347,7 @@ def test_sigint_in_process_stops_with_130_and_restores_handlers(tmp_path, capsys
 
 def test_sigterm_mid_run_exits_143_without_partial_masks(tmp_path):
     pet_dir, _, out = folders(tmp_path)
-    for name in ("a", "b", "c"):
+    for name in ("a", "b", "c", "d"):
         write(small_pet(size=(48, 44, 56)), pet_dir / f"{name}.mha")
     cmd = [sys.executable, "process.py", "--input", str(tmp_path / "input"), "--output", str(tmp_path / "output"),
            "--weights", str(HOTSPOT_WEIGHTS), "--device", "cpu", "--no-crop"]
@@ -355,9 +355,11 @@ def test_sigterm_mid_run_exits_143_without_partial_masks(tmp_path):
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     lines = []
     deadline = time.monotonic() + 60
+    # Signal once the first case is written: the next one is then certainly under way, however
+    # loaded the machine is (signalling at the "case(s) in" line raced with start-up under load).
     for line in proc.stderr:
         lines.append(line)
-        if "case(s) in" in line or time.monotonic() > deadline:
+        if "a.mha: " in line or time.monotonic() > deadline:
             break
     proc.send_signal(signal.SIGTERM)
     rest = proc.communicate(timeout=60)[1]
@@ -365,5 +367,7 @@ def test_sigterm_mid_run_exits_143_without_partial_masks(tmp_path):
     last = rest.strip().splitlines()[-1]
     assert last.startswith("error: interrupted by SIGTERM") and "Traceback" not in rest
     assert hidden(out) == []
+    written = sorted(mask.name for mask in out.iterdir())
+    assert "a.mha" in written and len(written) < 4, written
     for mask in out.iterdir():
         assert_mask_for(mask, pet_dir / mask.name)
