@@ -210,13 +210,38 @@ def test_nan_loss_step_is_skipped_and_leaves_weights_unchanged() -> None:
     y = (x > 0.7).float()
     bad = {"pet": x.clone(), "label": y}
     bad["pet"][0, 0, 0, 0, 0] = float("nan")
-    result = train_step(net, bad, make_loss(), opt, scaler, torch.device("cpu"), amp=False, info=DistInfo())
+    result = train_step(net, bad, make_loss(), opt, scaler, torch.device("cpu"), amp_dtype=None, info=DistInfo())
     assert not result.applied and math.isnan(result.loss)
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     assert not opt.state and all(p.grad is None for p in net.parameters())
-    good = train_step(net, {"pet": x, "label": y}, make_loss(), opt, scaler, torch.device("cpu"), False)
+    good = train_step(net, {"pet": x, "label": y}, make_loss(), opt, scaler, torch.device("cpu"), None)
     assert good.applied and math.isfinite(good.loss)
     assert any(not torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def test_autocast_dtype_follows_device_and_cpu_support(monkeypatch) -> None:
+    from training.fit import autocast_dtype
+
+    on, off = _tiny().with_(amp=True), _tiny().with_(amp=False)
+    assert autocast_dtype(on, torch.device("cuda")) is torch.float16
+    assert autocast_dtype(off, torch.device("cuda")) is None and autocast_dtype(off, torch.device("cpu")) is None
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert autocast_dtype(on, torch.device("cpu")) is None  # no native bf16: plain fp32
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="CPU without native bf16")
+def test_bf16_cpu_step_trains_fp32_weights() -> None:
+    torch.manual_seed(0)
+    net = build_network(preset("tiny"))
+    opt = make_optimizer(net.parameters(), _tiny())
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    x = torch.rand(2, 1, 32, 32, 32)
+    y = (x > 0.7).float()
+    losses = [train_step(net, {"pet": x, "label": y}, make_loss(), opt, scaler, torch.device("cpu"), torch.bfloat16)
+              for _ in range(6)]
+    assert all(r.applied and math.isfinite(r.loss) for r in losses)
+    assert losses[-1].loss < losses[0].loss
+    assert all(p.dtype == torch.float32 for p in net.parameters())
 
 
 def test_fit_counts_skipped_steps(phantoms, cache_dir, tmp_path, monkeypatch) -> None:

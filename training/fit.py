@@ -132,6 +132,22 @@ class StepResult:
     applied: bool
 
 
+def autocast_dtype(train: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The mixed-precision type for ``train.amp``, or None for plain fp32.
+
+    CUDA: fp16 with a GradScaler, as the paper trained (T4-class cards have no bf16). CPU: bf16
+    where the CPU computes it natively (AMX / AVX-512 BF16, e.g. Sapphire Rapids); a demo-network
+    step measured 2.8x faster than fp32 there. Elsewhere a CPU trains in fp32.
+    """
+    if not train.amp:
+        return None
+    if device.type == "cuda":
+        return torch.float16
+    if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
 def train_step(
     net: torch.nn.Module,
     batch: dict[str, Any],
@@ -139,14 +155,14 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     device: torch.device,
-    amp: bool,
+    amp_dtype: torch.dtype | None,
     info: DistInfo = DistInfo(),
 ) -> StepResult:
     """One optimiser step; a non-finite loss or gradient is never applied (no step, grads dropped)."""
     x = batch["pet"].to(device, non_blocking=True)
     y = batch["label"].to(device, non_blocking=True)
     optimizer.zero_grad(set_to_none=True)
-    with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+    with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         logits = net(x)
         loss = loss_fn(logits.float(), y)
     value = float(loss.detach())
@@ -339,7 +355,7 @@ def fit(
     dev = torch.device(device)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick the fastest kernels
-    amp = train.amp and dev.type == "cuda"
+    amp_dtype = autocast_dtype(train, dev)
     out = Path(out)
     last_path, best_path = out / "last.pt", out / "best.pt"
     if info.is_main:
@@ -358,7 +374,7 @@ def fit(
     net = build_network(config).to(dev)
     optimizer = make_optimizer(net.parameters(), train)
     scheduler = make_scheduler(optimizer, train)
-    scaler = torch.amp.GradScaler(dev.type, enabled=amp)
+    scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype == torch.float16)  # bf16 needs no scaling
     history: list[dict[str, Any]] = []
     start_epoch, elapsed, best_dice, best_epoch = 0, 0.0, -1.0, -1
     planned = train.epochs
@@ -450,7 +466,7 @@ def fit(
             leave=False,
         )
         for batch in bar:
-            step = train_step(model, batch, loss_fn, optimizer, scaler, dev, amp, info)
+            step = train_step(model, batch, loss_fn, optimizer, scaler, dev, amp_dtype, info)
             if step.applied:
                 losses.append(step.loss)
             else:
