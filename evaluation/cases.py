@@ -13,6 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from evaluation.metrics import check_same_grid
+from model import io as model_io
 
 #: File types read as images; longest first so "abc.nii.gz" is not taken for "abc.nii" + ".gz".
 IMAGE_EXTENSIONS = (".nii.gz", ".mha", ".nii")
@@ -101,12 +102,10 @@ def pair_cases(
 
 def read_header(path: Path) -> sitk.ImageFileReader:
     """Reader holding only the header, so grids of a whole folder are checked in seconds."""
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
     try:
-        reader.ReadImageInformation()
-    except RuntimeError as err:
-        raise CaseError(f"cannot read {path}: {str(err).strip().splitlines()[-1]}") from err
+        reader = model_io.read_header(path, "mask")
+    except model_io.InputError as err:
+        raise CaseError(str(err)) from None
     if reader.GetDimension() != 3:
         raise CaseError(f"{path} is {reader.GetDimension()}-D, expected 3-D")
     return reader

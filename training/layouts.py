@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from model import io as model_io
+
 TCIA_PET, TCIA_CT, TCIA_LABEL = "SUV.nii.gz", "CTres.nii.gz", "SEG.nii.gz"
 NNUNET_ENDING = ".nii.gz"
 GC_PET_DIR, GC_CT_DIR, GC_LABEL_DIR = "images/pet", "images/ct", "labels"
@@ -50,14 +52,10 @@ class CaseRecord:
 
 
 def _header(path: Path) -> sitk.ImageFileReader:
-    if not path.is_file():
-        raise LayoutError(f"missing file: {path}")
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
     try:
-        reader.ReadImageInformation()
-    except RuntimeError as exc:
-        raise LayoutError(f"unreadable image: {path}: {str(exc).strip().splitlines()[-1]}") from exc
+        reader = model_io.read_header(path, "image")
+    except model_io.InputError as exc:
+        raise LayoutError(str(exc)) from None
     if reader.GetDimension() != 3:
         raise LayoutError(f"{path}: expected a 3-D image, got {reader.GetDimension()}-D")
     return reader
