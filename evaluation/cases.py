@@ -103,12 +103,9 @@ def pair_cases(
 def read_header(path: Path) -> sitk.ImageFileReader:
     """Reader holding only the header, so grids of a whole folder are checked in seconds."""
     try:
-        reader = model_io.read_header(path, "mask")
+        return model_io.read_header(path, "mask", dims=3)
     except model_io.InputError as err:
         raise CaseError(str(err)) from None
-    if reader.GetDimension() != 3:
-        raise CaseError(f"{path} is {reader.GetDimension()}-D, expected 3-D")
-    return reader
 
 
 def check_grids(pairs: Sequence[CasePaths], tol: float = 1e-3) -> None:

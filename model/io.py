@@ -148,25 +148,28 @@ def _mhd_data_file(header: Path) -> Path | None:
     return None
 
 
-def read_header(path: Path, what: str) -> sitk.ImageFileReader:
-    """Read only the header: geometry checks cost nothing, the voxels are read once later."""
+def read_header(path: Path, what: str, dims: int | None = None) -> sitk.ImageFileReader:
+    """Read only the header: geometry checks cost nothing, the voxels are read once later.
+
+    ``dims``: the dimension the image must have (checked from the header), or None for any.
+    """
     check_file(path, what)
     reader = _reader(path)
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
         raise InputError(f"{path}: cannot read {what} header ({_first_line(exc)})") from None
+    dim = reader.GetDimension()
+    if dims is not None and dim != dims:
+        raise InputError(f"{path}: {what} must be a {dims}D image, this one is {dim}D (size {reader.GetSize()})")
     return reader
 
 
 def read_image(path: Path, what: str) -> sitk.Image:
     """Read a 3D scalar image, or raise InputError naming the file and the problem."""
-    reader = read_header(path, what)
-    dim = reader.GetDimension()
+    reader = read_header(path, what, dims=3)
     comps = reader.GetNumberOfComponents()
     size = reader.GetSize()
-    if dim != 3:
-        raise InputError(f"{path}: {what} must be a 3D image, this one is {dim}D (size {size})")
     if comps != 1:
         raise InputError(f"{path}: {what} must have one value per voxel, this one has {comps}")
     if min(size) < 1:

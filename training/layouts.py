@@ -53,12 +53,9 @@ class CaseRecord:
 
 def _header(path: Path) -> sitk.ImageFileReader:
     try:
-        reader = model_io.read_header(path, "image")
+        return model_io.read_header(path, "image", dims=3)
     except model_io.InputError as exc:
         raise LayoutError(str(exc)) from None
-    if reader.GetDimension() != 3:
-        raise LayoutError(f"{path}: expected a 3-D image, got {reader.GetDimension()}-D")
-    return reader
 
 
 def _grid(reader: sitk.ImageFileReader) -> tuple:
