@@ -458,6 +458,30 @@ def test_export_round_trips_through_the_predictor(phantoms, cache_dir, tmp_path)
     assert mask.GetOrigin() == pytest.approx(pet.GetOrigin())
 
 
+def test_full_validation_scores_every_fold_case_and_reaches_the_manifest(phantoms, cache_dir, tmp_path) -> None:
+    import json
+
+    from model.manifest import read_manifest
+    from training.export import export
+    from training.fit import validate_full
+
+    runs = tmp_path / "runs"
+    val = phantoms[3:6]
+    fit(phantoms[:3], val, preset("tiny"), _tiny(epochs=1, iters_per_epoch=1, val_max_cases=1), runs / "fold0",
+        cache_dir=cache_dir, progress=False, fold=0)
+    during = _state(runs / "fold0" / "last.pt")["history"][-1]
+    assert during["val_cases"] == 1  # training looked at one case only
+    full = validate_full(runs / "fold0", phantoms, [v.case_id for v in val], cache_dir, "cpu")
+    assert full["val_cases"] == 3 and full["epoch"] == 1
+    assert json.loads((runs / "fold0" / "val_full.json").read_text())["val_cases"] == 3
+    export(runs, tmp_path / "w_last", folds=(0,), which="last")
+    entry = read_manifest(tmp_path / "w_last")["models"][0]
+    assert entry["val_full_cases"] == 3 and entry["val_cases"] == 1
+    assert entry["val_full_fpv_ml"] == pytest.approx(full["val_fpv_ml"])
+    export(runs, tmp_path / "w_best", folds=(0,), which="best")  # best.pt: val_full.json scored last.pt
+    assert "val_full_cases" not in read_manifest(tmp_path / "w_best")["models"][0]
+
+
 @pytest.mark.parametrize("command", ["prepare", "fit", "cv", "revalidate", "export", "plot"])
 def test_cli_help(command: str) -> None:
     from training.cli import build_parser

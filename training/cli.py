@@ -203,13 +203,24 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
 
 def cmd_revalidate(args: argparse.Namespace) -> int:
-    """Score final weights that a budget stop left unvalidated (so export can choose best or last)."""
-    from .fit import validate_final
+    """Score final weights that a budget stop left unvalidated (so export can choose best or last),
+    or with --all-cases score them on the whole validation fold (the figure export reports)."""
+    from .fit import validate_final, validate_full
 
     _setup_threads(args.threads)
-    sources = as_sources(read_records(Path(args.data), args.layout, args.channel_order))
+    records = read_records(Path(args.data), args.layout, args.channel_order)
+    sources = as_sources(records)
+    if args.all_cases and not args.splits:
+        raise SystemExit("--all-cases needs --splits (the folds file the run trained with)")
     for fold in args.folds:
-        ran = validate_final(Path(args.out) / f"fold{fold}", sources, _cache_dir(args), args.device)
+        folder = Path(args.out) / f"fold{fold}"
+        if args.all_cases:
+            _, val_src = fold_sources(records, args.splits, fold)
+            r = validate_full(folder, sources, [v.case_id for v in val_src], _cache_dir(args), args.device)
+            print(f"fold {fold}: epoch {r['epoch']} on all {r['val_cases']} validation cases: Dice {r['val_dice']:.3f} "
+                  f"FPV {r['val_fpv_ml']:.2f} ml FNV {r['val_fnv_ml']:.2f} ml", flush=True)
+            continue
+        ran = validate_final(folder, sources, _cache_dir(args), args.device)
         print(f"fold {fold}: {'validated' if ran else 'nothing to do'}", flush=True)
     return 0
 
@@ -306,8 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=_folds, default=[0, 1, 2, 3, 4], help="e.g. 0,1,2,3,4")
     p.set_defaults(func=cmd_cv)
 
-    p = sub.add_parser("revalidate", help="validate final weights a budget stop left unvalidated")
+    p = sub.add_parser("revalidate", help="validate final weights a budget stop left unvalidated, or all cases")
     _add_data(p)
+    p.add_argument("--all-cases", action="store_true",
+                   help="score last.pt on every validation case of the fold (writes foldK/val_full.json)")
+    p.add_argument("--splits", help="folds JSON of the run (needed with --all-cases)")
     p.add_argument("--out", required=True, help="run folder with fold0/ ... fold4/")
     p.add_argument("--folds", type=_folds, default=[0, 1, 2, 3, 4])
     p.add_argument("--device")

@@ -48,6 +48,17 @@ def fold_checkpoint(run_dir: Path, fold: int, which: str) -> Path:
     raise FileNotFoundError(f"{folder}: no best.pt or last.pt to export")
 
 
+def _full_validation(source: Path, epoch: int) -> dict[str, Any]:
+    """``revalidate --all-cases`` figures (val_full_*) when they describe this very checkpoint, else none."""
+    path = source.parent / "val_full.json"
+    if not path.is_file():
+        return {}
+    full = json.loads(path.read_text())
+    if full.get("checkpoint") != source.name or int(full.get("epoch", -1)) != epoch:
+        return {}
+    return {f"val_full_{k[4:]}": _plain(full[k]) for k in ("val_dice", "val_fpv_ml", "val_fnv_ml", "val_cases")}
+
+
 def export(
     run_dir: Path,
     out: Path,
@@ -80,6 +91,7 @@ def export(
         target = out / f"fold{fold}.pt"
         save_checkpoint(target, net, config, **meta)
         data = json.loads(state.get("data", "{}") or "{}")
+        full = _full_validation(source, epoch)
         models.append(
             {
                 "file": target.name,
@@ -93,6 +105,7 @@ def export(
                 "val_cases": row.get("val_cases"),
                 "train_minutes": round(float(state.get("elapsed_s", 0.0)) / 60, 1),
                 "data": data,
+                **full,
             }
         )
     return write_manifest(out, models, preset=preset, description=description, run=str(Path(run_dir).name))

@@ -609,6 +609,30 @@ def validate_final(out: Path, sources: Sequence[CaseSource], cache_dir: Path, de
     return True
 
 
+def validate_full(
+    out: Path, sources: Sequence[CaseSource], val_ids: Sequence[str], cache_dir: Path, device: str | None = None
+) -> dict[str, Any]:
+    """Score a fold's final weights (``last.pt``) on every case of its validation fold.
+
+    Training validates ``val_max_cases`` studies to stay cheap; this is the per-fold figure to
+    report. Writes ``out/val_full.json`` (with the epoch it scored, so export can tell whether it
+    describes the checkpoint it copies) and returns it.
+    """
+    out = Path(out)
+    state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+    config = ModelConfig.from_json(state["config"])
+    net = build_network(config)
+    net.load_state_dict(state["net"])
+    dev = torch.device(device or _default_device())
+    store = CaseStore(sources, config, cache_dir)
+    for case_id in val_ids:
+        store.ensure(case_id)
+    result = {"checkpoint": "last.pt", "epoch": int(state.get("epoch", 0)),
+              **validate(net.to(dev), store, sorted(val_ids), config, str(dev))}
+    _write_json(out / "val_full.json", result)
+    return result
+
+
 def _next_epoch_s(history: list[dict[str, Any]], epoch: int, planned: int, train: TrainConfig) -> float:
     """Expected length of the coming epoch: recent training time, plus a validation if one is due."""
     train_s = float(np.median([r["epoch_s"] - r.get("val_s", 0.0) for r in history[-3:]]))
