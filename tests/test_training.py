@@ -18,7 +18,7 @@ import torch
 from model.config import preset
 from model.network import build_network
 from training.data import CaseSource, CaseStore, CropDataset, epoch_draws
-from training.fit import DistInfo, fit, train_step
+from training.fit import DistInfo, cpu_has_native_bf16, fit, train_step
 from training.recipe import (
     RandCropByPosHotNegd,
     TrainConfig,
@@ -225,14 +225,19 @@ def test_autocast_dtype_follows_device_and_cpu_support(monkeypatch) -> None:
     on, off = _tiny().with_(amp=True), _tiny().with_(amp=False)
     assert autocast_dtype(on, torch.device("cuda")) is torch.float16
     assert autocast_dtype(off, torch.device("cuda")) is None and autocast_dtype(off, torch.device("cpu")) is None
-    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
-    assert autocast_dtype(on, torch.device("cpu")) is None  # no native bf16: plain fp32
+    for amx, avx512_bf16, expected in ((True, False, torch.bfloat16), (False, True, torch.bfloat16),
+                                       (False, False, None)):  # no native bf16 (emulated is slower): fp32
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        assert autocast_dtype(on, torch.device("cpu")) is expected
 
 
-@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="CPU without native bf16")
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="CPU without native bf16")
 def test_bf16_cpu_step_trains_fp32_weights() -> None:
     torch.manual_seed(0)
     net = build_network(preset("tiny"))
+    seen = []
+    net.register_forward_hook(lambda module, args, output: seen.append(output.dtype))
     opt = make_optimizer(net.parameters(), _tiny())
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     x = torch.rand(2, 1, 32, 32, 32)
@@ -241,6 +246,7 @@ def test_bf16_cpu_step_trains_fp32_weights() -> None:
               for _ in range(6)]
     assert all(r.applied and math.isfinite(r.loss) for r in losses)
     assert losses[-1].loss < losses[0].loss
+    assert seen and set(seen) == {torch.bfloat16}  # the network really ran in bf16
     assert all(p.dtype == torch.float32 for p in net.parameters())
 
 
@@ -478,8 +484,12 @@ def test_full_validation_scores_every_fold_case_and_reaches_the_manifest(phantom
     entry = read_manifest(tmp_path / "w_last")["models"][0]
     assert entry["val_full_cases"] == 3 and entry["val_cases"] == 1
     assert entry["val_full_fpv_ml"] == pytest.approx(full["val_fpv_ml"])
-    export(runs, tmp_path / "w_best", folds=(0,), which="best")  # best.pt: val_full.json scored last.pt
-    assert "val_full_cases" not in read_manifest(tmp_path / "w_best")["models"][0]
+    with pytest.raises(ValueError, match="wrong splits file or fold"):  # training validated a case not listed
+        validate_full(runs / "fold0", phantoms, [v.case_id for v in phantoms[:3]], cache_dir, "cpu")
+    fit(phantoms[:3], val, preset("tiny"), _tiny(epochs=1, iters_per_epoch=1, val_max_cases=1, seed=5),
+        runs / "fold0", cache_dir=cache_dir, progress=False, fold=0)  # trained again: val_full.json is stale
+    export(runs, tmp_path / "w_again", folds=(0,), which="last")
+    assert "val_full_cases" not in read_manifest(tmp_path / "w_again")["models"][0]
 
 
 @pytest.mark.parametrize("command", ["prepare", "fit", "cv", "revalidate", "export", "plot"])

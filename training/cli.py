@@ -210,8 +210,8 @@ def cmd_revalidate(args: argparse.Namespace) -> int:
     _setup_threads(args.threads)
     records = read_records(Path(args.data), args.layout, args.channel_order)
     sources = as_sources(records)
-    if args.all_cases and not args.splits:
-        raise SystemExit("--all-cases needs --splits (the folds file the run trained with)")
+    if args.all_cases and not (args.splits and Path(args.splits).is_file()):
+        raise SystemExit(f"--all-cases needs --splits naming the folds file the run trained with (got {args.splits!r})")
     for fold in args.folds:
         folder = Path(args.out) / f"fold{fold}"
         if args.all_cases:
@@ -286,7 +286,7 @@ def _add_training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hot-neg", type=float, help="share of crops centred on hot non-lesion voxels")
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
-    p.add_argument("--no-amp", action="store_true", help="disable fp16 autocast on CUDA")
+    p.add_argument("--no-amp", action="store_true", help="no mixed precision (CUDA fp16, CPU bf16)")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--device", help="cuda / cpu (default: cuda when available)")
     p.add_argument("--threads", type=int, help="torch CPU threads per process")

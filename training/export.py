@@ -48,13 +48,15 @@ def fold_checkpoint(run_dir: Path, fold: int, which: str) -> Path:
     raise FileNotFoundError(f"{folder}: no best.pt or last.pt to export")
 
 
-def _full_validation(source: Path, epoch: int) -> dict[str, Any]:
-    """``revalidate --all-cases`` figures (val_full_*) when they describe this very checkpoint, else none."""
+def _full_validation(source: Path, net_state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """``revalidate --all-cases`` figures (val_full_*) when they scored these very weights, else none."""
+    from .fit import weights_digest
+
     path = source.parent / "val_full.json"
     if not path.is_file():
         return {}
     full = json.loads(path.read_text())
-    if full.get("checkpoint") != source.name or int(full.get("epoch", -1)) != epoch:
+    if full.get("weights") != weights_digest(net_state):  # stale: the fold was trained again since
         return {}
     return {f"val_full_{k[4:]}": _plain(full[k]) for k in ("val_dice", "val_fpv_ml", "val_fnv_ml", "val_cases")}
 
@@ -91,7 +93,7 @@ def export(
         target = out / f"fold{fold}.pt"
         save_checkpoint(target, net, config, **meta)
         data = json.loads(state.get("data", "{}") or "{}")
-        full = _full_validation(source, epoch)
+        full = _full_validation(source, state["net"])
         models.append(
             {
                 "file": target.name,

@@ -10,6 +10,7 @@ schedule, the GradScaler and the history.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
@@ -143,9 +144,16 @@ def autocast_dtype(train: TrainConfig, device: torch.device) -> torch.dtype | No
         return None
     if device.type == "cuda":
         return torch.float16
-    if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if device.type == "cpu" and cpu_has_native_bf16():
         return torch.bfloat16
     return None
+
+
+def cpu_has_native_bf16() -> bool:
+    """AMX or AVX-512 BF16 instructions; oneDNN only emulates bf16 on older AVX-512 CPUs (slower than fp32)."""
+    return torch.backends.mkldnn.is_available() and (
+        torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    )
 
 
 def train_step(
@@ -385,7 +393,10 @@ def fit(
             raise SystemExit(f"{last_path}: saved with a different model config; refusing to resume")
         saved_train = TrainConfig.from_json(state["train_config"])
         if saved_train != train:
-            raise SystemExit(f"{last_path}: saved with training settings {saved_train}, not {train}")
+            hint = ""
+            if saved_train.with_(amp=train.amp) == train:  # e.g. a demo run from before CPU bf16
+                hint = f"; only mixed precision differs: resume with{'' if saved_train.amp else ' --no-amp'}"
+            raise SystemExit(f"{last_path}: saved with training settings {saved_train}, not {train}{hint}")
         net.load_state_dict(state["net"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -620,6 +631,10 @@ def validate_full(
     """
     out = Path(out)
     state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+    trained_on_val = sorted(set(state.get("val_cases", [])) - set(val_ids))
+    if trained_on_val:
+        raise ValueError(f"{out}: validated during training on {trained_on_val[:3]}, which this fold's "
+                         "validation cases do not include: wrong splits file or fold?")
     config = ModelConfig.from_json(state["config"])
     net = build_network(config)
     net.load_state_dict(state["net"])
@@ -627,10 +642,20 @@ def validate_full(
     store = CaseStore(sources, config, cache_dir)
     for case_id in val_ids:
         store.ensure(case_id)
-    result = {"checkpoint": "last.pt", "epoch": int(state.get("epoch", 0)),
-              **validate(net.to(dev), store, sorted(val_ids), config, str(dev))}
+    metrics = validate(net.to(dev), store, sorted(val_ids), config, str(dev))
+    result = {"checkpoint": "last.pt", "epoch": int(state.get("epoch", 0)), "weights": weights_digest(state["net"]),
+              **{k: (v if math.isfinite(v) else None) for k, v in metrics.items()}}
     _write_json(out / "val_full.json", result)
     return result
+
+
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 over the tensors in key order: the same weights give the same digest in any file."""
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        h.update(key.encode())
+        h.update(state_dict[key].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _next_epoch_s(history: list[dict[str, Any]], epoch: int, planned: int, train: TrainConfig) -> float:
