@@ -36,11 +36,11 @@ def stage(data: Path, work: Path, limit: int | None = None) -> tuple[Path, Path]
 
 
 def best_single(weights: Path) -> Path:
-    """The fold with the best validation Dice in the manifest."""
+    """The fold with the best validation Dice in the manifest (on the whole fold when export recorded it)."""
     manifest = json.loads((weights / "manifest.json").read_text())
 
     def score(entry: dict) -> float:
-        value = entry.get("val_dice")
+        value = entry.get("val_full_dice", entry.get("val_dice"))
         return float(value) if value is not None else -1.0
 
     return weights / max(manifest["models"], key=score)["file"]
