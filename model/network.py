@@ -56,6 +56,15 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 over the tensors in key order: the same weights give the same digest in any file."""
+    digest = hashlib.sha256()
+    for key in sorted(state_dict):
+        digest.update(key.encode())
+        digest.update(state_dict[key].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """Write to a temp file in the same folder, then rename: a kill never leaves half a file."""
     path = Path(path)

@@ -16,7 +16,7 @@ import torch
 
 from model.config import ModelConfig
 from model.manifest import write_manifest
-from model.network import build_network, save_checkpoint
+from model.network import build_network, save_checkpoint, weights_digest
 
 PROVENANCE_KEYS = (
     "fold",
@@ -50,8 +50,6 @@ def fold_checkpoint(run_dir: Path, fold: int, which: str) -> Path:
 
 def _full_validation(source: Path, net_state: dict[str, torch.Tensor]) -> dict[str, Any]:
     """``revalidate --all-cases`` figures (val_full_*) when they scored these very weights, else none."""
-    from .fit import weights_digest
-
     path = source.parent / "val_full.json"
     if not path.is_file():
         return {}

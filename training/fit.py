@@ -10,7 +10,6 @@ schedule, the GradScaler and the history.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 import os
@@ -30,7 +29,14 @@ from monai.data.utils import worker_init_fn
 from tqdm import tqdm
 
 from model.config import ModelConfig
-from model.network import atomic_torch_save, build_network, count_parameters, load_checkpoint, save_checkpoint
+from model.network import (
+    atomic_torch_save,
+    build_network,
+    count_parameters,
+    load_checkpoint,
+    save_checkpoint,
+    weights_digest,
+)
 
 from .data import CaseSource, CaseStore, CropDataset, epoch_draws
 from .recipe import TrainConfig, make_loss, make_optimizer, make_scheduler
@@ -610,10 +616,7 @@ def validate_final(out: Path, sources: Sequence[CaseSource], cache_dir: Path, de
     val_ids = list(state.get("val_cases", []))
     if not history or not val_ids or _finite(history[-1].get("val_dice")):
         return False
-    config = ModelConfig.from_json(state["config"])
-    net = build_network(config)
-    net.load_state_dict(state["net"])
-    dev = torch.device(device or _default_device())
+    config, net, dev = _final_network(state, device)
     store = CaseStore(sources, config, cache_dir)
     _validate_last(net.to(dev), net, store, val_ids, config, dev, DistInfo(), history, out,
                    float(state.get("best_val_dice", -1.0)), int(state.get("best_epoch", -1)))
@@ -626,8 +629,8 @@ def validate_full(
     """Score a fold's final weights (``last.pt``) on every case of its validation fold.
 
     Training validates ``val_max_cases`` studies to stay cheap; this is the per-fold figure to
-    report. Writes ``out/val_full.json`` (with the epoch it scored, so export can tell whether it
-    describes the checkpoint it copies) and returns it.
+    report. Writes ``out/val_full.json`` (with a digest of the weights it scored, so export can
+    tell whether it describes the checkpoint it copies) and returns it.
     """
     out = Path(out)
     state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
@@ -635,10 +638,7 @@ def validate_full(
     if trained_on_val:
         raise ValueError(f"{out}: validated during training on {trained_on_val[:3]}, which this fold's "
                          "validation cases do not include: wrong splits file or fold?")
-    config = ModelConfig.from_json(state["config"])
-    net = build_network(config)
-    net.load_state_dict(state["net"])
-    dev = torch.device(device or _default_device())
+    config, net, dev = _final_network(state, device)
     store = CaseStore(sources, config, cache_dir)
     for case_id in val_ids:
         store.ensure(case_id)
@@ -649,13 +649,12 @@ def validate_full(
     return result
 
 
-def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
-    """sha256 over the tensors in key order: the same weights give the same digest in any file."""
-    h = hashlib.sha256()
-    for key in sorted(state_dict):
-        h.update(key.encode())
-        h.update(state_dict[key].detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
+def _final_network(state: dict[str, Any], device: str | None) -> tuple[ModelConfig, torch.nn.Module, torch.device]:
+    """The network a saved training state describes, on the device the validators run on."""
+    config = ModelConfig.from_json(state["config"])
+    net = build_network(config)
+    net.load_state_dict(state["net"])
+    return config, net, torch.device(device or _default_device())
 
 
 def _next_epoch_s(history: list[dict[str, Any]], epoch: int, planned: int, train: TrainConfig) -> float:
