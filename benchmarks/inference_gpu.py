@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import json
 import platform
 import sys
@@ -61,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slices", type=int, default=326)
     parser.add_argument("--models", type=int, nargs="+", default=[1, 5])
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--sw-batch-size", type=int, default=8)
+    parser.add_argument("--sw-batch-size", type=int, nargs="+", default=[8],
+                        help="windows per batch; several values run each (T4-sized memory: try 4)")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs after one warm-up")
     args = parser.parse_args(argv)
     check_packages()
@@ -87,11 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     networks = [build_network(config) for _ in range(max(args.models))]
     print(f"network: {count_parameters(networks[0]) / 1e6:.2f} M parameters", flush=True)
 
-    results = {"device": gpu_name, "torch": torch.__version__, "preset": config.name,
+    results = {"device": gpu_name, "torch": torch.__version__, "cuda": torch.version.cuda,
+               "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
+               "preset": config.name,
                "shape": list(phantom.pet.GetSize()),
                "conv_tflops_fp16": round(throughput, 1) if throughput else None, "runs": []}
-    for n_models in args.models:
-        predictor = Predictor(networks[:n_models], config, device=device, sw_batch_size=args.sw_batch_size)
+    for n_models, sw_batch_size in itertools.product(args.models, args.sw_batch_size):
+        predictor = Predictor(networks[:n_models], config, device=device, sw_batch_size=sw_batch_size)
         predictor.predict(phantom.pet)  # warm-up: cudnn.benchmark picks its kernels
         times = []
         if device.type == "cuda":
@@ -104,16 +108,20 @@ def main(argv: list[str] | None = None) -> int:
             times.append(time.perf_counter() - started)
         info = predictor.last_info
         peak_gb = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
+        reserved_gb = torch.cuda.max_memory_reserved(device) / 1e9 if device.type == "cuda" else None
         net_s = info.seconds.get("network", float("nan"))
         bound = info.windows * n_models * GFLOP_PER_WINDOW / 1e3 / throughput if throughput else None
-        run = {"models": n_models, "end_to_end_s": round(float(np.median(times)), 2),
+        run = {"models": n_models, "sw_batch_size": sw_batch_size, "end_to_end_s": round(float(np.median(times)), 2),
                "network_s": round(net_s, 2), "windows": info.windows, "windows_uncropped": info.windows_uncropped,
                "s_per_window_per_model": round(net_s / max(1, info.windows * n_models), 4),
                "peak_gpu_gb": round(peak_gb, 2) if peak_gb is not None else None,
+               "peak_reserved_gb": round(reserved_gb, 2) if reserved_gb is not None else None,
                "flop_bound_s": round(bound, 2) if bound else None,
                "stages_s": {k: round(v, 2) for k, v in info.seconds.items()}}
         results["runs"].append(run)
         print(json.dumps(run), flush=True)
+        if args.json:  # after every run, so a run cut off by the machine's limit keeps what it measured
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
         del predictor
         if device.type == "cuda":
             torch.cuda.empty_cache()

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Time the training recipe on a GPU machine: a few epochs of `python -m training fit` on phantoms
+# made there, with GPU memory sampled by nvidia-smi. Prints seconds per optimiser step (from the
+# run's metrics.csv) and the peak memory nvidia-smi saw, per preset.
+#
+#   OUT=/some/folder PRESETS="paper demo" bash benchmarks/training_gpu.sh
+# Knobs: CASES [10]  SHAPE ["400 400 326"]  EPOCHS [3]  ITERS [20]  WORKERS [8]  DEVICE [cuda]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:?set OUT to a results folder}
+PRESETS=${PRESETS:-paper demo}
+CASES=${CASES:-10}
+SHAPE=${SHAPE:-400 400 326}
+EPOCHS=${EPOCHS:-3}
+ITERS=${ITERS:-20}
+WORKERS=${WORKERS:-8}
+DEVICE=${DEVICE:-cuda}
+WORK=${WORK:-/tmp/training_gpu}
+mkdir -p "$OUT" "$WORK"
+
+started=$(date +%s)
+for ((i = 0; i < CASES; i++)); do  # one process per case: phantoms are independent
+    python3 -m training.phantoms --out "$WORK/data" --cases 1 --seed $((9000 + i)) --layout tcia \
+        --shape $SHAPE >"$WORK/phantom_$i.log" 2>&1 &
+done
+wait
+echo "phantoms: $CASES of $SHAPE in $(($(date +%s) - started)) s"
+
+for preset in $PRESETS; do
+    run="$WORK/run_$preset"
+    mem="$OUT/gpu_memory_$preset.csv"
+    if command -v nvidia-smi >/dev/null; then
+        nvidia-smi --query-gpu=timestamp,memory.used --format=csv,noheader,nounits -lms 500 >"$mem" &
+        smi=$!
+    fi
+    started=$(date +%s)
+    python3 -m training fit --data "$WORK/data" --layout tcia --preset "$preset" --fold 0 \
+        --splits "$WORK/splits.json" --out "$run" --epochs "$EPOCHS" --iters-per-epoch "$ITERS" \
+        --val-every "$EPOCHS" --val-max-cases 1 --num-workers "$WORKERS" --device "$DEVICE" --quiet \
+        2>&1 | tail -n 20
+    echo "fit rc=${PIPESTATUS[0]} in $(($(date +%s) - started)) s"
+    [ -n "${smi:-}" ] && kill "$smi" 2>/dev/null
+    cp "$run/fold0/metrics.csv" "$OUT/metrics_$preset.csv" 2>/dev/null
+    python3 - "$run/fold0/metrics.csv" "$mem" "$preset" <<'PY'
+import csv, sys
+from pathlib import Path
+rows = list(csv.DictReader(open(sys.argv[1]))) if Path(sys.argv[1]).exists() else []
+print(f"{sys.argv[3]}: metrics columns {list(rows[0]) if rows else 'none'}")
+for r in rows:
+    print("  " + ", ".join(f"{k}={v}" for k, v in r.items()))
+mem = Path(sys.argv[2])
+if mem.exists() and mem.stat().st_size:
+    used = [float(line.split(",")[1]) for line in mem.read_text().splitlines() if "," in line]
+    print(f"{sys.argv[3]}: peak GPU memory seen by nvidia-smi {max(used) / 1024:.2f} GiB")
+PY
+done
