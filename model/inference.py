@@ -185,6 +185,30 @@ def window_aligned_box(box: tuple[slice, slice, slice], shape: Sequence[int], ro
     return out[0], out[1], out[2]
 
 
+def grid_aligned_box(box: tuple[slice, slice, slice], shape: Sequence[int], roi: Sequence[int],
+                     overlap: float) -> tuple[slice, slice, slice]:
+    """Snap a box (at least one window long per axis) outward onto the whole volume's window grid.
+
+    The start moves down to a whole-volume window start and the length up to one window plus
+    whole steps (or to the volume's end), so every window MONAI visits inside the crop is a window
+    of the uncropped run too, at the same place with the same gaussian. Scores then differ from
+    the uncropped ones only through windows that straddle the box's edge, not through a shifted
+    window grid, which a network trained on lesion-centred crops is sensitive to. It costs at
+    most one step more per side than the bare box.
+    """
+    out = []
+    for sl, n, r in zip(box, shape, roi, strict=True):
+        if n <= r:
+            out.append(slice(0, n))
+            continue
+        step = max(int(r * (1 - overlap)), 1)
+        start = (sl.start // step) * step
+        length = max(sl.stop - start, r)
+        length = r + -(-(length - r) // step) * step
+        out.append(slice(start, min(start + length, n)))
+    return out[0], out[1], out[2]
+
+
 CROP_MODES = ("body", "exact", "none")
 
 
@@ -205,7 +229,8 @@ def at_least_roi(box: tuple[slice, slice, slice], shape: Sequence[int], roi: Seq
 class Predictor:
     """A config, its networks, and the device they run on: ``predict(pet) -> mask``.
 
-    crop: "body" (default) runs the sliding window over the body's bounding box only; "exact"
+    crop: "body" (default) runs the sliding window over the body's bounding box only, snapped to
+    the uncropped run's window grid (``grid_aligned_box``); "exact"
     grows that box to the whole-volume windows that touch it, which gives the uncropped scores to
     float precision but saves little at high overlap; "none" runs over the whole field of view.
     """
@@ -323,7 +348,8 @@ class Predictor:
         if self.crop == "exact":
             work_box = window_aligned_box(work_box, work.shape, cfg.roi_size, cfg.overlap)
         else:
-            work_box = at_least_roi(work_box, work.shape, cfg.roi_size)
+            work_box = grid_aligned_box(at_least_roi(work_box, work.shape, cfg.roi_size), work.shape,
+                                        cfg.roi_size, cfg.overlap)
         crop = work[work_box]
         info.crop_shape = crop.shape
         info.windows = count_windows(crop.shape, cfg.roi_size, cfg.overlap)

@@ -10,7 +10,7 @@ import SimpleITK as sitk
 import torch
 
 from model.config import paper_config, tiny_config
-from model.inference import Predictor, count_windows, vote
+from model.inference import Predictor, at_least_roi, count_windows, grid_aligned_box, vote, window_starts
 from model.manifest import write_manifest
 from model.network import CheckpointError, build_network, load_checkpoint, save_checkpoint
 from model.preprocessing import Orientation, percentile_scale, percentiles
@@ -104,6 +104,25 @@ def test_crop_modes_against_uncropped(hotspot_predictor):
     cropped = as_xyz(body.predict(pet))
     assert body.last_info.windows < exact.last_info.windows < full.last_info.windows
     assert dice(cropped, uncropped) >= 0.95, "the fixture network is small; shipped weights are held to 0.99"
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_body_crop_windows_are_windows_of_the_uncropped_run(seed):
+    """Every window inside a grid-aligned crop sits where the uncropped sliding window puts one."""
+    rng = np.random.default_rng(seed)
+    roi, overlap = (64, 48, 32), (0.75, 0.5, 0.6)[seed % 3]
+    shape = tuple(int(rng.integers(r + 1, 5 * r)) for r in roi)
+    lo = [int(rng.integers(0, n - 2)) for n in shape]
+    box = tuple(slice(a, int(rng.integers(a + 1, n + 1))) for a, n in zip(lo, shape, strict=True))
+    grown = at_least_roi(box, shape, roi)
+    aligned = grid_aligned_box(grown, shape, roi, overlap)
+    for sl, big, n, r in zip(aligned, grown, shape, roi, strict=True):
+        assert sl.start <= big.start and sl.stop >= big.stop and 0 <= sl.start and sl.stop <= n
+        whole = set(window_starts(n, r, overlap))
+        inside = {sl.start + s for s in window_starts(sl.stop - sl.start, r, overlap)}
+        assert inside <= whole, (sl, n, r)
+        step = max(int(r * (1 - overlap)), 1)
+        assert big.start - sl.start < step and (sl.stop == n or sl.stop - big.stop < step)
 
 
 def test_input_smaller_than_roi_is_padded(hotspot_predictor):
