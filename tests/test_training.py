@@ -186,6 +186,25 @@ def test_hot_sampler_avoids_air_and_uses_hot_voxels_on_lesion_free_volumes() -> 
     assert 0.4 < on_hot < 0.65  # the lesion share went to hot voxels (plus hot hits by chance)
 
 
+def test_air_share_lands_crops_in_air_and_neg_share_does_not() -> None:
+    vol = _ball_volume()
+    vol["pet"][0, :, :, :48] = 0.0  # three quarters of the volume is air, the two balls kept hot
+    vol["pet"][0][vol["lesion"] | vol["hot"]] = 0.9
+    air = vol["pet"][0] <= 0.01
+    cropper = RandCropByPosHotNegd(
+        ["pet", "label"], "label", (32, 32, 32), pos=0.0, hot=0.0, neg=0.6, air=0.4, num_samples=500,
+        body_threshold=0.01,
+    )
+    cropper.set_random_state(seed=11)
+    crops = cropper({"pet": vol["pet"], "label": vol["label"], "fg_idx": np.flatnonzero(vol["lesion"]),
+                     "hot_idx": np.flatnonzero(vol["hot"])})
+    in_air = np.mean([air[tuple(int(v) for v in c["crop_center"])] for c in crops])
+    expected = 0.4 * air[~vol["lesion"]].mean()  # neg centres never in air; air centres uniform off-lesion
+    assert abs(in_air - expected) < 0.06, (in_air, expected)
+    assert train_preset("demo").air > 0 and train_preset("demo").uses_hot_sampler
+    assert train_preset("paper").air == 0 and not train_preset("paper").uses_hot_sampler
+
+
 def test_lesion_cases_get_their_share_of_draws() -> None:
     weights = [0.7 / 2, 0.7 / 2, 0.3 / 4, 0.3 / 4, 0.3 / 4, 0.3 / 4]
     draws = epoch_draws(6, 3000, seed=0, epoch=0, weights=weights)

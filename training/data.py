@@ -140,7 +140,7 @@ class CropDataset(Dataset):
         self.transform = random_transforms(config, train)
         self.draws: list[int] = []
         self.index: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        if train.hot_neg > 0:
+        if train.uses_hot_sampler:
             for case_id in self.case_ids:
                 self.index[case_id] = self._pools(case_id)
 
@@ -174,7 +174,7 @@ class CropDataset(Dataset):
 
     def __getitem__(self, i: int) -> list[dict[str, Any]]:
         case_id = self.case_ids[self.draws[i]]
-        hot_path = self.train.hot_neg > 0
+        hot_path = self.train.uses_hot_sampler
         pet, label, _ = self.store.load(case_id, mmap=hot_path)
         item: dict[str, Any] = {"pet": pet[None], "label": label[None], "case_id": case_id}
         if hot_path:

@@ -47,6 +47,7 @@ class TrainConfig:
     pos: float = 0.6  # share of crops centred on a lesion voxel
     neg: float = 0.4  # share centred on any non-lesion voxel
     hot_neg: float = 0.0  # share centred on a hot non-lesion voxel (demo option; 0 = the paper's sampler)
+    air: float = 0.0  # demo: share centred on any non-lesion voxel, air included (with body_threshold > 0)
     hot_threshold: float = 0.3  # "hot" = percentile-scaled PET above this
     body_threshold: float = 0.0  # demo: background crops centred where scaled PET > this (0 = anywhere)
     lesion_case_share: float = 0.0  # demo: share of volume draws from lesion cases (0 = uniform, the paper)
@@ -59,13 +60,18 @@ class TrainConfig:
     name: str = "paper"
 
     def __post_init__(self) -> None:
-        total = self.pos + self.neg + self.hot_neg
-        if min(self.pos, self.neg, self.hot_neg) < 0 or total <= 0:
+        total = self.pos + self.neg + self.hot_neg + self.air
+        if min(self.pos, self.neg, self.hot_neg, self.air) < 0 or total <= 0:
             raise ValueError(f"crop ratios must be non-negative with a positive sum, got {self}")
         if self.batch_size % self.samples_per_volume:
             raise ValueError(
                 f"batch_size {self.batch_size} must be a multiple of samples_per_volume {self.samples_per_volume}"
             )
+
+    @property
+    def uses_hot_sampler(self) -> bool:
+        """Whether crops come from RandCropByPosHotNegd (the demo's sampler), not RandCropByPosNegLabeld."""
+        return self.hot_neg > 0 or self.air > 0
 
     @property
     def volumes_per_step(self) -> int:
@@ -93,7 +99,9 @@ def demo_train_config() -> TrainConfig:
     """Two CPU cores: a shorter, faster schedule and hot non-lesion crops against false positives.
 
     Beyond the paper (see docs/training.md): 30 % of crops centred on hot physiological uptake,
-    background crops inside the body (not in air), 70 % of volume draws from lesion cases, Adam
+    15 % on other body voxels and 10 % anywhere outside lesions (mostly air: without them the
+    network never sees a window of pure air and may call one lesion), 70 % of volume draws from
+    lesion cases, Adam
     at 5e-4 because a fold gets a few thousand steps rather than 800 epochs, and bf16 autocast
     where the CPU has native bf16.
     ``epochs`` is a cap: ``--time-budget-min`` plans the cosine schedule's length from measured speed.
@@ -104,9 +112,10 @@ def demo_train_config() -> TrainConfig:
         iters_per_epoch=25,
         batch_size=2,
         samples_per_volume=1,
-        pos=0.5,
-        neg=0.2,
+        pos=0.45,
+        neg=0.15,
         hot_neg=0.3,
+        air=0.1,
         body_threshold=0.01,
         lesion_case_share=0.7,
         amp=True,  # bf16 on CPUs with AMX / AVX-512 BF16 (2.8x faster steps), fp32 elsewhere
@@ -180,14 +189,15 @@ class NonFiniteToZerod(MapTransform):
 
 
 class RandCropByPosHotNegd(Randomizable, MapTransform):
-    """Crops centred on a lesion, a hot non-lesion or any non-lesion voxel, with given probabilities.
+    """Crops centred on a lesion, a hot non-lesion, a body or any non-lesion voxel, with given probabilities.
 
     Beyond the paper: on phantoms (and in autoPET) most false positives are physiological uptake
     (brain, heart, bladder); RandCropByPosNegLabeld rarely centres a crop there because hot organs are
     a tiny share of all background voxels. Reads only the crop from memory-mapped arrays.
     Expects ``fg_idx`` and ``hot_idx`` (flat indices) in the data, as ``CropDataset`` provides. On a
     lesion-free volume the lesion share goes to hot voxels: such volumes teach what is *not* a lesion.
-    Background centres need PET above ``body_threshold`` so that crops do not land in air.
+    Background (``neg``) centres need PET above ``body_threshold``; ``air`` centres may be any
+    non-lesion voxel, so that some crops do land in air.
     """
 
     def __init__(
@@ -199,20 +209,21 @@ class RandCropByPosHotNegd(Randomizable, MapTransform):
         hot: float,
         neg: float,
         num_samples: int = 1,
+        air: float = 0.0,
         image_key: str = "pet",
         body_threshold: float = 0.0,
     ) -> None:
         MapTransform.__init__(self, keys)
         self.label_key = label_key
         self.spatial_size = tuple(int(s) for s in spatial_size)
-        total = pos + hot + neg
-        self.probs = np.array([pos, hot, neg], dtype=float) / total
+        total = pos + hot + neg + air
+        self.probs = np.array([pos, hot, neg, air], dtype=float) / total
         self.num_samples = num_samples
         self.image_key = image_key
         self.body_threshold = body_threshold
 
     def _center(self, data: Mapping[Hashable, Any], shape: tuple[int, ...]) -> tuple[int, ...]:
-        kind = int(self.R.choice(3, p=self.probs))
+        kind = int(self.R.choice(4, p=self.probs))
         fg, hot = data.get("fg_idx"), data.get("hot_idx")
         if kind == 0 and (fg is None or not len(fg)):
             kind = 1
@@ -221,9 +232,10 @@ class RandCropByPosHotNegd(Randomizable, MapTransform):
             flat = int(pool[self.R.randint(len(pool))])
             return tuple(int(v) for v in np.unravel_index(flat, shape))
         label, image = data[self.label_key], data[self.image_key]
+        floor = self.body_threshold if kind == 2 else -np.inf
         for _ in range(50):  # rejection sampling: lesions are a tiny share, the body a large one
             center = tuple(int(self.R.randint(s)) for s in shape)
-            if label[(0, *center)] == 0 and image[(0, *center)] > self.body_threshold:
+            if label[(0, *center)] == 0 and image[(0, *center)] > floor:
                 return center
         return center
 
@@ -254,8 +266,8 @@ class RandCropByPosHotNegd(Randomizable, MapTransform):
 
 
 def crop_transform(config: ModelConfig, train: TrainConfig) -> MapTransform:
-    """The paper's RandCropByPosNegLabeld, or the demo's three-way sampler when hot_neg > 0."""
-    if train.hot_neg > 0:
+    """The paper's RandCropByPosNegLabeld, or the demo's sampler when it has hot or air shares."""
+    if train.uses_hot_sampler:
         return RandCropByPosHotNegd(
             keys=list(KEYS),
             label_key="label",
@@ -263,6 +275,7 @@ def crop_transform(config: ModelConfig, train: TrainConfig) -> MapTransform:
             pos=train.pos,
             hot=train.hot_neg,
             neg=train.neg,
+            air=train.air,
             num_samples=train.samples_per_volume,
             body_threshold=train.body_threshold,
         )
@@ -279,7 +292,7 @@ def crop_transform(config: ModelConfig, train: TrainConfig) -> MapTransform:
 def random_transforms(config: ModelConfig, train: TrainConfig) -> Compose:
     """After the cache point: crop, flips on each axis, 90-degree rotations in each plane, NaN -> 0 last."""
     steps: list[Any] = []
-    if train.hot_neg <= 0:
+    if not train.uses_hot_sampler:
         # no-op for autoPET-sized volumes; lets the paper's crop run on phantoms smaller than the crop
         steps.append(SpatialPadd(keys=list(KEYS), spatial_size=config.crop_size))
     steps.append(crop_transform(config, train))
