@@ -163,3 +163,23 @@ def test_write_case_accepts_plain_images(tmp_path: Path, phantoms: list) -> None
     assert read_tcia(tmp_path)[0] == rec
     with pytest.raises(ValueError, match="layout"):
         write_case(ph, tmp_path, "dicom", case_id="x")
+
+
+def test_training_cli_reports_bad_data_in_one_line(tmp_path: Path, phantoms: list, capsys) -> None:
+    """Data that cannot be trained on ends `python -m training` with one error line and exit 2."""
+    from training.cli import main
+
+    for i, ph in enumerate(phantoms):  # two patients cannot fill five folds
+        write_case(ph, tmp_path / "two", "tcia", case_id=f"PAT{i}_0", patient_id=f"PAT{i}")
+    args = ["fit", "--layout", "tcia", "--preset", "tiny", "--fold", "0", "--out", str(tmp_path / "run")]
+    code = main([*args, "--data", str(tmp_path / "two"), "--splits", str(tmp_path / "splits.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and "2 patients cannot fill 5 folds" in err and "Traceback" not in err
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tmp_path / "two", broken)
+    victim = next(broken.rglob("CTres.nii.gz"))
+    victim.write_bytes(b"not a NIfTI file")
+    code = main([*args, "--data", str(broken), "--splits", str(tmp_path / "splits2.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and "CTres.nii.gz" in err

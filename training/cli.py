@@ -13,9 +13,12 @@ from typing import Any
 import torch
 
 from model.config import preset
+from model.network import CheckpointError
 
 from .data import CaseSource, CaseStore, as_sources
+from .layouts import LayoutError
 from .recipe import TrainConfig, train_preset
+from .splits import SplitError
 
 LAYOUTS = ("tcia", "nnunet")
 
@@ -347,7 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (LayoutError, SplitError, CheckpointError) as err:  # the user's data, not a bug
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

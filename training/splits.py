@@ -16,6 +16,10 @@ from typing import Any
 import numpy as np
 
 
+class SplitError(ValueError):
+    """A folds file or a dataset that cannot be split as asked (a user's input, not a bug)."""
+
+
 def _case_and_patient(rec: Any) -> tuple[str, str]:
     if isinstance(rec, Mapping):
         return str(rec["case_id"]), str(rec.get("patient_id", rec["case_id"]))
@@ -36,17 +40,17 @@ def make_folds(
     records and the seed, not on their order.
     """
     if n_folds < 2:
-        raise ValueError("n_folds must be >= 2")
+        raise SplitError("n_folds must be >= 2")
     by_patient: dict[str, list[str]] = defaultdict(list)
     seen: set[str] = set()
     for rec in records:
         case, patient = _case_and_patient(rec)
         if case in seen:
-            raise ValueError(f"duplicate case id {case!r}")
+            raise SplitError(f"duplicate case id {case!r}")
         seen.add(case)
         by_patient[patient].append(case)
     if len(by_patient) < n_folds:
-        raise ValueError(f"{len(by_patient)} patients cannot fill {n_folds} folds")
+        raise SplitError(f"{len(by_patient)} patients cannot fill {n_folds} folds")
     patients = sorted(by_patient)
     for p in patients:
         by_patient[p].sort()
@@ -83,23 +87,23 @@ def check_folds(folds: Sequence[Mapping[str, Any]], records: Sequence[Any] | Non
     counts: dict[str, int] = defaultdict(int)
     for f in folds:
         if set(f["train"]) & set(f["val"]):
-            raise ValueError(f"fold {f['fold']}: a case is in both train and val")
+            raise SplitError(f"fold {f['fold']}: a case is in both train and val")
         if set(f["train"]) | set(f["val"]) != every:
-            raise ValueError(f"fold {f['fold']}: does not cover every case")
+            raise SplitError(f"fold {f['fold']}: does not cover every case")
         for c in f["val"]:
             counts[c] += 1
     bad = [c for c in every if counts[c] != 1]
     if bad:
-        raise ValueError(f"case {sorted(bad)[0]!r} is in {counts[sorted(bad)[0]]} val folds (expected 1)")
+        raise SplitError(f"case {sorted(bad)[0]!r} is in {counts[sorted(bad)[0]]} val folds (expected 1)")
     if records is not None:
         fold_of = {c: f["fold"] for f in folds for c in f["val"]}
         patient_fold: dict[str, int] = {}
         for rec in records:
             case, patient = _case_and_patient(rec)
             if case not in fold_of:
-                raise ValueError(f"case {case!r} is in no fold")
+                raise SplitError(f"case {case!r} is in no fold")
             if patient_fold.setdefault(patient, fold_of[case]) != fold_of[case]:
-                raise ValueError(f"patient {patient!r} straddles folds")
+                raise SplitError(f"patient {patient!r} straddles folds")
 
 
 def save_splits(folds: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
@@ -116,7 +120,7 @@ def load_splits(path: str | Path) -> list[dict[str, Any]]:
     if not isinstance(data, list) or not all(
         isinstance(f, dict) and "train" in f and "val" in f for f in data
     ):
-        raise ValueError(f"{path}: not a list of {{'train': [...], 'val': [...]}} folds")
+        raise SplitError(f"{path}: not a list of {{'train': [...], 'val': [...]}} folds")
     out = []
     for k, f in enumerate(data):
         out.append({"fold": int(f.get("fold", k)), "train": list(f["train"]), "val": list(f["val"])})
