@@ -16,15 +16,22 @@ ITERS=${ITERS:-20}
 WORKERS=${WORKERS:-8}
 DEVICE=${DEVICE:-cuda}
 WORK=${WORK:-/tmp/training_gpu}
+rm -rf "$WORK"  # no stale phantoms, splits or runs from an earlier call
 mkdir -p "$OUT" "$WORK"
 
 started=$(date +%s)
+pids=()
 for ((i = 0; i < CASES; i++)); do  # one process per case: phantoms are independent
     python3 -m training.phantoms --out "$WORK/data" --cases 1 --seed $((9000 + i)) --layout tcia \
         --shape $SHAPE >"$WORK/phantom_$i.log" 2>&1 &
+    pids+=($!)
 done
-wait
-echo "phantoms: $CASES of $SHAPE in $(($(date +%s) - started)) s"
+failed=0
+for i in "${!pids[@]}"; do
+    wait "${pids[$i]}" || { failed=$((failed + 1)); tail -n 5 "$WORK/phantom_$i.log"; }
+done
+echo "phantoms: $((CASES - failed)) of $CASES ($SHAPE) in $(($(date +%s) - started)) s"
+[ "$failed" -eq 0 ] || exit 1
 
 for preset in $PRESETS; do
     run="$WORK/run_$preset"

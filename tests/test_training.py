@@ -201,6 +201,15 @@ def test_air_share_lands_crops_in_air_and_neg_share_does_not() -> None:
     in_air = np.mean([air[tuple(int(v) for v in c["crop_center"])] for c in crops])
     expected = 0.4 * air[~vol["lesion"]].mean()  # neg centres never in air; air centres uniform off-lesion
     assert abs(in_air - expected) < 0.06, (in_air, expected)
+    # lesion and hot shares that find no pool fall back to body voxels, never to air
+    cropper = RandCropByPosHotNegd(
+        ["pet", "label"], "label", (32, 32, 32), pos=0.5, hot=0.5, neg=0.0, air=0.0, num_samples=200,
+        body_threshold=0.01,
+    )
+    cropper.set_random_state(seed=12)
+    empty = np.zeros(0, dtype=np.int64)
+    crops = cropper({"pet": vol["pet"], "label": vol["label"], "fg_idx": empty, "hot_idx": empty})
+    assert not any(air[tuple(int(v) for v in c["crop_center"])] for c in crops)
     assert train_preset("demo").air > 0 and train_preset("demo").uses_hot_sampler
     assert train_preset("paper").air == 0 and not train_preset("paper").uses_hot_sampler
 

@@ -86,6 +86,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         seed=args.seed,
         lr=args.lr,
         hot_neg=args.hot_neg,
+        air=args.air,
     )
     if (
         args.hot_neg is not None and args.hot_neg > 0 and base.hot_neg == 0
@@ -287,6 +288,9 @@ def _add_training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-every", type=int, help="validate every N epochs (and after the last)")
     p.add_argument("--val-max-cases", type=int, help="validate on at most N cases of the fold (0 = all)")
     p.add_argument("--hot-neg", type=float, help="share of crops centred on hot non-lesion voxels")
+    p.add_argument("--air", type=float,
+                   help="share of crops centred on any non-lesion voxel, air included (demo: 0.1); "
+                        "--hot-neg 0 --air 0 gives the paper's RandCropByPosNegLabeld")
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--no-amp", action="store_true", help="no mixed precision (CUDA fp16, CPU bf16)")

@@ -232,7 +232,7 @@ class RandCropByPosHotNegd(Randomizable, MapTransform):
             flat = int(pool[self.R.randint(len(pool))])
             return tuple(int(v) for v in np.unravel_index(flat, shape))
         label, image = data[self.label_key], data[self.image_key]
-        floor = self.body_threshold if kind == 2 else -np.inf
+        floor = -np.inf if kind == 3 else self.body_threshold  # only the air share may land in air
         for _ in range(50):  # rejection sampling: lesions are a tiny share, the body a large one
             center = tuple(int(self.R.randint(s)) for s in shape)
             if label[(0, *center)] == 0 and image[(0, *center)] > floor:

@@ -116,7 +116,10 @@ def save_splits(folds: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
 
 def load_splits(path: str | Path) -> list[dict[str, Any]]:
     """Read folds written by save_splits (also accepts nnU-Net's list of {train, val})."""
-    data = json.loads(Path(path).read_text())
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise SplitError(f"{path}: not valid JSON ({err})") from err
     if not isinstance(data, list) or not all(
         isinstance(f, dict) and "train" in f and "val" in f for f in data
     ):
@@ -124,5 +127,8 @@ def load_splits(path: str | Path) -> list[dict[str, Any]]:
     out = []
     for k, f in enumerate(data):
         out.append({"fold": int(f.get("fold", k)), "train": list(f["train"]), "val": list(f["val"])})
-    check_folds(out)
+    try:
+        check_folds(out)
+    except SplitError as err:
+        raise SplitError(f"{path}: {err}") from err
     return out
