@@ -80,14 +80,12 @@ def child(mode: str, pet: Path, weights: Path, out: Path, threads: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def dice(a_path: Path, b_path: Path) -> float:
-    import numpy as np
+def mask_file_dice(a_path: Path, b_path: Path) -> float:
     import SimpleITK as sitk
 
-    a = sitk.GetArrayFromImage(sitk.ReadImage(str(a_path))) > 0
-    b = sitk.GetArrayFromImage(sitk.ReadImage(str(b_path))) > 0
-    total = a.sum() + b.sum()
-    return 1.0 if total == 0 else float(2 * np.logical_and(a, b).sum() / total)
+    from scripts.compare_masks import dice
+
+    return dice(*(sitk.GetArrayFromImage(sitk.ReadImage(str(path))) for path in (a_path, b_path)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ours:       {ours['seconds']:.1f} s, peak RSS {ours['peak_rss_mb']:.0f} MB", flush=True)
         seed = child("seed", pet, args.weights, tmp_path / "seed.mha", args.threads)
         print(f"seed style: {seed['seconds']:.1f} s, peak RSS {seed['peak_rss_mb']:.0f} MB", flush=True)
-        agreement = dice(tmp_path / "ours.mha", tmp_path / "seed.mha")
+        agreement = mask_file_dice(tmp_path / "ours.mha", tmp_path / "seed.mha")
     result = {
         "weights": str(args.weights), "models": len(predictor.networks), "config": predictor.config.name,
         "shape": [400, 400, args.slices],

@@ -25,13 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def dice(a, b) -> float:
-    import numpy as np
-
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else float(2 * np.logical_and(a, b).sum() / total)
-
-
 def _git_revision() -> str:
     import subprocess
 
@@ -61,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from model.inference import BACKGROUND_SCORE, Predictor, vote
     from model.reference import reference_predict
+    from scripts.compare_masks import dice
     from training.phantoms import make_phantom
 
     if args.threads:

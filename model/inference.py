@@ -147,11 +147,16 @@ class PredictionInfo:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+def window_step(roi: int, overlap: float) -> int:
+    """Distance between window starts along an axis longer than the ROI (MONAI's scan interval)."""
+    return max(int(roi * (1 - overlap)), 1)
+
+
 def window_starts(size: int, roi: int, overlap: float) -> list[int]:
     """Where MONAI's sliding window puts its windows along one axis (after padding to the ROI)."""
     if size <= roi:
         return [0]
-    step = max(int(roi * (1 - overlap)), 1)
+    step = window_step(roi, overlap)
     starts = []
     k = 0
     while True:
@@ -202,7 +207,7 @@ def grid_aligned_box(box: tuple[slice, slice, slice], shape: Sequence[int], roi:
         if n <= r:
             out.append(slice(0, n))
             continue
-        step = max(int(r * (1 - overlap)), 1)
+        step = window_step(r, overlap)
         start = (sl.start // step) * step
         length = max(sl.stop - start, r)
         length = r + -(-(length - r) // step) * step

@@ -10,7 +10,7 @@ import SimpleITK as sitk
 import torch
 
 from model.config import paper_config, tiny_config
-from model.inference import Predictor, at_least_roi, count_windows, grid_aligned_box, vote
+from model.inference import Predictor, at_least_roi, count_windows, grid_aligned_box, vote, window_step
 from model.manifest import write_manifest
 from model.network import CheckpointError, build_network, load_checkpoint, save_checkpoint
 from model.preprocessing import Orientation, percentile_scale, percentiles
@@ -130,7 +130,7 @@ def test_body_crop_windows_are_windows_of_the_uncropped_run(seed):
     aligned = grid_aligned_box(grown, shape, roi, overlap)
     for sl, big, n, r in zip(aligned, grown, shape, roi, strict=True):
         assert sl.start <= big.start and sl.stop >= big.stop and 0 <= sl.start and sl.stop <= n
-        step = max(int(r * (1 - overlap)), 1)
+        step = window_step(r, overlap)
         assert big.start - sl.start < step and (sl.stop == n or sl.stop - big.stop < step)
     whole = _monai_window_starts(shape, roi, overlap)
     crop_shape = [sl.stop - sl.start for sl in aligned]
