@@ -6,6 +6,10 @@
 #   OUT=/some/folder PRESETS="paper demo" bash benchmarks/training_gpu.sh
 # Knobs: CASES [10]  SHAPE ["400 400 326"]  EPOCHS [3]  ITERS [20]  WORKERS [8]  DEVICE [cuda]
 set -uo pipefail
+if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
+    sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//'
+    exit 0
+fi
 cd "$(dirname "$0")/.."
 OUT=${OUT:?set OUT to a results folder}
 PRESETS=${PRESETS:-paper demo}
