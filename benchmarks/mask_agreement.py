@@ -53,13 +53,17 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from model.inference import BACKGROUND_SCORE, Predictor, vote
+    from model.network import CheckpointError
     from model.reference import reference_predict
     from scripts.compare_masks import dice
     from training.phantoms import make_phantom
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    loaded = Predictor.from_weights(args.weights, device="cpu")
+    try:
+        loaded = Predictor.from_weights(args.weights, device="cpu")
+    except CheckpointError as err:
+        raise SystemExit(f"error: {err}") from None
     networks = loaded.networks[: args.models or None]
     config = loaded.config
     phantom = make_phantom(args.seed, shape=(400, 400, args.slices), lesions=True)
