@@ -17,7 +17,7 @@ import torch
 
 from model.config import preset
 from model.network import build_network
-from training.data import CaseSource, CaseStore, CropDataset, epoch_draws
+from training.data import HOT_MIN_COMPONENT, CaseSource, CaseStore, CropDataset, epoch_draws, hot_pool
 from training.fit import DistInfo, cpu_has_native_bf16, fit, train_step
 from training.recipe import (
     RandCropByPosHotNegd,
@@ -168,6 +168,28 @@ def test_hot_negative_crop_ratios() -> None:
             n += 1
             assert "fg_idx" not in out and out["label"].shape == (1, 32, 32, 32)
     assert abs(counts["lesion"] / n - 0.5) < 0.05 and abs(counts["hot"] / n - 0.3) < 0.05, counts
+
+
+def test_hot_pool_balances_structures_by_square_root_of_size() -> None:
+    """A big hot block and a small one: per voxel the small one gets its voxel share; balanced, sqrt."""
+    mask = np.zeros((40, 40, 40), bool)
+    mask[2:22, 2:22, 2:22] = True  # 8000 voxels ("brain")
+    mask[30:35, 30:35, 30:35] = True  # 125 voxels ("bladder")
+    mask[0, 39, 0] = True  # a one-voxel speck
+    small = np.zeros_like(mask)
+    small[30:35, 30:35, 30:35] = True
+    flat_small = set(np.flatnonzero(small).tolist())
+    rng = np.random.default_rng(0)
+    uniform = hot_pool(mask, 1.0, rng, max_indices=4000)
+    assert len(np.unique(uniform)) == len(uniform) == 4000  # a subsample, no repeats
+    share_uniform = np.mean([i in flat_small for i in uniform.tolist()])
+    assert abs(share_uniform - 125 / 8126) < 0.01
+    balanced = hot_pool(mask, 0.5, rng, max_indices=20000)
+    assert set(balanced.tolist()) <= set(np.flatnonzero(mask).tolist())
+    masses = np.array([8000**0.5, 125**0.5, 1 * HOT_MIN_COMPONENT**-0.5])
+    share_balanced = np.mean([i in flat_small for i in balanced.tolist()])
+    assert abs(share_balanced - masses[1] / masses.sum()) < 0.015, share_balanced  # about 0.11, not 0.015
+    assert len(hot_pool(np.zeros_like(mask), 0.5, rng)) == 0
 
 
 def test_hot_sampler_avoids_air_and_uses_hot_voxels_on_lesion_free_volumes() -> None:

@@ -44,7 +44,8 @@ def has_lesion(label: Path) -> bool:
     import numpy as np
     import SimpleITK as sitk
 
-    return bool(np.any(sitk.GetArrayViewFromImage(sitk.ReadImage(str(label))) > 0))
+    image = sitk.ReadImage(str(label))  # kept alive: a view of a temporary image reads freed memory
+    return bool(np.any(sitk.GetArrayViewFromImage(image) > 0))
 
 
 def fold_sources(
@@ -87,6 +88,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         lr=args.lr,
         hot_neg=args.hot_neg,
         air=args.air,
+        hot_balance=args.hot_balance,
     )
     if (
         args.hot_neg is not None and args.hot_neg > 0 and base.hot_neg == 0
@@ -160,6 +162,26 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     store = CaseStore(as_sources(records), preset(args.preset), _cache_dir(args))
     store.ensure_all(progress=True)
     print(f"{len(records)} cases preprocessed into {store.folder}")
+    return 0
+
+
+def cmd_splits(args: argparse.Namespace) -> int:
+    """Write patient-level folds; with --extend, add the data's new cases to an existing folds file."""
+    from . import splits as splits_mod
+
+    records = read_records(Path(args.data), args.layout, args.channel_order)
+    positive = {str(r.case_id): has_lesion(Path(r.label)) for r in records}
+    if args.extend:
+        old = splits_mod.load_splits(args.extend)
+        folds = splits_mod.extend_folds(old, records, seed=args.seed, positive=positive)
+        added = len(folds[0]["train"]) + len(folds[0]["val"]) - len(old[0]["train"]) - len(old[0]["val"])
+    else:
+        folds = splits_mod.make_folds(records, n_folds=args.n_folds, seed=args.seed, positive=positive)
+        added = len(records)
+    splits_mod.save_splits(folds, args.out)
+    sizes = "/".join(str(len(f["val"])) for f in folds)
+    lesion = "/".join(str(sum(positive.get(c, False) for c in f["val"])) for f in folds)
+    print(f"wrote {args.out}: {added} cases placed; validation sizes {sizes}, with lesions {lesion}")
     return 0
 
 
@@ -291,6 +313,8 @@ def _add_training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--air", type=float,
                    help="share of crops centred on any non-lesion voxel, air included (demo: 0.1); "
                         "--hot-neg 0 --air 0 gives the paper's RandCropByPosNegLabeld")
+    p.add_argument("--hot-balance", type=float,
+                   help="hot crops per hot structure grow as size**B (1: per voxel; demo: 0.5)")
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--no-amp", action="store_true", help="no mixed precision (CUDA fp16, CPU bf16)")
@@ -313,6 +337,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(p)
     p.add_argument("--out", required=True, help="run folder (the cache goes to RUN_DIR/cache)")
     p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("splits", help="write patient-level folds, or add new cases to existing ones")
+    _add_data(p)
+    p.add_argument("--out", required=True, help="folds JSON to write")
+    p.add_argument("--extend", help="existing folds JSON: keep its cases where they are, place only new ones")
+    p.add_argument("--n-folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_splits)
 
     p = sub.add_parser("fit", help="train one fold (torchrun for DDP)")
     _add_training(p)

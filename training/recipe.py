@@ -49,6 +49,7 @@ class TrainConfig:
     hot_neg: float = 0.0  # share centred on a hot non-lesion voxel (demo option; 0 = the paper's sampler)
     air: float = 0.0  # demo: share centred on any non-lesion voxel, air included (with body_threshold > 0)
     hot_threshold: float = 0.3  # "hot" = percentile-scaled PET above this
+    hot_balance: float = 1.0  # demo: a hot structure's share of hot crops grows as size**hot_balance (1 = per voxel)
     body_threshold: float = 0.0  # demo: background crops centred where scaled PET > this (0 = anywhere)
     lesion_case_share: float = 0.0  # demo: share of volume draws from lesion cases (0 = uniform, the paper)
     flip_prob: float = 0.1
@@ -63,6 +64,8 @@ class TrainConfig:
         total = self.pos + self.neg + self.hot_neg + self.air
         if min(self.pos, self.neg, self.hot_neg, self.air) < 0 or total <= 0:
             raise ValueError(f"crop ratios must be non-negative with a positive sum, got {self}")
+        if not 0.0 <= self.hot_balance <= 1.0:
+            raise ValueError(f"hot_balance must be in [0, 1], got {self.hot_balance}")
         if self.batch_size % self.samples_per_volume:
             raise ValueError(
                 f"batch_size {self.batch_size} must be a multiple of samples_per_volume {self.samples_per_volume}"
@@ -99,11 +102,11 @@ def demo_train_config() -> TrainConfig:
     """Two CPU cores: a shorter, faster schedule and hot non-lesion crops against false positives.
 
     Beyond the paper (see docs/training.md): 30 % of crops centred on hot physiological uptake,
-    15 % on other body voxels and 10 % anywhere outside lesions (mostly air: without them the
-    network never sees a window of pure air and may call one lesion), 70 % of volume draws from
-    lesion cases, Adam
-    at 5e-4 because a fold gets a few thousand steps rather than 800 epochs, and bf16 autocast
-    where the CPU has native bf16.
+    balanced over hot structures (a structure's share grows with the square root of its size, so the
+    bladder, kidneys and heart are not drowned by the brain), 15 % on other body voxels and 10 %
+    anywhere outside lesions (mostly air: without them the network never sees a window of pure air
+    and may call one lesion), 70 % of volume draws from lesion cases, Adam at 5e-4 because a fold
+    gets a few thousand steps rather than 800 epochs, and bf16 autocast where the CPU has native bf16.
     ``epochs`` is a cap: ``--time-budget-min`` plans the cosine schedule's length from measured speed.
     """
     return TrainConfig(
@@ -116,6 +119,7 @@ def demo_train_config() -> TrainConfig:
         neg=0.15,
         hot_neg=0.3,
         air=0.1,
+        hot_balance=0.5,
         body_threshold=0.01,
         lesion_case_share=0.7,
         amp=True,  # bf16 on CPUs with AMX / AVX-512 BF16 (2.8x faster steps), fp32 elsewhere
