@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from training.layouts import CaseRecord
-from training.splits import check_folds, load_splits, make_folds, save_splits
+from training.splits import check_folds, extend_folds, load_splits, make_folds, save_splits
 
 
 def _records(n_patients: int = 23) -> list[CaseRecord]:
@@ -62,3 +62,36 @@ def test_plain_ids_and_errors() -> None:
         make_folds(["a", "b"], n_folds=5)
     with pytest.raises(ValueError, match="duplicate"):
         make_folds(["a", "a", "b", "c", "d", "e"], n_folds=5)
+
+
+def test_extend_keeps_old_folds_and_places_new_cases() -> None:
+    """Growing the data must not move a case: warm-started networks trained on the old train sets."""
+    old_recs = _records(23)
+    old = make_folds(old_recs, n_folds=5, seed=0)
+    new_recs = _records(48)  # patients 0-22 as before, 23-47 new
+    new_recs.append(CaseRecord("P003_9", "P003", Path("/x/P003_9.nii.gz"), None, None))  # a known patient's new study
+    positive = {r.case_id: i % 3 == 0 for i, r in enumerate(new_recs)}
+    grown = extend_folds(old, new_recs, seed=0, positive=positive)
+    check_folds(grown, new_recs)
+    old_fold = {c: f["fold"] for f in old for c in f["val"]}
+    new_fold = {c: f["fold"] for f in grown for c in f["val"]}
+    assert all(new_fold[c] == k for c, k in old_fold.items())
+    assert new_fold["P003_9"] == old_fold["P003_0"]
+    sizes = [len(f["val"]) for f in grown]
+    assert max(sizes) - min(sizes) <= 2, sizes
+    assert extend_folds(grown, new_recs) == grown  # nothing new: unchanged
+
+
+def test_has_lesion_reads_the_label(tmp_path: Path) -> None:
+    """Regression: a view of a temporary image read freed memory and called every label empty."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from training.cli import has_lesion
+
+    label = np.zeros((300, 400, 400), np.uint8)  # autoPET-sized: a small image's freed buffer still held it
+    label[150, 200, 201] = 1
+    sitk.WriteImage(sitk.GetImageFromArray(label), str(tmp_path / "SEG.nii.gz"))
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros_like(label)), str(tmp_path / "empty.nii.gz"))
+    assert [has_lesion(tmp_path / "SEG.nii.gz") for _ in range(5)] == [True] * 5
+    assert not has_lesion(tmp_path / "empty.nii.gz")

@@ -58,25 +58,70 @@ def make_folds(
     order = [patients[i] for i in rng.permutation(len(patients))]
     # stable sort: bigger patients first (hardest to place), ties keep the random order
     order.sort(key=lambda p: -len(by_patient[p]))
-    pos = positive or {}
-    size = [0] * n_folds
-    npos = [0] * n_folds
     folds: list[list[str]] = [[] for _ in range(n_folds)]
+    _place(order, by_patient, folds, positive or {}, [0] * n_folds)
+    return _as_folds(folds, sorted(seen))
+
+
+def _place(order: Sequence[str], by_patient: Mapping[str, list[str]], folds: list[list[str]],
+           positive: Mapping[str, bool], npos: list[int]) -> None:
+    """Greedy: each patient (in order) into the emptiest fold, ties to the fold with fewest positives."""
     for p in order:
         cases = by_patient[p]
-        k_pos = sum(bool(pos.get(c, False)) for c in cases)
-        # emptiest fold first; among equally full folds the one with fewest positives (if it matters)
-        k = min(range(n_folds), key=lambda f: (size[f], npos[f] if k_pos else -npos[f], f))
+        k_pos = sum(bool(positive.get(c, False)) for c in cases)
+        k = min(range(len(folds)), key=lambda f: (len(folds[f]), npos[f] if k_pos else -npos[f], f))
         folds[k].extend(cases)
-        size[k] += len(cases)
         npos[k] += k_pos
-    all_cases = sorted(seen)
+
+
+def _as_folds(folds: Sequence[Sequence[str]], all_cases: Sequence[str]) -> list[dict[str, Any]]:
     out = []
-    for k in range(n_folds):
-        val = sorted(folds[k])
+    for k, fold in enumerate(folds):
+        val = sorted(fold)
         vset = set(val)
         out.append({"fold": k, "train": [c for c in all_cases if c not in vset], "val": val})
     return out
+
+
+def extend_folds(
+    folds: Sequence[Mapping[str, Any]], records: Sequence[Any], seed: int = 0,
+    positive: Mapping[str, bool] | None = None,
+) -> list[dict[str, Any]]:
+    """Add the records that no fold holds yet; every case already placed stays in its fold.
+
+    Why not re-split: networks warm-started from the old folds have trained on the old training
+    cases, so moving one into a validation fold would leak it. A new study of a known patient joins
+    that patient's fold; new patients go, largest first, to the emptiest fold as in ``make_folds``.
+    """
+    check_folds(folds)
+    ordered = sorted(folds, key=lambda f: int(f["fold"]))
+    val_sets: list[list[str]] = [list(f["val"]) for f in ordered]
+    fold_of = {c: k for k, val in enumerate(val_sets) for c in val}
+    pos = positive or {}
+    npos = [sum(bool(pos.get(c, False)) for c in val) for val in val_sets]
+    by_patient: dict[str, list[str]] = defaultdict(list)
+    patient_fold: dict[str, int] = {}
+    seen: set[str] = set()
+    for rec in records:
+        case, patient = _case_and_patient(rec)
+        if case in seen:
+            raise SplitError(f"duplicate case id {case!r}")
+        seen.add(case)
+        if case in fold_of:
+            patient_fold.setdefault(patient, fold_of[case])
+        else:
+            by_patient[patient].append(case)
+    for patient in sorted(by_patient):
+        by_patient[patient].sort()
+        if patient in patient_fold:
+            val_sets[patient_fold[patient]].extend(by_patient.pop(patient))
+    patients = sorted(by_patient)
+    rng = np.random.default_rng(seed)
+    order = [patients[i] for i in rng.permutation(len(patients))]
+    order.sort(key=lambda p: -len(by_patient[p]))
+    _place(order, by_patient, val_sets, pos, npos)
+    every = sorted(set(fold_of) | seen)
+    return _as_folds(val_sets, every)
 
 
 def check_folds(folds: Sequence[Mapping[str, Any]], records: Sequence[Any] | None = None) -> None:
