@@ -335,6 +335,20 @@ def test_plan_epochs_fits_the_budget() -> None:
     assert planned * 50 + vals * 60 <= 950 < (planned + 1) * 50 + vals * 60
     assert plan_epochs(budget_s=1e6, epoch_s=1, val_s=1, train=train) == 40  # the cap
     assert plan_epochs(budget_s=1, epoch_s=50, val_s=60, train=train) == 1
+    # "--epochs 100000" as a mere cap (scripts/train_demo_gpu.sh): once an O(epochs^2) loop that hung
+    uncapped = _tiny(epochs=100_000, val_every=100_000)
+    assert plan_epochs(budget_s=600, epoch_s=1.0, val_s=5.0, train=uncapped) == 560  # 560 + 2 validations
+    for every in (1, 3, 8):  # the closed-form validation count against the per-epoch rule
+        train = _tiny(epochs=30, val_every=every)
+        for budget in (100, 333, 900):
+            planned = plan_epochs(budget_s=budget, epoch_s=7, val_s=11, train=train)
+            assert _run_cost(planned, every) <= 0.95 * budget or planned == 1
+            assert planned == 30 or _run_cost(planned + 1, every) > 0.95 * budget
+
+
+def _run_cost(planned: int, every: int, epoch_s: float = 7, val_s: float = 11) -> float:
+    """Seconds of a planned run by the per-epoch rule: epoch 1 validated, every k-th and the last."""
+    return planned * epoch_s + val_s * (1 + sum(e % every == 0 or e == planned for e in range(2, planned + 1)))
 
 
 def test_time_budget_plans_the_schedule(phantoms, cache_dir, tmp_path) -> None:

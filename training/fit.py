@@ -676,11 +676,18 @@ def plan_epochs(budget_s: float, epoch_s: float, val_s: float, train: TrainConfi
     stretched to this length so the learning rate still reaches eta_min inside the budget.
     """
     best = 1
-    for planned in range(1, train.epochs + 1):
-        vals = sum(_validates(e, planned, train.val_every) for e in range(2, planned + 1)) + 1
-        if planned * epoch_s + vals * val_s <= margin * budget_s:
-            best = planned
+    for planned in range(2, train.epochs + 1):  # the cost grows with planned: stop at the first miss
+        if planned * epoch_s + _validations(planned, train.val_every) * val_s > margin * budget_s:
+            break
+        best = planned
     return best
+
+
+def _validations(planned: int, every: int) -> int:
+    """Validations in a run of ``planned`` epochs: epoch 1 (timed), each ``every``-th from 2, the last."""
+    periodic = planned // every - (every == 1) if every > 0 else 0
+    last_extra = planned >= 2 and not (every > 0 and planned % every == 0)
+    return 1 + periodic + int(last_extra)
 
 
 def _agree(value: int, info: DistInfo) -> int:
