@@ -7,8 +7,9 @@
 #
 #   OUT=/some/folder bash scripts/train_demo_gpu.sh
 # Knobs: CASES [120]  BUDGET_MIN [6 per fold]  PRESET [demo]  FOLDS ["0 1 2 3 4"]  WORKERS [2 per fold]
-#        INIT [weights, when weights/fold0.pt exists: warm start]  SPLITS [weights/splits.json if present]
-#        SHAPE [autoPET's 400 x 400 x N]  DEVICE [cuda]  WORK [/tmp/train_demo_gpu]
+#        INIT [weights, when weights/fold0.pt exists: warm start]  SPLITS [weights/splits.json if present;
+#        required with INIT]  SHAPE [autoPET's 400 x 400 x N at 2.04 x 2.04 x 3 mm; "X Y Z" gives that
+#        grid at 4 mm, for tests]  DEVICE [cuda]  WORK [/tmp/train_demo_gpu]
 # Afterwards, on the CPU machine: copy OUT/weights/* into weights/ and score them with
 # `python -m training revalidate` / `scripts/evaluate_heldout.py` (docs/training.md).
 set -uo pipefail
@@ -16,41 +17,69 @@ if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
     sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//'
     exit 0
 fi
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 OUT=${OUT:?set OUT to a results folder}
 CASES=${CASES:-120}
 BUDGET_MIN=${BUDGET_MIN:-6}
 PRESET=${PRESET:-demo}
 FOLDS=${FOLDS:-0 1 2 3 4}
+FOLDS=${FOLDS//,/ }
 WORKERS=${WORKERS:-2}
 DEVICE=${DEVICE:-cuda}
 WORK=${WORK:-/tmp/train_demo_gpu}
 if [ -z "${INIT+x}" ]; then INIT=$([ -f weights/fold0.pt ] && echo weights || echo ""); fi
 if [ -z "${SPLITS+x}" ]; then SPLITS=$([ -f weights/splits.json ] && echo weights/splits.json || echo ""); fi
+if [ -n "$INIT" ] && [ -z "$SPLITS" ]; then
+    echo "error: INIT=$INIT needs SPLITS (the folds those networks trained with); new folds would leak" \
+        "their training cases into validation" >&2
+    exit 2
+fi
 SHAPE_ARGS=()
-[ -n "${SHAPE:-}" ] && SHAPE_ARGS=(--shape $SHAPE --spacing 4 4 4)
-mkdir -p "$OUT" "$WORK"
+[ -n "${SHAPE:-}" ] && { read -r -a dims <<<"$SHAPE"; SHAPE_ARGS=(--shape "${dims[@]}" --spacing 4 4 4); }  # tests
+DATA="$WORK/data-${SHAPE:-autopet}"
+DATA=${DATA// /x}
+mkdir -p "$OUT" "$DATA"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+extra=$(find "$DATA" -mindepth 1 -maxdepth 1 -name 'PHANTOM*' | sort | tail -n +$((CASES + 1)) | head -n 1)
+if [ -n "$extra" ]; then
+    echo "error: $DATA holds more than CASES=$CASES phantoms ($extra); use another WORK" >&2
+    exit 2
+fi
 
 started=$(date +%s)
 pids=()
+seeds=()
+stop_all() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; }
 for ((i = 0; i < CASES; i++)); do  # seeds 0..CASES-1, as scripts/train_demo.sh; made once per WORK
-    [ -d "$WORK/data/PHANTOM$(printf %05d "$i")" ] && continue
-    python3 -m training.phantoms --out "$WORK/data" --cases 1 --seed "$i" --layout tcia "${SHAPE_ARGS[@]}" \
+    name=$(printf 'PHANTOM%05d' "$i")
+    [ -d "$DATA/$name" ] && continue
+    # staged, then moved in: a phantom killed mid-write never looks like a case
+    (rm -rf "$WORK/stage_$i" && python3 -m training.phantoms --out "$WORK/stage_$i" --cases 1 --seed "$i" \
+        --layout tcia ${SHAPE_ARGS[@]+"${SHAPE_ARGS[@]}"} && mv "$WORK/stage_$i/$name" "$DATA/$name") \
         >"$WORK/phantom_$i.log" 2>&1 &
     pids+=($!)
-    if [ "${#pids[@]}" -ge "$(nproc)" ]; then wait "${pids[0]}" || exit 1; pids=("${pids[@]:1}"); fi
+    seeds+=("$i")
+    if [ "${#pids[@]}" -ge "$(nproc)" ]; then
+        wait "${pids[0]}" || { tail -n 5 "$WORK/phantom_${seeds[0]}.log"; stop_all; exit 1; }
+        pids=("${pids[@]:1}")
+        seeds=("${seeds[@]:1}")
+    fi
 done
-for p in "${pids[@]}"; do wait "$p" || exit 1; done
+while [ "${#pids[@]}" -gt 0 ]; do
+    wait "${pids[0]}" || { tail -n 5 "$WORK/phantom_${seeds[0]}.log"; stop_all; exit 1; }
+    pids=("${pids[@]:1}")
+    seeds=("${seeds[@]:1}")
+done
 echo "phantoms: $CASES in $(($(date +%s) - started)) s"
 
 started=$(date +%s)
-python3 -m training prepare --data "$WORK/data" --layout tcia --preset "$PRESET" --out "$WORK/run" 2>&1 | tail -n 1
+python3 -m training prepare --data "$DATA" --layout tcia --preset "$PRESET" --out "$WORK/run" 2>&1 | tail -n 1
+[ "${PIPESTATUS[0]}" -eq 0 ] || { echo "error: prepare failed" >&2; exit 1; }
 echo "prepare: $(($(date +%s) - started)) s"
 if [ -n "$SPLITS" ]; then  # keep the shipped folds (warm-started networks must not see their val cases)
-    python3 -m training splits --data "$WORK/data" --out "$WORK/run/splits.json" --extend "$SPLITS" || exit 1
+    python3 -m training splits --data "$DATA" --out "$WORK/run/splits.json" --extend "$SPLITS" || exit 1
 else
-    python3 -m training splits --data "$WORK/data" --out "$WORK/run/splits.json" || exit 1
+    python3 -m training splits --data "$DATA" --out "$WORK/run/splits.json" || exit 1
 fi
 
 init_args=()
@@ -58,9 +87,9 @@ init_args=()
 started=$(date +%s)
 pids=()
 for k in $FOLDS; do
-    python3 -m training fit --data "$WORK/data" --layout tcia --preset "$PRESET" --fold "$k" \
+    python3 -m training fit --data "$DATA" --layout tcia --preset "$PRESET" --fold "$k" \
         --splits "$WORK/run/splits.json" --out "$WORK/run" --time-budget-min "$BUDGET_MIN" --epochs 100000 \
-        --val-every 100000 --num-workers "$WORKERS" --device "$DEVICE" --quiet "${init_args[@]}" \
+        --val-every 100000 --num-workers "$WORKERS" --device "$DEVICE" --quiet ${init_args[@]+"${init_args[@]}"} \
         >"$OUT/fit_fold$k.log" 2>&1 &
     pids+=($!)
 done
@@ -72,7 +101,7 @@ for k in $FOLDS; do
     cp "$WORK/run/fold$k/metrics.csv" "$OUT/metrics_fold$k.csv" 2>/dev/null
 done
 [ "$failed" -eq 0 ] || exit 1
-python3 -m training export --runs "$WORK/run" --out "$OUT/weights" --which last --folds "$(echo $FOLDS | tr ' ' ,)" \
+python3 -m training export --runs "$WORK/run" --out "$OUT/weights" --which last --folds "$(xargs <<<"$FOLDS" | tr ' ' ,)" \
     --description "$PRESET preset, folds $FOLDS trained side by side on one GPU for $BUDGET_MIN min each on $CASES phantoms (seeds 0-$((CASES - 1)))${INIT:+, warm-started from $INIT}" \
     || exit 1
 cp "$WORK/run/splits.json" "$OUT/weights/splits.json"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from training.layouts import CaseRecord
-from training.splits import check_folds, extend_folds, load_splits, make_folds, save_splits
+from training.splits import SplitError, check_folds, extend_folds, load_splits, make_folds, save_splits
 
 
 def _records(n_patients: int = 23) -> list[CaseRecord]:
@@ -80,6 +80,21 @@ def test_extend_keeps_old_folds_and_places_new_cases() -> None:
     sizes = [len(f["val"]) for f in grown]
     assert max(sizes) - min(sizes) <= 2, sizes
     assert extend_folds(grown, new_recs) == grown  # nothing new: unchanged
+    new_only = [c for f in grown for c in f["val"] if c not in old_fold]
+    npos = [sum(positive[c] for c in f["val"] if c in new_only) for f in grown]
+    old_npos = [sum(positive.get(c, False) for c in f["val"] if c in old_fold) for f in grown]
+    totals = [a + b for a, b in zip(npos, old_npos, strict=True)]
+    assert max(totals) - min(totals) <= 2, totals  # new positives evened out the folds
+
+
+def test_extend_keeps_fold_numbers_and_refuses_lost_cases() -> None:
+    folds = make_folds([f"c{i}" for i in range(10)], n_folds=5)
+    renumbered = [{**f, "fold": f["fold"] + 1} for f in folds]  # a file whose folds are 1..5
+    grown = extend_folds(renumbered, [f"c{i}" for i in range(12)])
+    assert [f["fold"] for f in grown] == [1, 2, 3, 4, 5]
+    assert all(set(a["val"]) <= set(b["val"]) for a, b in zip(renumbered, grown, strict=True))
+    with pytest.raises(SplitError, match="not in the data"):
+        extend_folds(folds, [f"c{i}" for i in range(1, 12)])  # c0 vanished
 
 
 def test_has_lesion_reads_the_label(tmp_path: Path) -> None:

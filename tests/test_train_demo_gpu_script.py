@@ -28,3 +28,18 @@ def test_trains_folds_side_by_side_and_exports_loadable_weights(tmp_path: Path) 
     predictor = Predictor.from_weights(weights, device="cpu")
     assert len(predictor.networks) == 2
     assert (tmp_path / "out/metrics_fold2.csv").is_file()
+
+    # warm start needs the folds those networks trained with
+    refused = subprocess.run(["bash", str(ROOT / "scripts/train_demo_gpu.sh")], capture_output=True, text=True,
+                             env={**env, "INIT": str(weights), "SPLITS": ""}, timeout=60)
+    assert refused.returncode == 2 and "needs SPLITS" in refused.stderr
+    # a second call: one more phantom, fold 0 warm-started, the old folds kept
+    again = {**env, "OUT": str(tmp_path / "out2"), "CASES": "6", "FOLDS": "0", "INIT": str(weights),
+             "SPLITS": str(weights / "splits.json")}
+    run = subprocess.run(["bash", str(ROOT / "scripts/train_demo_gpu.sh")], env=again, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "1 cases placed" in run.stdout
+    assert f"warm start from {weights}/fold0.pt" in (tmp_path / "out2/fit_fold0.log").read_text()
+    grown = json.loads((tmp_path / "out2/weights/splits.json").read_text())
+    assert all(set(a["val"]) <= set(b["val"]) for a, b in zip(splits, grown, strict=True))

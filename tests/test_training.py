@@ -338,7 +338,12 @@ def test_plan_epochs_fits_the_budget() -> None:
     # "--epochs 100000" as a mere cap (scripts/train_demo_gpu.sh): once an O(epochs^2) loop that hung
     uncapped = _tiny(epochs=100_000, val_every=100_000)
     assert plan_epochs(budget_s=600, epoch_s=1.0, val_s=5.0, train=uncapped) == 560  # 560 + 2 validations
-    for every in (1, 3, 8):  # the closed-form validation count against the per-epoch rule
+    from training.fit import _validates, _validations
+
+    for every in range(-1, 11):  # the closed-form validation count against the per-epoch rule
+        for planned in range(1, 60):
+            assert _validations(planned, every) == 1 + sum(_validates(e, planned, every) for e in range(2, planned + 1))
+    for every in (1, 3, 8):  # and the plan it gives
         train = _tiny(epochs=30, val_every=every)
         for budget in (100, 333, 900):
             planned = plan_epochs(budget_s=budget, epoch_s=7, val_s=11, train=train)

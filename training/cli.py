@@ -96,7 +96,10 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         changes["neg"] = max(0.0, 1.0 - base.pos - args.hot_neg)
     if args.no_amp:
         changes["amp"] = False
-    return base.with_(**changes)
+    try:
+        return base.with_(**changes)
+    except ValueError as err:  # e.g. --hot-balance 1.5: the user's flags, not a bug
+        raise SystemExit(f"error: {err}") from None
 
 
 def _setup_threads(threads: int | None) -> None:
@@ -173,10 +176,12 @@ def cmd_splits(args: argparse.Namespace) -> int:
     positive = {str(r.case_id): has_lesion(Path(r.label)) for r in records}
     if args.extend:
         old = splits_mod.load_splits(args.extend)
+        if args.n_folds is not None and args.n_folds != len(old):
+            raise SplitError(f"--n-folds {args.n_folds}: {args.extend} has {len(old)} folds, and --extend keeps them")
         folds = splits_mod.extend_folds(old, records, seed=args.seed, positive=positive)
         added = len(folds[0]["train"]) + len(folds[0]["val"]) - len(old[0]["train"]) - len(old[0]["val"])
     else:
-        folds = splits_mod.make_folds(records, n_folds=args.n_folds, seed=args.seed, positive=positive)
+        folds = splits_mod.make_folds(records, n_folds=args.n_folds or 5, seed=args.seed, positive=positive)
         added = len(records)
     splits_mod.save_splits(folds, args.out)
     sizes = "/".join(str(len(f["val"])) for f in folds)
@@ -342,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(p)
     p.add_argument("--out", required=True, help="folds JSON to write")
     p.add_argument("--extend", help="existing folds JSON: keep its cases where they are, place only new ones")
-    p.add_argument("--n-folds", type=int, default=5)
+    p.add_argument("--n-folds", type=int, help="number of folds (default 5; with --extend, the old file's)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_splits)
 

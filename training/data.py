@@ -52,7 +52,8 @@ def hot_pool(hot_mask: np.ndarray, balance: float, rng: np.random.Generator,
     flat = components.ravel()[hot]
     sizes = np.bincount(flat).astype(np.float64)
     weights = np.maximum(sizes[flat], HOT_MIN_COMPONENT) ** (balance - 1.0)
-    picked = rng.choice(hot, max_indices, replace=True, p=weights / weights.sum())
+    size = min(max_indices, 8 * len(hot))  # a few hot voxels need no 50 000-entry pool
+    picked = rng.choice(hot, size, replace=True, p=weights / weights.sum())
     return np.sort(picked).astype(np.int64)
 
 

@@ -402,6 +402,8 @@ def fit(
             hint = ""
             if saved_train.with_(amp=train.amp) == train:  # e.g. a demo run from before CPU bf16
                 hint = f"; only mixed precision differs: resume with{'' if saved_train.amp else ' --no-amp'}"
+            elif saved_train.with_(hot_balance=train.hot_balance) == train:  # a demo run from before round 4
+                hint = f"; only hot_balance differs: resume with --hot-balance {saved_train.hot_balance}"
             raise SystemExit(f"{last_path}: saved with training settings {saved_train}, not {train}{hint}")
         net.load_state_dict(state["net"])
         optimizer.load_state_dict(state["optimizer"])

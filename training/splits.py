@@ -92,9 +92,12 @@ def extend_folds(
     Why not re-split: networks warm-started from the old folds have trained on the old training
     cases, so moving one into a validation fold would leak it. A new study of a known patient joins
     that patient's fold; new patients go, largest first, to the emptiest fold as in ``make_folds``.
+    Fold numbers are kept (fold k must stay the fold of ``weights/fold{k}.pt``). Every case of the
+    old folds must be among ``records``: otherwise a new study of its patient could not be placed.
     """
     check_folds(folds)
     ordered = sorted(folds, key=lambda f: int(f["fold"]))
+    numbers = [int(f["fold"]) for f in ordered]
     val_sets: list[list[str]] = [list(f["val"]) for f in ordered]
     fold_of = {c: k for k, val in enumerate(val_sets) for c in val}
     pos = positive or {}
@@ -108,9 +111,13 @@ def extend_folds(
             raise SplitError(f"duplicate case id {case!r}")
         seen.add(case)
         if case in fold_of:
-            patient_fold.setdefault(patient, fold_of[case])
+            if patient_fold.setdefault(patient, fold_of[case]) != fold_of[case]:
+                raise SplitError(f"patient {patient!r} straddles folds")
         else:
             by_patient[patient].append(case)
+    missing = sorted(set(fold_of) - seen)
+    if missing:
+        raise SplitError(f"{len(missing)} cases of the folds are not in the data, e.g. {missing[0]!r}")
     for patient in sorted(by_patient):
         by_patient[patient].sort()
         if patient in patient_fold:
@@ -120,8 +127,10 @@ def extend_folds(
     order = [patients[i] for i in rng.permutation(len(patients))]
     order.sort(key=lambda p: -len(by_patient[p]))
     _place(order, by_patient, val_sets, pos, npos)
-    every = sorted(set(fold_of) | seen)
-    return _as_folds(val_sets, every)
+    grown = _as_folds(val_sets, sorted(seen))
+    for fold, number in zip(grown, numbers, strict=True):
+        fold["fold"] = number
+    return grown
 
 
 def check_folds(folds: Sequence[Mapping[str, Any]], records: Sequence[Any] | None = None) -> None:
