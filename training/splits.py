@@ -41,6 +41,17 @@ def make_folds(
     """
     if n_folds < 2:
         raise SplitError("n_folds must be >= 2")
+    by_patient = _by_patient(records)
+    if len(by_patient) < n_folds:
+        raise SplitError(f"{len(by_patient)} patients cannot fill {n_folds} folds")
+    order = _placement_order(by_patient, seed)
+    folds: list[list[str]] = [[] for _ in range(n_folds)]
+    _place(order, by_patient, folds, positive or {}, [0] * n_folds)
+    return _as_folds(folds, sorted(c for cases in by_patient.values() for c in cases))
+
+
+def _by_patient(records: Sequence[Any]) -> dict[str, list[str]]:
+    """Patient id -> its case ids (sorted); a case id given twice is an error."""
     by_patient: dict[str, list[str]] = defaultdict(list)
     seen: set[str] = set()
     for rec in records:
@@ -49,18 +60,16 @@ def make_folds(
             raise SplitError(f"duplicate case id {case!r}")
         seen.add(case)
         by_patient[patient].append(case)
-    if len(by_patient) < n_folds:
-        raise SplitError(f"{len(by_patient)} patients cannot fill {n_folds} folds")
+    return {p: sorted(by_patient[p]) for p in sorted(by_patient)}
+
+
+def _placement_order(by_patient: Mapping[str, list[str]], seed: int) -> list[str]:
+    """Patients shuffled by seed, then (stable) bigger patients first: they are the hardest to place."""
     patients = sorted(by_patient)
-    for p in patients:
-        by_patient[p].sort()
     rng = np.random.default_rng(seed)
     order = [patients[i] for i in rng.permutation(len(patients))]
-    # stable sort: bigger patients first (hardest to place), ties keep the random order
     order.sort(key=lambda p: -len(by_patient[p]))
-    folds: list[list[str]] = [[] for _ in range(n_folds)]
-    _place(order, by_patient, folds, positive or {}, [0] * n_folds)
-    return _as_folds(folds, sorted(seen))
+    return order
 
 
 def _place(order: Sequence[str], by_patient: Mapping[str, list[str]], folds: list[list[str]],
@@ -102,31 +111,23 @@ def extend_folds(
     fold_of = {c: k for k, val in enumerate(val_sets) for c in val}
     pos = positive or {}
     npos = [sum(bool(pos.get(c, False)) for c in val) for val in val_sets]
-    by_patient: dict[str, list[str]] = defaultdict(list)
-    patient_fold: dict[str, int] = {}
+    new: dict[str, list[str]] = {}
     seen: set[str] = set()
-    for rec in records:
-        case, patient = _case_and_patient(rec)
-        if case in seen:
-            raise SplitError(f"duplicate case id {case!r}")
-        seen.add(case)
-        if case in fold_of:
-            if patient_fold.setdefault(patient, fold_of[case]) != fold_of[case]:
-                raise SplitError(f"patient {patient!r} straddles folds")
-        else:
-            by_patient[patient].append(case)
+    for patient, cases in _by_patient(records).items():
+        seen.update(cases)
+        known = {fold_of[c] for c in cases if c in fold_of}
+        if len(known) > 1:
+            raise SplitError(f"patient {patient!r} straddles folds")
+        fresh = [c for c in cases if c not in fold_of]
+        if known and fresh:  # a new study of a known patient joins that patient's fold
+            val_sets[known.pop()].extend(fresh)
+        elif fresh:
+            new[patient] = fresh
     missing = sorted(set(fold_of) - seen)
     if missing:
         raise SplitError(f"{len(missing)} cases of the folds are not in the data, e.g. {missing[0]!r}")
-    for patient in sorted(by_patient):
-        by_patient[patient].sort()
-        if patient in patient_fold:
-            val_sets[patient_fold[patient]].extend(by_patient.pop(patient))
-    patients = sorted(by_patient)
-    rng = np.random.default_rng(seed)
-    order = [patients[i] for i in rng.permutation(len(patients))]
-    order.sort(key=lambda p: -len(by_patient[p]))
-    _place(order, by_patient, val_sets, pos, npos)
+    order = _placement_order(new, seed)
+    _place(order, new, val_sets, pos, npos)
     grown = _as_folds(val_sets, sorted(seen))
     for fold, number in zip(grown, numbers, strict=True):
         fold["fold"] = number
