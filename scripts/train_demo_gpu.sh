@@ -50,6 +50,11 @@ started=$(date +%s)
 pids=()
 seeds=()
 stop_all() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; }
+wait_oldest() {  # the oldest phantom job: on failure show its log, stop the rest, exit
+    wait "${pids[0]}" || { tail -n 5 "$WORK/phantom_${seeds[0]}.log"; stop_all; exit 1; }
+    pids=("${pids[@]:1}")
+    seeds=("${seeds[@]:1}")
+}
 for ((i = 0; i < CASES; i++)); do  # seeds 0..CASES-1, as scripts/train_demo.sh; made once per WORK
     name=$(printf 'PHANTOM%05d' "$i")
     [ -d "$DATA/$name" ] && continue
@@ -59,17 +64,9 @@ for ((i = 0; i < CASES; i++)); do  # seeds 0..CASES-1, as scripts/train_demo.sh;
         >"$WORK/phantom_$i.log" 2>&1 &
     pids+=($!)
     seeds+=("$i")
-    if [ "${#pids[@]}" -ge "$(nproc)" ]; then
-        wait "${pids[0]}" || { tail -n 5 "$WORK/phantom_${seeds[0]}.log"; stop_all; exit 1; }
-        pids=("${pids[@]:1}")
-        seeds=("${seeds[@]:1}")
-    fi
+    [ "${#pids[@]}" -ge "$(nproc)" ] && wait_oldest
 done
-while [ "${#pids[@]}" -gt 0 ]; do
-    wait "${pids[0]}" || { tail -n 5 "$WORK/phantom_${seeds[0]}.log"; stop_all; exit 1; }
-    pids=("${pids[@]:1}")
-    seeds=("${seeds[@]:1}")
-done
+while [ "${#pids[@]}" -gt 0 ]; do wait_oldest; done
 echo "phantoms: $CASES in $(($(date +%s) - started)) s"
 
 started=$(date +%s)

@@ -433,7 +433,7 @@ def test_changed_recipe_refuses_to_resume(phantoms, cache_dir, tmp_path) -> None
         progress=False,
         stop_after=1,
     )
-    with pytest.raises(SystemExit, match="different|settings"):
+    with pytest.raises(SystemExit, match=r"different training settings: lr 0\.0002 \(now 0\.001\)"):
         fit(
             phantoms[:2],
             [],

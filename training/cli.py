@@ -48,6 +48,11 @@ def has_lesion(label: Path) -> bool:
     return bool(np.any(sitk.GetArrayViewFromImage(image) > 0))
 
 
+def lesion_positive(records: Sequence[Any]) -> dict[str, bool]:
+    """Case id -> whether its label has a lesion voxel (folds are balanced for lesion-positive studies)."""
+    return {str(r.case_id): has_lesion(Path(r.label)) for r in records}
+
+
 def fold_sources(
     records: Sequence[Any], splits: Path, fold: int
 ) -> tuple[list[CaseSource], list[CaseSource]]:
@@ -58,8 +63,7 @@ def fold_sources(
     if splits.is_file():
         folds = splits_mod.load_splits(splits)
     else:
-        positive = {str(r.case_id): has_lesion(Path(r.label)) for r in records}
-        folds = splits_mod.make_folds(list(records), n_folds=5, seed=0, positive=positive)
+        folds = splits_mod.make_folds(list(records), n_folds=5, seed=0, positive=lesion_positive(records))
         splits.parent.mkdir(parents=True, exist_ok=True)
         splits_mod.save_splits(folds, splits)
         print(f"wrote {splits} ({len(folds)} folds)", flush=True)
@@ -173,13 +177,13 @@ def cmd_splits(args: argparse.Namespace) -> int:
     from . import splits as splits_mod
 
     records = read_records(Path(args.data), args.layout, args.channel_order)
-    positive = {str(r.case_id): has_lesion(Path(r.label)) for r in records}
+    positive = lesion_positive(records)
     if args.extend:
         old = splits_mod.load_splits(args.extend)
         if args.n_folds is not None and args.n_folds != len(old):
             raise SplitError(f"--n-folds {args.n_folds}: {args.extend} has {len(old)} folds, and --extend keeps them")
         folds = splits_mod.extend_folds(old, records, seed=args.seed, positive=positive)
-        added = len(folds[0]["train"]) + len(folds[0]["val"]) - len(old[0]["train"]) - len(old[0]["val"])
+        added = sum(len(f["val"]) for f in folds) - sum(len(f["val"]) for f in old)
     else:
         folds = splits_mod.make_folds(records, n_folds=args.n_folds or 5, seed=args.seed, positive=positive)
         added = len(records)

@@ -398,13 +398,11 @@ def fit(
         if state.get("config") != config.to_json():
             raise SystemExit(f"{last_path}: saved with a different model config; refusing to resume")
         saved_train = TrainConfig.from_json(state["train_config"])
-        if saved_train != train:
-            hint = ""
-            if saved_train.with_(amp=train.amp) == train:  # e.g. a demo run from before CPU bf16
-                hint = f"; only mixed precision differs: resume with{'' if saved_train.amp else ' --no-amp'}"
-            elif saved_train.with_(hot_balance=train.hot_balance) == train:  # a demo run from before round 4
-                hint = f"; only hot_balance differs: resume with --hot-balance {saved_train.hot_balance}"
-            raise SystemExit(f"{last_path}: saved with training settings {saved_train}, not {train}{hint}")
+        if saved_train != train:  # e.g. a demo run from before CPU bf16 (amp) or before round 4 (hot_balance)
+            raise SystemExit(
+                f"{last_path}: saved with different training settings: {'; '.join(saved_train.differences(train))}"
+                "; resume with the flags the run was started with"
+            )
         net.load_state_dict(state["net"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

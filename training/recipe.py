@@ -80,6 +80,14 @@ class TrainConfig:
     def volumes_per_step(self) -> int:
         return self.batch_size // self.samples_per_volume
 
+    def differences(self, other: TrainConfig) -> list[str]:
+        """Settings that differ from ``other``, as "name value (other: value)" (why a resume is refused)."""
+        return [
+            f"{f.name} {getattr(self, f.name)!r} (now {getattr(other, f.name)!r})"
+            for f in fields(self)
+            if getattr(self, f.name) != getattr(other, f.name)
+        ]
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 

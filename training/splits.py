@@ -83,12 +83,15 @@ def _place(order: Sequence[str], by_patient: Mapping[str, list[str]], folds: lis
         npos[k] += k_pos
 
 
-def _as_folds(folds: Sequence[Sequence[str]], all_cases: Sequence[str]) -> list[dict[str, Any]]:
+def _as_folds(folds: Sequence[Sequence[str]], all_cases: Sequence[str],
+              numbers: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    """{fold, train, val} per validation set; fold numbers 0.. unless given."""
     out = []
     for k, fold in enumerate(folds):
         val = sorted(fold)
         vset = set(val)
-        out.append({"fold": k, "train": [c for c in all_cases if c not in vset], "val": val})
+        number = k if numbers is None else int(numbers[k])
+        out.append({"fold": number, "train": [c for c in all_cases if c not in vset], "val": val})
     return out
 
 
@@ -128,10 +131,7 @@ def extend_folds(
         raise SplitError(f"{len(missing)} cases of the folds are not in the data, e.g. {missing[0]!r}")
     order = _placement_order(new, seed)
     _place(order, new, val_sets, pos, npos)
-    grown = _as_folds(val_sets, sorted(seen))
-    for fold, number in zip(grown, numbers, strict=True):
-        fold["fold"] = number
-    return grown
+    return _as_folds(val_sets, sorted(seen), numbers)
 
 
 def check_folds(folds: Sequence[Mapping[str, Any]], records: Sequence[Any] | None = None) -> None:
