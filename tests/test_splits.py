@@ -97,6 +97,11 @@ def test_extend_keeps_fold_numbers_and_refuses_lost_cases() -> None:
         extend_folds(folds, [f"c{i}" for i in range(1, 12)])  # c0 vanished
 
 
+def test_missing_folds_file_is_one_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(SplitError, match="nope.json: cannot read"):
+        load_splits(tmp_path / "nope.json")
+
+
 def test_has_lesion_reads_the_label(tmp_path: Path) -> None:
     """Regression: a view of a temporary image read freed memory and called every label empty."""
     import numpy as np

@@ -50,7 +50,9 @@ def has_lesion(label: Path) -> bool:
 
 def lesion_positive(records: Sequence[Any]) -> dict[str, bool]:
     """Case id -> whether its label has a lesion voxel (folds are balanced for lesion-positive studies)."""
-    return {str(r.case_id): has_lesion(Path(r.label)) for r in records}
+    from tqdm import tqdm
+
+    return {str(r.case_id): has_lesion(Path(r.label)) for r in tqdm(records, desc="labels", unit="case")}
 
 
 def fold_sources(
@@ -176,13 +178,16 @@ def cmd_splits(args: argparse.Namespace) -> int:
     """Write patient-level folds; with --extend, add the data's new cases to an existing folds file."""
     from . import splits as splits_mod
 
+    old = splits_mod.load_splits(args.extend) if args.extend else None  # a bad file fails before the labels are read
+    if old is not None and args.n_folds is not None and args.n_folds != len(old):
+        raise SplitError(f"--n-folds {args.n_folds}: {args.extend} has {len(old)} folds, and --extend keeps them")
     records = read_records(Path(args.data), args.layout, args.channel_order)
     positive = lesion_positive(records)
-    if args.extend:
-        old = splits_mod.load_splits(args.extend)
-        if args.n_folds is not None and args.n_folds != len(old):
-            raise SplitError(f"--n-folds {args.n_folds}: {args.extend} has {len(old)} folds, and --extend keeps them")
-        folds = splits_mod.extend_folds(old, records, seed=args.seed, positive=positive)
+    if old is not None:
+        try:
+            folds = splits_mod.extend_folds(old, records, seed=args.seed, positive=positive)
+        except SplitError as err:
+            raise SplitError(f"{args.extend}: {err}") from None
         added = sum(len(f["val"]) for f in folds) - sum(len(f["val"]) for f in old)
     else:
         folds = splits_mod.make_folds(records, n_folds=args.n_folds or 5, seed=args.seed, positive=positive)

@@ -173,6 +173,8 @@ def load_splits(path: str | Path) -> list[dict[str, Any]]:
     """Read folds written by save_splits (also accepts nnU-Net's list of {train, val})."""
     try:
         data = json.loads(Path(path).read_text())
+    except OSError as err:
+        raise SplitError(f"{path}: cannot read the folds file ({err.strerror or err})") from err
     except json.JSONDecodeError as err:
         raise SplitError(f"{path}: not valid JSON ({err})") from err
     if not isinstance(data, list) or not all(
