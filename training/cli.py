@@ -95,6 +95,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         hot_neg=args.hot_neg,
         air=args.air,
         hot_balance=args.hot_balance,
+        dice_batch=args.dice_batch,
     )
     if (
         args.hot_neg is not None and args.hot_neg > 0 and base.hot_neg == 0
@@ -329,6 +330,8 @@ def _add_training(p: argparse.ArgumentParser) -> None:
                         "--hot-neg 0 --air 0 gives the paper's RandCropByPosNegLabeld")
     p.add_argument("--hot-balance", type=float,
                    help="hot crops per hot structure grow as size**B (1: per voxel; demo: 0.5)")
+    p.add_argument("--dice-batch", action=argparse.BooleanOptionalAction, default=None,
+                   help="Dice term over the whole batch rather than per crop (demo: on; paper: off)")
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--no-amp", action="store_true", help="no mixed precision (CUDA fp16, CPU bf16)")

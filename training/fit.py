@@ -435,7 +435,7 @@ def fit(
     model: torch.nn.Module = net
     if info.world > 1:
         model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
-    loss_fn = make_loss()
+    loss_fn = make_loss(train)
     status = "finished"
     epoch = start_epoch
     while epoch < planned:
