@@ -591,3 +591,16 @@ def test_cli_help(command: str) -> None:
     with pytest.raises(SystemExit) as exc:
         build_parser().parse_args([command, "--help"])
     assert exc.value.code == 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"), [([], True), (["--no-dice-batch"], False), (["--preset", "paper"], False),
+                            (["--preset", "paper", "--dice-batch"], True)]
+)
+def test_cli_dice_batch_flag(flags: list[str], expected: bool) -> None:
+    from training.cli import _train_config, build_parser
+
+    args = build_parser().parse_args(
+        ["fit", "--data", "d", "--out", "o", "--splits", "s.json", "--fold", "0", "--preset", "demo", *flags]
+    )
+    assert _train_config(args).dice_batch is expected
