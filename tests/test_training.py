@@ -261,11 +261,11 @@ def test_nan_loss_step_is_skipped_and_leaves_weights_unchanged() -> None:
     y = (x > 0.7).float()
     bad = {"pet": x.clone(), "label": y}
     bad["pet"][0, 0, 0, 0, 0] = float("nan")
-    result = train_step(net, bad, make_loss(), opt, scaler, torch.device("cpu"), amp_dtype=None, info=DistInfo())
+    result = train_step(net, bad, make_loss(_tiny()), opt, scaler, torch.device("cpu"), amp_dtype=None, info=DistInfo())
     assert not result.applied and math.isnan(result.loss)
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     assert not opt.state and all(p.grad is None for p in net.parameters())
-    good = train_step(net, {"pet": x, "label": y}, make_loss(), opt, scaler, torch.device("cpu"), None)
+    good = train_step(net, {"pet": x, "label": y}, make_loss(_tiny()), opt, scaler, torch.device("cpu"), None)
     assert good.applied and math.isfinite(good.loss)
     assert any(not torch.equal(before[k], v) for k, v in net.state_dict().items())
 
@@ -293,7 +293,8 @@ def test_bf16_cpu_step_trains_fp32_weights() -> None:
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     x = torch.rand(2, 1, 32, 32, 32)
     y = (x > 0.7).float()
-    losses = [train_step(net, {"pet": x, "label": y}, make_loss(), opt, scaler, torch.device("cpu"), torch.bfloat16)
+    loss_fn = make_loss(_tiny())
+    losses = [train_step(net, {"pet": x, "label": y}, loss_fn, opt, scaler, torch.device("cpu"), torch.bfloat16)
               for _ in range(6)]
     assert all(r.applied and math.isfinite(r.loss) for r in losses)
     assert losses[-1].loss < losses[0].loss
@@ -326,7 +327,7 @@ def test_batch_dice_teaches_false_positives_in_lesion_free_crops() -> None:
 def test_fit_counts_skipped_steps(phantoms, cache_dir, tmp_path, monkeypatch) -> None:
     import training.fit as fit_module
 
-    real = make_loss()
+    real = make_loss(_tiny())
     calls = {"n": 0}
 
     def nan_first(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -334,7 +335,7 @@ def test_fit_counts_skipped_steps(phantoms, cache_dir, tmp_path, monkeypatch) ->
         loss = real(logits, target)
         return loss * float("nan") if calls["n"] == 1 else loss
 
-    monkeypatch.setattr(fit_module, "make_loss", lambda train=None: nan_first)
+    monkeypatch.setattr(fit_module, "make_loss", lambda train: nan_first)
     result = fit(
         phantoms[:4],
         [],

@@ -82,7 +82,7 @@ class TrainConfig:
         return self.batch_size // self.samples_per_volume
 
     def differences(self, other: TrainConfig) -> list[str]:
-        """Settings that differ from ``other``, as "name value (other: value)" (why a resume is refused)."""
+        """Settings that differ from ``other``, as "name value (now other's value)" (why a resume is refused)."""
         return [
             f"{f.name} {getattr(self, f.name)!r} (now {getattr(other, f.name)!r})"
             for f in fields(self)
@@ -335,7 +335,7 @@ def transform_names(config: ModelConfig, train: TrainConfig) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 
 
-def make_loss(train: TrainConfig | None = None) -> DiceCELoss:
+def make_loss(train: TrainConfig) -> DiceCELoss:
     """The paper's DiceCE; ``train.dice_batch`` sums the Dice over the batch instead of per crop.
 
     Per crop (the paper), a crop without lesion has a foreground Dice of smooth/(sum p^2 + smooth),
@@ -343,8 +343,9 @@ def make_loss(train: TrainConfig | None = None) -> DiceCELoss:
     over the crop's quarter-million voxels) pushes its false positives down. Over the batch, those
     voxels enter the denominator of a Dice that a lesion crop in the same batch makes meaningful.
     """
-    batch = train.dice_batch if train is not None else False
-    return DiceCELoss(to_onehot_y=True, softmax=True, squared_pred=True, include_background=True, batch=batch)
+    return DiceCELoss(
+        to_onehot_y=True, softmax=True, squared_pred=True, include_background=True, batch=train.dice_batch
+    )
 
 
 def make_optimizer(params: Any, train: TrainConfig) -> torch.optim.Adam:
