@@ -572,7 +572,13 @@ def test_full_validation_scores_every_fold_case_and_reaches_the_manifest(phantom
     assert during["val_cases"] == 1  # training looked at one case only
     full = validate_full(runs / "fold0", phantoms, [v.case_id for v in val], cache_dir, "cpu")
     assert full["val_cases"] == 3 and full["epoch"] == 1
-    assert json.loads((runs / "fold0" / "val_full.json").read_text())["val_cases"] == 3
+    written = json.loads((runs / "fold0" / "val_full.json").read_text())
+    assert written["val_cases"] == 3 and sorted(written["cases"]) == sorted(v.case_id for v in val)
+    rows = written["cases"].values()
+    assert written["val_fpv_ml"] == pytest.approx(sum(r["fpv_ml"] for r in rows) / 3)
+    lesion_dice = [r["dice"] for r in rows if r["has_lesion"]]
+    assert lesion_dice and written["val_dice"] == pytest.approx(sum(lesion_dice) / len(lesion_dice))
+    assert all(r["dice"] in (None, 0.0) for r in rows if not r["has_lesion"])  # null: nothing to compare
     export(runs, tmp_path / "w_last", folds=(0,), which="last")
     entry = read_manifest(tmp_path / "w_last")["models"][0]
     assert entry["val_full_cases"] == 3 and entry["val_cases"] == 1

@@ -213,12 +213,15 @@ def validate(
     config: ModelConfig,
     device: str,
     info: DistInfo = DistInfo(),
-) -> dict[str, float]:
+    per_case: bool = False,
+) -> dict[str, Any]:
     """Sliding-window inference through the container's own code, Dice/FPV/FNV at the target spacing.
 
     Like the container, only the body's bounding box (30 mm margin) goes through the network.
 
     Validation cases are shared out across ranks and the per-case results gathered on every rank.
+    ``per_case`` adds a ``cases`` table (case id -> dice, fpv_ml, fnv_ml, has_lesion), so that a
+    fold's mean can be traced to the studies that make it; training history keeps the means only.
     """
     from evaluation.metrics import case_metrics
     from model.inference import BODY_LEVEL, sliding_window_scores
@@ -246,12 +249,18 @@ def validate(
         dist.all_gather_object(gathered, rows)
         rows = [r for part in gathered for r in part]
     lesion_dice = [r[1] for r in rows if r[4] and math.isfinite(r[1])]
-    return {
+    result: dict[str, Any] = {
         "val_dice": float(np.mean(lesion_dice)) if lesion_dice else float("nan"),
         "val_fpv_ml": float(np.mean([r[2] for r in rows])) if rows else float("nan"),
         "val_fnv_ml": float(np.mean([r[3] for r in rows])) if rows else float("nan"),
         "val_cases": len(rows),
     }
+    if per_case:  # a lesion-free study without prediction has no Dice (NaN): JSON null
+        result["cases"] = {
+            case_id: {"dice": dice if math.isfinite(dice) else None, "fpv_ml": fpv, "fnv_ml": fnv, "has_lesion": lesion}
+            for case_id, dice, fpv, fnv, lesion in sorted(rows)
+        }
+    return result
 
 
 def pick_val_cases(store: CaseStore, case_ids: Sequence[str], limit: int) -> list[str]:
@@ -630,7 +639,7 @@ def validate_full(
 
     Training validates ``val_max_cases`` studies to stay cheap; this is the per-fold figure to
     report. Writes ``out/val_full.json`` (with a digest of the weights it scored, so export can
-    tell whether it describes the checkpoint it copies) and returns it.
+    tell whether it describes the checkpoint it copies) and its per-case rows, and returns it.
     """
     out = Path(out)
     state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
@@ -642,9 +651,10 @@ def validate_full(
     store = CaseStore(sources, config, cache_dir)
     for case_id in val_ids:
         store.ensure(case_id)
-    metrics = validate(net.to(dev), store, sorted(val_ids), config, str(dev))
+    metrics = validate(net.to(dev), store, sorted(val_ids), config, str(dev), per_case=True)
+    cases = metrics.pop("cases")
     result = {"checkpoint": "last.pt", "epoch": int(state.get("epoch", 0)), "weights": weights_digest(state["net"]),
-              **{k: (v if math.isfinite(v) else None) for k, v in metrics.items()}}
+              **{k: (v if math.isfinite(v) else None) for k, v in metrics.items()}, "cases": cases}
     _write_json(out / "val_full.json", result)
     return result
 
