@@ -31,8 +31,8 @@ PROVENANCE_KEYS = (
 )
 
 
-def _plain(value: Any) -> Any:
-    """NaN is not valid JSON for the manifest: write null instead."""
+def json_number(value: Any) -> Any:
+    """NaN is not valid JSON (manifest, val_full.json): write null instead."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
@@ -56,7 +56,7 @@ def _full_validation(source: Path, net_state: dict[str, torch.Tensor]) -> dict[s
     full = json.loads(path.read_text())
     if full.get("weights") != weights_digest(net_state):  # stale: the fold was trained again since
         return {}
-    return {f"val_full_{k[4:]}": _plain(full[k]) for k in ("val_dice", "val_fpv_ml", "val_fnv_ml", "val_cases")}
+    return {f"val_full_{k[4:]}": json_number(full[k]) for k in ("val_dice", "val_fpv_ml", "val_fnv_ml", "val_cases")}
 
 
 def export(
@@ -99,9 +99,9 @@ def export(
                 "checkpoint": source.stem,
                 "epoch": epoch,
                 "epochs": len(history),
-                "val_dice": _plain(row.get("val_dice")),
-                "val_fpv_ml": _plain(row.get("val_fpv_ml")),
-                "val_fnv_ml": _plain(row.get("val_fnv_ml")),
+                "val_dice": json_number(row.get("val_dice")),
+                "val_fpv_ml": json_number(row.get("val_fpv_ml")),
+                "val_fnv_ml": json_number(row.get("val_fnv_ml")),
                 "val_cases": row.get("val_cases"),
                 "train_minutes": round(float(state.get("elapsed_s", 0.0)) / 60, 1),
                 "data": data,

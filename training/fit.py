@@ -39,6 +39,7 @@ from model.network import (
 )
 
 from .data import CaseSource, CaseStore, CropDataset, epoch_draws
+from .export import json_number
 from .recipe import TrainConfig, make_loss, make_optimizer, make_scheduler
 
 STATE_KIND = "training-state"
@@ -255,9 +256,9 @@ def validate(
         "val_fnv_ml": float(np.mean([r[3] for r in rows])) if rows else float("nan"),
         "val_cases": len(rows),
     }
-    if per_case:  # a lesion-free study without prediction has no Dice (NaN): JSON null
+    if per_case:  # a lesion-free study without prediction has no Dice: NaN, like an empty mean
         result["cases"] = {
-            case_id: {"dice": dice if math.isfinite(dice) else None, "fpv_ml": fpv, "fnv_ml": fnv, "has_lesion": lesion}
+            case_id: {"dice": dice, "fpv_ml": fpv, "fnv_ml": fnv, "has_lesion": lesion}
             for case_id, dice, fpv, fnv, lesion in sorted(rows)
         }
     return result
@@ -652,9 +653,9 @@ def validate_full(
     for case_id in val_ids:
         store.ensure(case_id)
     metrics = validate(net.to(dev), store, sorted(val_ids), config, str(dev), per_case=True)
-    cases = metrics.pop("cases")
+    cases = {case_id: {k: json_number(v) for k, v in row.items()} for case_id, row in metrics.pop("cases").items()}
     result = {"checkpoint": "last.pt", "epoch": int(state.get("epoch", 0)), "weights": weights_digest(state["net"]),
-              **{k: (v if math.isfinite(v) else None) for k, v in metrics.items()}, "cases": cases}
+              **{k: json_number(v) for k, v in metrics.items()}, "cases": cases}
     _write_json(out / "val_full.json", result)
     return result
 
