@@ -183,3 +183,8 @@ def test_training_cli_reports_bad_data_in_one_line(tmp_path: Path, phantoms: lis
     code = main([*args, "--data", str(broken), "--splits", str(tmp_path / "splits2.json")])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and "CTres.nii.gz" in err
+
+    code = main(["splits", "--layout", "tcia", "--data", str(tmp_path / "two"), "--out", str(tmp_path / "s.json"),
+                 "--train-only"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--train-only" in err and "--extend" in err and not (tmp_path / "s.json").exists()

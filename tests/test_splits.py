@@ -87,6 +87,32 @@ def test_extend_keeps_old_folds_and_places_new_cases() -> None:
     assert max(totals) - min(totals) <= 2, totals  # new positives evened out the folds
 
 
+def test_extend_train_only_keeps_validation_sets_and_never_leaks() -> None:
+    """Extra training data: every fold trains on the new patients and validates on what it did."""
+    old_recs = _records(23)
+    old = make_folds(old_recs, n_folds=5, seed=0)
+    new_recs = [*_records(30), CaseRecord("P003_9", "P003", Path("/x/P003_9.nii.gz"), None, None)]
+    grown = extend_folds(old, new_recs, train_only=True)
+    check_folds(grown, new_recs)
+    new_patients = {r.case_id for r in new_recs if int(r.patient_id[1:]) >= 23}
+    old_val = {f["fold"]: f["val"] for f in old}
+    for f in grown:
+        expected = old_val[f["fold"]] + (["P003_9"] if "P003_0" in old_val[f["fold"]] else [])
+        assert sorted(f["val"]) == sorted(expected)  # a known patient's new study still joins its fold
+        assert new_patients <= set(f["train"])
+        assert not set(f["train"]) & set(f["val"])
+    # a later study of a train-only patient stays train-only; a plain extension leaves them alone too
+    later = [*new_recs, CaseRecord("P025_5", "P025", Path("/x/P025_5.nii.gz"), None, None)]
+    for train_only in (True, False):
+        again = extend_folds(grown, later, train_only=train_only)
+        assert all("P025_5" in f["train"] and "P025_5" not in f["val"] for f in again)
+    # a file where a train-only patient also validates a fold is a leak
+    leaky = [{**f, "val": [*f["val"], "P024_0"], "train": [c for c in f["train"] if c != "P024_0"]}
+             if f["fold"] == 0 else f for f in grown]
+    with pytest.raises(SplitError, match="straddles"):
+        check_folds(leaky, new_recs)
+
+
 def test_extend_keeps_fold_numbers_and_refuses_lost_cases() -> None:
     folds = make_folds([f"c{i}" for i in range(10)], n_folds=5)
     renumbered = [{**f, "fold": f["fold"] + 1} for f in folds]  # a file whose folds are 1..5

@@ -179,6 +179,8 @@ def cmd_splits(args: argparse.Namespace) -> int:
     """Write patient-level folds; with --extend, add the data's new cases to an existing folds file."""
     from . import splits as splits_mod
 
+    if args.train_only and not args.extend:
+        raise SplitError("--train-only adds cases to an existing folds file: give it with --extend")
     old = splits_mod.load_splits(args.extend) if args.extend else None  # a bad file fails before the labels are read
     if old is not None and args.n_folds is not None and args.n_folds != len(old):
         raise SplitError(f"--n-folds {args.n_folds}: {args.extend} has {len(old)} folds, and --extend keeps them")
@@ -186,17 +188,20 @@ def cmd_splits(args: argparse.Namespace) -> int:
     positive = lesion_positive(records)
     if old is not None:
         try:
-            folds = splits_mod.extend_folds(old, records, seed=args.seed, positive=positive)
+            folds = splits_mod.extend_folds(old, records, seed=args.seed, positive=positive,
+                                            train_only=args.train_only)
         except SplitError as err:
             raise SplitError(f"{args.extend}: {err}") from None
-        added = sum(len(f["val"]) for f in folds) - sum(len(f["val"]) for f in old)
+        added = len(records) - len({c for f in old for c in (*f["train"], *f["val"])})
     else:
         folds = splits_mod.make_folds(records, n_folds=args.n_folds or 5, seed=args.seed, positive=positive)
         added = len(records)
     splits_mod.save_splits(folds, args.out)
     sizes = "/".join(str(len(f["val"])) for f in folds)
     lesion = "/".join(str(sum(positive.get(c, False) for c in f["val"])) for f in folds)
-    print(f"wrote {args.out}: {added} cases placed; validation sizes {sizes}, with lesions {lesion}")
+    extra = len({c for f in folds for c in f["train"]} - {c for f in folds for c in f["val"]})
+    print(f"wrote {args.out}: {added} cases placed; validation sizes {sizes}, with lesions {lesion}"
+          + (f"; {extra} in every fold's training set only" if extra else ""))
     return 0
 
 
@@ -359,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(p)
     p.add_argument("--out", required=True, help="folds JSON to write")
     p.add_argument("--extend", help="existing folds JSON: keep its cases where they are, place only new ones")
+    p.add_argument("--train-only", action="store_true",
+                   help="with --extend: new patients join every fold's training set and no validation set, "
+                        "so each fold keeps its validation cases (and figures comparable with earlier runs)")
     p.add_argument("--n-folds", type=int, help="number of folds (default 5; with --extend, the old file's)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_splits)

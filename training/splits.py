@@ -97,7 +97,7 @@ def _as_folds(folds: Sequence[Sequence[str]], all_cases: Sequence[str],
 
 def extend_folds(
     folds: Sequence[Mapping[str, Any]], records: Sequence[Any], seed: int = 0,
-    positive: Mapping[str, bool] | None = None,
+    positive: Mapping[str, bool] | None = None, train_only: bool = False,
 ) -> list[dict[str, Any]]:
     """Add the records that no fold holds yet; every case already placed stays in its fold.
 
@@ -106,6 +106,10 @@ def extend_folds(
     that patient's fold; new patients go, largest first, to the emptiest fold as in ``make_folds``.
     Fold numbers are kept (fold k must stay the fold of ``weights/fold{k}.pt``). Every case of the
     old folds must be among ``records``: otherwise a new study of its patient could not be placed.
+
+    ``train_only`` puts new patients in every fold's training set and in no validation set: extra
+    training data that leaves each fold's validation cases, and so its figures, as they were (new
+    studies of known patients still join their patient's fold, or they would leak into its training).
     """
     check_folds(folds)
     ordered = sorted(folds, key=lambda f: int(f["fold"]))
@@ -114,28 +118,34 @@ def extend_folds(
     fold_of = {c: k for k, val in enumerate(val_sets) for c in val}
     pos = positive or {}
     npos = [sum(bool(pos.get(c, False)) for c in val) for val in val_sets]
+    placed = {c for f in ordered for c in (*f["train"], *f["val"])}
     new: dict[str, list[str]] = {}
     seen: set[str] = set()
     for patient, cases in _by_patient(records).items():
         seen.update(cases)
         known = {fold_of[c] for c in cases if c in fold_of}
-        if len(known) > 1:
+        extra = any(c in placed and c not in fold_of for c in cases)  # already training data of every fold
+        if len(known) + extra > 1:
             raise SplitError(f"patient {patient!r} straddles folds")
-        fresh = [c for c in cases if c not in fold_of]
+        fresh = [c for c in cases if c not in placed]
         if known and fresh:  # a new study of a known patient joins that patient's fold
             val_sets[known.pop()].extend(fresh)
-        elif fresh:
+        elif fresh and not extra:  # (a new study of a train-only patient stays train-only)
             new[patient] = fresh
-    missing = sorted(set(fold_of) - seen)
+    missing = sorted(placed - seen)
     if missing:
         raise SplitError(f"{len(missing)} cases of the folds are not in the data, e.g. {missing[0]!r}")
-    order = _placement_order(new, seed)
-    _place(order, new, val_sets, pos, npos)
+    if not train_only:  # (train-only cases are in no val set, so _as_folds puts them in every train set)
+        _place(_placement_order(new, seed), new, val_sets, pos, npos)
     return _as_folds(val_sets, sorted(seen), numbers)
 
 
 def check_folds(folds: Sequence[Mapping[str, Any]], records: Sequence[Any] | None = None) -> None:
-    """Raise ValueError unless every case is in exactly one val fold and no patient straddles folds."""
+    """Raise ValueError unless every case is in at most one val fold and no patient straddles folds.
+
+    A case in no val fold is training data of every fold (``extend_folds(train_only=True)``); its
+    patient must then have no case in any val fold.
+    """
     every: set[str] = set()
     for f in folds:
         every |= set(f["train"]) | set(f["val"])
@@ -147,17 +157,17 @@ def check_folds(folds: Sequence[Mapping[str, Any]], records: Sequence[Any] | Non
             raise SplitError(f"fold {f['fold']}: does not cover every case")
         for c in f["val"]:
             counts[c] += 1
-    bad = [c for c in every if counts[c] != 1]
+    bad = [c for c in every if counts[c] > 1]
     if bad:
-        raise SplitError(f"case {sorted(bad)[0]!r} is in {counts[sorted(bad)[0]]} val folds (expected 1)")
+        raise SplitError(f"case {sorted(bad)[0]!r} is in {counts[sorted(bad)[0]]} val folds (expected at most 1)")
     if records is not None:
         fold_of = {c: f["fold"] for f in folds for c in f["val"]}
-        patient_fold: dict[str, int] = {}
+        patient_fold: dict[str, int | None] = {}  # None: training data of every fold
         for rec in records:
             case, patient = _case_and_patient(rec)
-            if case not in fold_of:
+            if case not in every:
                 raise SplitError(f"case {case!r} is in no fold")
-            if patient_fold.setdefault(patient, fold_of[case]) != fold_of[case]:
+            if patient_fold.setdefault(patient, fold_of.get(case)) != fold_of.get(case):
                 raise SplitError(f"patient {patient!r} straddles folds")
 
 
