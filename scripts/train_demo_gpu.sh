@@ -70,7 +70,8 @@ while [ "${#pids[@]}" -gt 0 ]; do wait_oldest; done
 echo "phantoms: $CASES in $(($(date +%s) - started)) s"
 
 started=$(date +%s)
-python3 -m training prepare --data "$DATA" --layout tcia --preset "$PRESET" --out "$WORK/run" 2>&1 | tail -n 1
+python3 -m training prepare --data "$DATA" --layout tcia --preset "$PRESET" --out "$WORK/run" --workers "$(nproc)" \
+    2>&1 | tail -n 1
 [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "error: prepare failed" >&2; exit 1; }
 echo "prepare: $(($(date +%s) - started)) s"
 if [ -n "$SPLITS" ]; then  # keep the shipped folds (warm-started networks must not see their val cases)

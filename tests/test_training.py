@@ -487,6 +487,27 @@ def test_crop_dataset_serves_finite_batches(phantoms, cache_dir) -> None:
     assert meta["lesion_voxels"] > 0
 
 
+def test_parallel_prepare_writes_the_same_cache_and_names_a_bad_file(phantoms, tmp_path) -> None:
+    """prepare --workers N: the same arrays as one process; a broken study stops it with its path."""
+    serial = CaseStore(phantoms[:3], preset("tiny"), tmp_path / "serial")
+    serial.ensure_all()
+    parallel = CaseStore(phantoms[:3], preset("tiny"), tmp_path / "parallel")
+    parallel.ensure_all(workers=2)
+    for src in phantoms[:3]:
+        a, b = serial.load(src.case_id, mmap=False), parallel.load(src.case_id, mmap=False)
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+
+    broken = tmp_path / "broken" / "SUV.nii.gz"
+    broken.parent.mkdir()
+    broken.write_bytes(b"not a NIfTI file")
+    sources = [*phantoms[:2], CaseSource("BROKEN_0", broken, phantoms[0].label)]
+    store = CaseStore(sources, preset("tiny"), tmp_path / "with_broken")
+    with pytest.raises(Exception, match="broken/SUV.nii.gz"):
+        store.ensure_all(workers=2)
+    assert not store.is_cached("BROKEN_0")
+    assert not [p for p in store.folder.iterdir() if ".tmp" in p.name]  # only whole cases are left
+
+
 def test_killed_run_leaves_a_loadable_checkpoint_and_resumes(phantoms, cache_dir, tmp_path) -> None:
     """SIGKILL in the middle of training: last.pt is whole (atomic rename) and --resume continues."""
     script = tmp_path / "run.py"

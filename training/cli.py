@@ -170,7 +170,7 @@ def _cache_dir(args: argparse.Namespace) -> Path:
 def cmd_prepare(args: argparse.Namespace) -> int:
     records = read_records(Path(args.data), args.layout, args.channel_order)
     store = CaseStore(as_sources(records), preset(args.preset), _cache_dir(args))
-    store.ensure_all(progress=True)
+    store.ensure_all(progress=True, workers=args.workers)
     print(f"{len(records)} cases preprocessed into {store.folder}")
     return 0
 
@@ -303,6 +303,16 @@ def _which(text: str) -> str | list[str]:
     return values[0] if len(values) == 1 else values
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def _folds(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
@@ -358,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help="preprocess every case once into the array cache")
     _add_data(p)
     p.add_argument("--out", required=True, help="run folder (the cache goes to RUN_DIR/cache)")
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help="preprocessing processes (one core each; default 1)")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("splits", help="write patient-level folds, or add new cases to existing ones")
