@@ -6,7 +6,7 @@
 # compute, so five processes share one card), and only the weights come back (5 x 6 MB).
 #
 #   OUT=/some/folder bash scripts/train_demo_gpu.sh
-# Knobs: CASES [120]  BUDGET_MIN [6 per fold]  PRESET [demo]  FOLDS ["0 1 2 3 4"]  WORKERS [2 per fold]
+# Knobs: CASES [the cases of SPLITS, else 120]  BUDGET_MIN [6 per fold]  PRESET [demo]  FOLDS ["0 1 2 3 4"]  WORKERS [2 per fold]
 #        INIT [weights, when weights/fold0.pt exists: warm start]  SPLITS [weights/splits.json if present;
 #        required with INIT]  SHAPE [autoPET's 400 x 400 x N at 2.04 x 2.04 x 3 mm; "X Y Z" gives that
 #        grid at 4 mm, for tests]  DEVICE [cuda]  WORK [/tmp/train_demo_gpu]
@@ -19,7 +19,6 @@ if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
 fi
 cd "$(dirname "$0")/.." || exit 1
 OUT=${OUT:?set OUT to a results folder}
-CASES=${CASES:-120}
 BUDGET_MIN=${BUDGET_MIN:-6}
 PRESET=${PRESET:-demo}
 FOLDS=${FOLDS:-0 1 2 3 4}
@@ -33,6 +32,14 @@ if [ -n "$INIT" ] && [ -z "$SPLITS" ]; then
     echo "error: INIT=$INIT needs SPLITS (the folds those networks trained with); new folds would leak" \
         "their training cases into validation" >&2
     exit 2
+fi
+if [ -z "${CASES:-}" ]; then  # as many phantoms as the folds name (seeds 0..N-1), so --extend finds them all
+    if [ -n "$SPLITS" ]; then
+        CASES=$(python3 -c 'import json, sys; print(len({c for f in json.load(open(sys.argv[1])) for c in f["train"] + f["val"]}))' "$SPLITS") \
+            || { echo "error: cannot read the folds file SPLITS=$SPLITS" >&2; exit 2; }
+    else
+        CASES=120
+    fi
 fi
 SHAPE_ARGS=()
 [ -n "${SHAPE:-}" ] && { read -r -a dims <<<"$SHAPE"; SHAPE_ARGS=(--shape "${dims[@]}" --spacing 4 4 4); }  # tests

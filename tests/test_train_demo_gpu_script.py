@@ -43,3 +43,10 @@ def test_trains_folds_side_by_side_and_exports_loadable_weights(tmp_path: Path) 
     assert f"warm start from {weights}/fold0.pt" in (tmp_path / "out2/fit_fold0.log").read_text()
     grown = json.loads((tmp_path / "out2/weights/splits.json").read_text())
     assert all(set(a["val"]) <= set(b["val"]) for a, b in zip(splits, grown, strict=True))
+    # without CASES: as many phantoms as the folds file names, so nothing is missing and nothing new
+    third = {k: v for k, v in again.items() if k != "CASES"}
+    third.update(OUT=str(tmp_path / "out3"), INIT="", SPLITS=str(tmp_path / "out2/weights/splits.json"))
+    run = subprocess.run(["bash", str(ROOT / "scripts/train_demo_gpu.sh")], env=third, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "phantoms: 6 in" in run.stdout and "0 cases placed" in run.stdout
