@@ -129,9 +129,9 @@ class CaseStore:
         )
 
     def ensure(self, case_id: str) -> None:
-        pet_p, lab_p, meta_p = self._paths(case_id)
-        if meta_p.is_file() and pet_p.is_file() and lab_p.is_file():
+        if self.is_cached(case_id):
             return
+        pet_p, lab_p, meta_p = self._paths(case_id)
         pet, label, affine = preprocess_case(self.by_id[case_id], self.config)
         _atomic_save_npy(pet, pet_p)
         _atomic_save_npy(label, lab_p)
