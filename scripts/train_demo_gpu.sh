@@ -35,8 +35,9 @@ if [ -n "$INIT" ] && [ -z "$SPLITS" ]; then
 fi
 if [ -z "${CASES:-}" ]; then  # as many phantoms as the folds name (seeds 0..N-1), so --extend finds them all
     if [ -n "$SPLITS" ]; then
-        CASES=$(python3 -c 'import json, sys; print(len({c for f in json.load(open(sys.argv[1])) for c in f["train"] + f["val"]}))' "$SPLITS") \
-            || { echo "error: cannot read the folds file SPLITS=$SPLITS" >&2; exit 2; }
+        CASES=$(python3 -c 'import sys; from training.splits import SplitError, cases_of, load_splits
+try: print(len(cases_of(load_splits(sys.argv[1]))))
+except SplitError as err: sys.exit(f"error: SPLITS: {err}")' "$SPLITS") || exit 2
     else
         CASES=120
     fi

@@ -192,14 +192,14 @@ def cmd_splits(args: argparse.Namespace) -> int:
                                             train_only=args.train_only)
         except SplitError as err:
             raise SplitError(f"{args.extend}: {err}") from None
-        added = len(records) - len({c for f in old for c in (*f["train"], *f["val"])})
+        added = len(records) - len(splits_mod.cases_of(old))
     else:
         folds = splits_mod.make_folds(records, n_folds=args.n_folds or 5, seed=args.seed, positive=positive)
         added = len(records)
     splits_mod.save_splits(folds, args.out)
     sizes = "/".join(str(len(f["val"])) for f in folds)
     lesion = "/".join(str(sum(positive.get(c, False) for c in f["val"])) for f in folds)
-    extra = len({c for f in folds for c in f["train"]} - {c for f in folds for c in f["val"]})
+    extra = len(splits_mod.cases_of(folds) - {c for f in folds for c in f["val"]})
     print(f"wrote {args.out}: {added} cases placed; validation sizes {sizes}, with lesions {lesion}"
           + (f"; {extra} in every fold's training set only" if extra else ""))
     return 0

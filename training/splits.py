@@ -95,6 +95,11 @@ def _as_folds(folds: Sequence[Sequence[str]], all_cases: Sequence[str],
     return out
 
 
+def cases_of(folds: Sequence[Mapping[str, Any]]) -> set[str]:
+    """Every case a folds file names, in a training or a validation set."""
+    return {c for f in folds for c in (*f["train"], *f["val"])}
+
+
 def extend_folds(
     folds: Sequence[Mapping[str, Any]], records: Sequence[Any], seed: int = 0,
     positive: Mapping[str, bool] | None = None, train_only: bool = False,
@@ -118,7 +123,7 @@ def extend_folds(
     fold_of = {c: k for k, val in enumerate(val_sets) for c in val}
     pos = positive or {}
     npos = [sum(bool(pos.get(c, False)) for c in val) for val in val_sets]
-    placed = {c for f in ordered for c in (*f["train"], *f["val"])}
+    placed = cases_of(ordered)
     new: dict[str, list[str]] = {}
     seen: set[str] = set()
     for patient, cases in _by_patient(records).items():
@@ -146,9 +151,7 @@ def check_folds(folds: Sequence[Mapping[str, Any]], records: Sequence[Any] | Non
     A case in no val fold is training data of every fold (``extend_folds(train_only=True)``); its
     patient must then have no case in any val fold.
     """
-    every: set[str] = set()
-    for f in folds:
-        every |= set(f["train"]) | set(f["val"])
+    every = cases_of(folds)
     counts: dict[str, int] = defaultdict(int)
     for f in folds:
         if set(f["train"]) & set(f["val"]):
