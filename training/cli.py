@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from model.config import preset
+from model.config import PRESETS, preset
 from model.network import CheckpointError
 
 from .data import CaseSource, CaseStore, as_sources
@@ -281,6 +281,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_widen(args: argparse.Namespace) -> int:
+    """Trained weights -> the same function in a wider preset's network, to warm-start with --init-from."""
+    from .widen import WidenError, widen_weights
+
+    try:
+        written = widen_weights(Path(args.weights), preset(args.preset), Path(args.out), args.noise, args.seed)
+    except WidenError as err:
+        raise CheckpointError(str(err)) from None
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from .fit import plot_curves
 
@@ -317,6 +330,9 @@ def _folds(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
 
+_PRESET_NAMES = tuple(PRESETS)
+
+
 def _add_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="dataset root")
     p.add_argument(
@@ -324,7 +340,7 @@ def _add_data(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--channel-order", default="ct_pet", help="nnunet layout: ct_pet (autoPET III) or pet_ct")
     p.add_argument(
-        "--preset", choices=("paper", "demo", "tiny"), default="paper", help="model + recipe preset"
+        "--preset", choices=_PRESET_NAMES, default="paper", help="model + recipe preset"
     )
     p.add_argument("--cache-dir", help="preprocessed-array cache (default RUN_DIR/cache)")
 
@@ -411,6 +427,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=_folds, default=[0, 1, 2, 3, 4])
     p.add_argument("--description", default="", help="what the weights were trained on")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("widen", help="copy trained weights into a wider preset's network (same output)")
+    p.add_argument("--weights", required=True, help="a checkpoint, or a folder of them (e.g. weights/)")
+    p.add_argument("--preset", choices=_PRESET_NAMES, required=True, help="the wider network, e.g. demo-wide")
+    p.add_argument("--out", required=True, help="folder for the widened checkpoints (same file names)")
+    p.add_argument("--noise", type=float, default=0.01,
+                   help="weight noise relative to each tensor's spread, so copied channels can diverge (0: exact)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_widen)
 
     p = sub.add_parser("plot", help="loss and validation-Dice curves of all folds in one PNG")
     p.add_argument("--runs", required=True)

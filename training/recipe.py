@@ -154,7 +154,12 @@ def tiny_train_config() -> TrainConfig:
     )
 
 
-TRAIN_PRESETS = {"paper": paper_train_config, "demo": demo_train_config, "tiny": tiny_train_config}
+TRAIN_PRESETS = {
+    "paper": paper_train_config,
+    "demo": demo_train_config,
+    "demo-wide": demo_train_config,  # the same recipe; only the network is wider
+    "tiny": tiny_train_config,
+}
 
 
 def train_preset(name: str) -> TrainConfig:
