@@ -7,7 +7,8 @@
 #
 #   OUT=/some/folder bash scripts/train_demo_gpu.sh
 # Knobs: CASES [the cases of SPLITS, else 120]  BUDGET_MIN [6 per fold]  PRESET [demo]  FOLDS ["0 1 2 3 4"]  WORKERS [2 per fold]
-#        INIT [weights, when weights/fold0.pt exists: warm start]  SPLITS [weights/splits.json if present;
+#        INIT [weights, when weights/fold0.pt exists: warm start; for PRESET=demo-wide from demo weights, first
+#        `python -m training widen --weights weights --preset demo-wide --out W`, then INIT=W]  SPLITS [weights/splits.json if present;
 #        required with INIT]  SHAPE [autoPET's 400 x 400 x N at 2.04 x 2.04 x 3 mm; "X Y Z" gives that
 #        grid at 4 mm, for tests]  DEVICE [cuda]  WORK [/tmp/train_demo_gpu]
 # Afterwards, on the CPU machine: copy OUT/weights/* into weights/ and score them with
