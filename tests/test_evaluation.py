@@ -328,3 +328,24 @@ def test_cli_pictures_one_png_per_case(folders: tuple[Path, Path], tmp_path: Pat
     args = ["--gt", str(gt), "--pred", str(pred), "--pet", str(pet), "--pictures", str(pics), "--quiet"]
     assert main([*args, "--pet-suffix", "_0001", "--no-progress"]) == 0
     assert sorted(p.name for p in pics.iterdir()) == ["lesion.png", "negative.png"]
+
+
+def test_resolution_ceiling_is_exact_at_the_input_spacing_and_lower_when_coarser(tmp_path: Path) -> None:
+    """scripts/resolution_ceiling.py: a label taken to its own grid and back is unchanged; to 3x coarser it loses
+    boundary voxels (the ceiling of a network working at that spacing)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ceiling", Path(__file__).resolve().parents[1]
+                                                  / "scripts/resolution_ceiling.py")
+    ceiling = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ceiling)
+    ball = (np.indices((40, 40, 30)) - np.array([20, 20, 15])[:, None, None, None]) ** 2
+    gt = (ball.sum(0) <= 36).astype(np.uint8)  # radius 6 voxels
+    label = sitk.GetImageFromArray(gt)
+    label.SetSpacing((2.0, 2.0, 3.0))
+    label.SetOrigin((-40.0, 12.5, 100.0))
+    same = ceiling.round_trip(label, (2.0, 2.0, 3.0), sitk.sitkNearestNeighbor)
+    assert np.array_equal(same, gt.astype(bool))
+    coarse = ceiling.round_trip(label, (6.0, 6.0, 6.0), sitk.sitkNearestNeighbor)
+    dice = 2 * (coarse & (gt > 0)).sum() / (coarse.sum() + gt.sum())
+    assert 0.5 < dice < 0.99
