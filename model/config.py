@@ -124,9 +124,10 @@ def demo_wide_config() -> ModelConfig:
     """The demo network with three times the parameters (4.5 M), all of them in the coarse levels.
 
     Filters 96/128/128 at 1/8, 1/16 and 1/32 of the window's resolution add capacity where the
-    network decides which hot structure is a lesion, at almost no extra compute (a bf16 training
-    step on two cores: 0.53-0.69 s against 0.61-0.64 s). ``python -m training widen`` turns trained
-    ``demo`` weights into this network's without changing what they compute.
+    network decides which hot structure is a lesion, at little extra compute (on two cores: training
+    epochs 12-19 s against 9-13 s, a whole phantom through ``process.py`` 45 s against 37 s).
+    ``python -m training widen`` turns trained ``demo`` weights into this network's without changing
+    what they compute.
     """
     return demo_config().with_(filters=(8, 16, 32, 96, 128, 128), name="demo-wide")
 

@@ -1,13 +1,14 @@
-"""The Dice a perfect network could reach at a working spacing: the ground truth there and back.
+"""Label round trip: the Dice of a lesion label taken to a working spacing and back.
 
     python scripts/resolution_ceiling.py --data data/phantoms/test --spacing 4 4 4
 
 Why: the demo networks work at 4 mm and their masks are mapped back to the PET's 2.04 x 2.04 x 3 mm
-grid. Small lesions lose voxels both ways, so even a network that reproduced its training labels
-exactly would not reach Dice 1 on the input grid. This script takes each lesion study's label,
-resamples it onto the working grid as training does (nearest neighbour: ``label``) or as a soft
-occupancy (linear: ``soft``, what a network predicting partial volumes could at best express),
-maps it back as ``process.py`` maps logits (linear, then > 0) and scores it with ``evaluation``.
+grid, so small lesions lose boundary voxels. This script takes each lesion study's label onto the
+working grid (the RAS grid at that spacing that preprocessing builds) as training does (nearest
+neighbour: ``label``) or linearly interpolated (``soft``), maps it back as ``process.py`` maps
+logits (linear, then > 0) and scores it with ``evaluation``. It estimates what a network that
+reproduced its training labels exactly would score; it is not an upper bound, since a network's
+logits can place a boundary between the voxel centres differently from the resampled label.
 """
 
 from __future__ import annotations
@@ -23,14 +24,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from evaluation.metrics import case_metrics  # noqa: E402
-from model.preprocessing import Grid, resample_back, target_grid  # noqa: E402
+from model.preprocessing import Grid, Orientation, resample_back, target_grid  # noqa: E402
 from training.layouts import read_tcia  # noqa: E402
 
 
 def round_trip(label: sitk.Image, spacing: tuple[float, float, float], interpolator: int) -> np.ndarray:
     """label (input grid) -> working grid -> input grid as a 0/1 array (z, y, x)."""
     source = Grid.of(label)
-    work = target_grid(source, spacing)
+    work = target_grid(Orientation.of(source.direction).ras_grid(source), spacing)  # as preprocessing builds it
     low = sitk.Resample(sitk.Cast(label, sitk.sitkFloat32), work.reference(), sitk.Transform(), interpolator, 0.0)
     score = sitk.GetArrayFromImage(low).transpose(2, 1, 0) - 0.5  # a logit-like score: > 0 is lesion
     back = resample_back(score, work, source, default=-0.5)

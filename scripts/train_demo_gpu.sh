@@ -3,12 +3,13 @@
 #
 # For a lent GPU with a short time limit: phantoms are made there (one process per case), the
 # folds train side by side (the demo network uses under 1 GiB of GPU memory and a fraction of its
-# compute, so five processes share one card), and only the weights come back (5 x 6 MB).
+# compute, so five processes share one card), and only the weights come back (5 x 18 MB for demo-wide).
 #
 #   OUT=/some/folder bash scripts/train_demo_gpu.sh
-# Knobs: CASES [the cases of SPLITS, else 120]  BUDGET_MIN [6 per fold]  PRESET [demo]  FOLDS ["0 1 2 3 4"]  WORKERS [2 per fold]
-#        INIT [weights, when weights/fold0.pt exists: warm start; for PRESET=demo-wide from demo weights, first
-#        `python -m training widen --weights weights --preset demo-wide --out W`, then INIT=W]  SPLITS [weights/splits.json if present;
+# Knobs: CASES [the cases of SPLITS, else 120]  BUDGET_MIN [6 per fold]  PRESET [INIT's, else demo]  FOLDS ["0 1 2 3 4"]  WORKERS [2 per fold]
+#        INIT [weights, when weights/fold0.pt exists: warm start; PRESET then defaults to the preset in INIT's
+#        manifest.json; to warm-start a wider preset from narrower weights, first
+#        `python -m training widen --weights OLD --preset demo-wide --out W`, then INIT=W]  SPLITS [weights/splits.json if present;
 #        required with INIT]  SHAPE [autoPET's 400 x 400 x N at 2.04 x 2.04 x 3 mm; "X Y Z" gives that
 #        grid at 4 mm, for tests]  DEVICE [cuda]  WORK [/tmp/train_demo_gpu]
 # Afterwards, on the CPU machine: copy OUT/weights/* into weights/ and score them with
@@ -21,6 +22,7 @@ fi
 cd "$(dirname "$0")/.." || exit 1
 OUT=${OUT:?set OUT to a results folder}
 BUDGET_MIN=${BUDGET_MIN:-6}
+PRESET_SET=${PRESET:-}
 PRESET=${PRESET:-demo}
 FOLDS=${FOLDS:-0 1 2 3 4}
 FOLDS=${FOLDS//,/ }
@@ -28,6 +30,9 @@ WORKERS=${WORKERS:-2}
 DEVICE=${DEVICE:-cuda}
 WORK=${WORK:-/tmp/train_demo_gpu}
 if [ -z "${INIT+x}" ]; then INIT=$([ -f weights/fold0.pt ] && echo weights || echo ""); fi
+if [ -z "${PRESET_SET:-}" ] && [ -n "$INIT" ] && [ -f "$INIT/manifest.json" ]; then  # warm start: the network INIT holds
+    PRESET=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["preset"])' "$INIT/manifest.json") || exit 2
+fi
 if [ -z "${SPLITS+x}" ]; then SPLITS=$([ -f weights/splits.json ] && echo weights/splits.json || echo ""); fi
 if [ -n "$INIT" ] && [ -z "$SPLITS" ]; then
     echo "error: INIT=$INIT needs SPLITS (the folds those networks trained with); new folds would leak" \

@@ -33,9 +33,10 @@ def test_trains_folds_side_by_side_and_exports_loadable_weights(tmp_path: Path) 
     refused = subprocess.run(["bash", str(ROOT / "scripts/train_demo_gpu.sh")], capture_output=True, text=True,
                              env={**env, "INIT": str(weights), "SPLITS": ""}, timeout=60)
     assert refused.returncode == 2 and "needs SPLITS" in refused.stderr
-    # a second call: one more phantom, fold 0 warm-started, the old folds kept
+    # a second call: one more phantom, fold 0 warm-started, the old folds kept; no PRESET: INIT's manifest names it
     again = {**env, "OUT": str(tmp_path / "out2"), "CASES": "6", "FOLDS": "0", "INIT": str(weights),
              "SPLITS": str(weights / "splits.json")}
+    del again["PRESET"]
     run = subprocess.run(["bash", str(ROOT / "scripts/train_demo_gpu.sh")], env=again, capture_output=True,
                          text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
@@ -45,7 +46,7 @@ def test_trains_folds_side_by_side_and_exports_loadable_weights(tmp_path: Path) 
     assert all(set(a["val"]) <= set(b["val"]) for a, b in zip(splits, grown, strict=True))
     # without CASES: as many phantoms as the folds file names, so nothing is missing and nothing new
     third = {k: v for k, v in again.items() if k != "CASES"}
-    third.update(OUT=str(tmp_path / "out3"), INIT="", SPLITS=str(tmp_path / "out2/weights/splits.json"))
+    third.update(OUT=str(tmp_path / "out3"), INIT="", SPLITS=str(tmp_path / "out2/weights/splits.json"), PRESET="tiny")
     run = subprocess.run(["bash", str(ROOT / "scripts/train_demo_gpu.sh")], env=third, capture_output=True,
                          text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]

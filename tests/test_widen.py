@@ -9,7 +9,7 @@ import torch
 from model.config import preset
 from model.network import build_network, load_checkpoint, save_checkpoint
 from training.cli import main as training_main
-from training.widen import WidenError, channel_maps, widen_network
+from training.widen import WidenError, channel_maps, widen_network, widen_weights
 
 TINY = preset("tiny")
 # level by level: unchanged, 1.5x (copies of some channels), 2x, 3x (every channel copied twice)
@@ -69,8 +69,6 @@ def test_widened_checkpoints_warm_start_a_fit_of_the_wider_network(tmp_path):
 
     sources = write_tcia_phantoms(tmp_path / "tcia", [0])
     save_checkpoint(tmp_path / "narrow" / "fold0.pt", _trained_like(TINY), TINY, fold=0)
-    from training.widen import widen_weights
-
     written = widen_weights(tmp_path / "narrow", TINY_WIDE, tmp_path / "wide", noise=0.0)
     assert [p.name for p in written] == ["fold0.pt"]
     loaded = load_checkpoint(written[0])
@@ -100,3 +98,19 @@ def test_widen_command_writes_loadable_demo_wide_weights_and_names_a_bad_file(tm
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "fold0.pt" in err and "kernel_size" in err and "\n" not in err
     assert not (tmp_path / "bad").exists()
+
+
+def test_widening_refuses_what_it_cannot_preserve_and_never_overwrites_its_source(tmp_path):
+    old = _trained_like(TINY)
+    with pytest.raises(WidenError, match="already"):
+        widen_network(old, TINY, TINY)
+    batch = TINY.with_(norm_name="batch")
+    with pytest.raises(WidenError, match="instance norm"):
+        widen_network(build_network(batch), batch, batch.with_(filters=(4, 12, 32, 48)))
+    # a stride-1 level 1 with as many channels as level 0 has no 1x1 projection; widened alone it would need one
+    flat = TINY.with_(filters=(4, 4, 16, 16), strides=(1, 1, 2, 2))
+    with pytest.raises(WidenError, match="level 1: .*projection"):
+        widen_network(build_network(flat), flat, flat.with_(filters=(4, 8, 16, 16)))
+    save_checkpoint(tmp_path / "w" / "fold0.pt", old, TINY, fold=0)
+    with pytest.raises(WidenError, match="folder the weights come from"):
+        widen_weights(tmp_path / "w", TINY_WIDE, tmp_path / "w")

@@ -1,4 +1,4 @@
-"""``python -m training {prepare,fit,cv,revalidate,export,plot}``: thin argument parsing over the Python API."""
+"""``python -m training {prepare,splits,fit,cv,revalidate,export,widen,plot}``: argument parsing over the API."""
 
 from __future__ import annotations
 

@@ -39,6 +39,23 @@ def check_widenable(old: ModelConfig, new: ModelConfig) -> None:
         raise WidenError(f"'{old.name}' and '{new.name}' differ in {', '.join(differ)}; widening changes only filters")
     if len(old.filters) != len(new.filters) or any(n < o for o, n in zip(old.filters, new.filters, strict=True)):
         raise WidenError(f"filters {list(new.filters)} do not widen {list(old.filters)} level by level")
+    if tuple(old.filters) == tuple(new.filters):
+        raise WidenError(f"filters {list(new.filters)} are already the network's; nothing to widen")
+    if old.norm_name != "instance":  # norms with weights or running statistics would need copying too
+        raise WidenError(f"norm '{old.norm_name}': only parameter-free instance norm keeps copies identical")
+    projections = [_has_projection(old, level) != _has_projection(new, level) for level in range(len(old.filters))]
+    if any(projections):
+        level = projections.index(True)
+        raise WidenError(f"level {level}: widening changes whether its residual block has a 1x1 projection "
+                         "(stride-1 level whose channel count starts or stops matching its input's)")
+
+
+def _has_projection(config: ModelConfig, level: int) -> bool:
+    """MONAI's UnetResBlock adds a 1x1 conv when its input and output channels or its stride differ."""
+    n_in = config.in_channels if level == 0 else config.filters[level - 1]
+    stride = config.strides[level]
+    strided = any(s != 1 for s in (stride if isinstance(stride, tuple) else (stride,)))
+    return bool(config.res_block) and (n_in != config.filters[level] or strided)
 
 
 def channel_maps(old: ModelConfig, new: ModelConfig, rng: np.random.Generator) -> list[np.ndarray]:
@@ -119,15 +136,25 @@ def widen_network(
 
 
 def widen_weights(source: Path, new: ModelConfig, out: Path, noise: float = 0.01, seed: int = 0) -> list[Path]:
-    """Widen a checkpoint or every checkpoint of a folder into ``out`` (same file names)."""
-    written = []
-    for k, path in enumerate(checkpoint_files(Path(source))):
+    """Widen a checkpoint or every checkpoint of a folder into ``out`` (same file names).
+
+    Every checkpoint is widened before any is written, so a refusal leaves ``out`` untouched; ``out``
+    may not be the source folder (its manifest's sha256s would no longer match).
+    """
+    files = checkpoint_files(Path(source))
+    if any(Path(out).resolve() == f.parent.resolve() for f in files):
+        raise WidenError(f"{out}: is the folder the weights come from; write the widened ones elsewhere")
+    widened = []
+    for k, path in enumerate(files):
         loaded = load_checkpoint(path)
         try:
             net = widen_network(loaded.network, loaded.config, new, noise=noise, seed=seed + k)
         except WidenError as err:
             raise WidenError(f"{path}: {err}") from None
         meta = {key: loaded.metadata[key] for key in ("fold",) if key in loaded.metadata}
+        widened.append((path, net, meta))
+    written = []
+    for path, net, meta in widened:
         target = Path(out) / path.name
         save_checkpoint(target, net, new, widened_from=str(path), widen_noise=noise, **meta)
         written.append(target)
