@@ -22,16 +22,19 @@ fi
 cd "$(dirname "$0")/.." || exit 1
 OUT=${OUT:?set OUT to a results folder}
 BUDGET_MIN=${BUDGET_MIN:-6}
-PRESET_SET=${PRESET:-}
-PRESET=${PRESET:-demo}
 FOLDS=${FOLDS:-0 1 2 3 4}
 FOLDS=${FOLDS//,/ }
 WORKERS=${WORKERS:-2}
 DEVICE=${DEVICE:-cuda}
 WORK=${WORK:-/tmp/train_demo_gpu}
 if [ -z "${INIT+x}" ]; then INIT=$([ -f weights/fold0.pt ] && echo weights || echo ""); fi
-if [ -z "${PRESET_SET:-}" ] && [ -n "$INIT" ] && [ -f "$INIT/manifest.json" ]; then  # warm start: the network INIT holds
-    PRESET=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["preset"])' "$INIT/manifest.json") || exit 2
+if [ -z "${PRESET:-}" ]; then  # a warm start trains the network INIT holds (its manifest names the preset)
+    PRESET=$(python3 -c 'import json, sys
+path = sys.argv[1] + "/manifest.json"
+try: print(json.load(open(path)).get("preset") or "demo")
+except FileNotFoundError: print("demo")
+except (OSError, ValueError, AttributeError) as err: sys.exit(f"error: INIT: {path}: unreadable manifest ({err})")' \
+        "${INIT:-/nonexistent}") || exit 2
 fi
 if [ -z "${SPLITS+x}" ]; then SPLITS=$([ -f weights/splits.json ] && echo weights/splits.json || echo ""); fi
 if [ -n "$INIT" ] && [ -z "$SPLITS" ]; then

@@ -332,7 +332,7 @@ def test_cli_pictures_one_png_per_case(folders: tuple[Path, Path], tmp_path: Pat
 
 def test_resolution_ceiling_is_exact_at_the_input_spacing_and_lower_when_coarser(tmp_path: Path) -> None:
     """scripts/resolution_ceiling.py: a label taken to its own grid and back is unchanged; to 3x coarser it loses
-    boundary voxels (the ceiling of a network working at that spacing)."""
+    boundary voxels (what a network reproducing labels at that spacing would lose)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("ceiling", Path(__file__).resolve().parents[1]

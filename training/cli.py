@@ -19,6 +19,7 @@ from .data import CaseSource, CaseStore, as_sources
 from .layouts import LayoutError
 from .recipe import TrainConfig, train_preset
 from .splits import SplitError
+from .widen import WidenError
 
 LAYOUTS = ("tcia", "nnunet")
 
@@ -283,12 +284,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_widen(args: argparse.Namespace) -> int:
     """Trained weights -> the same function in a wider preset's network, to warm-start with --init-from."""
-    from .widen import WidenError, widen_weights
+    from .widen import widen_weights
 
-    try:
-        written = widen_weights(Path(args.weights), preset(args.preset), Path(args.out), args.noise, args.seed)
-    except WidenError as err:
-        raise CheckpointError(str(err)) from None
+    written = widen_weights(Path(args.weights), preset(args.preset), Path(args.out), args.noise, args.seed)
     for path in written:
         print(f"wrote {path}")
     return 0
@@ -450,7 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (LayoutError, SplitError, CheckpointError) as err:  # the user's data, not a bug
+    except (LayoutError, SplitError, CheckpointError, WidenError) as err:  # the user's data, not a bug
         print(f"error: {err}", file=sys.stderr)
         return 2
 
