@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from evaluation.metrics import case_metrics  # noqa: E402
 from model.preprocessing import Grid, Orientation, resample_back, target_grid  # noqa: E402
-from training.layouts import read_tcia  # noqa: E402
+from training.layouts import LayoutError, read_tcia  # noqa: E402
 
 
 def round_trip(label: sitk.Image, spacing: tuple[float, float, float], interpolator: int) -> np.ndarray:
@@ -44,9 +44,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spacing", type=float, nargs=3, default=(4.0, 4.0, 4.0), help="working spacing, mm")
     args = parser.parse_args(argv)
     spacing = tuple(float(s) for s in args.spacing)
+    try:
+        records = read_tcia(args.data)
+    except LayoutError as err:
+        raise SystemExit(f"error: {err}") from None
     rows = []
-    for record in read_tcia(args.data):
-        label = sitk.ReadImage(str(record.label), sitk.sitkUInt8)
+    for record in records:
+        try:
+            label = sitk.ReadImage(str(record.label), sitk.sitkUInt8)
+        except RuntimeError as err:  # SimpleITK's message is many lines; keep its first
+            first = (str(err).strip().splitlines() or ["?"])[0][:200]
+            raise SystemExit(f"error: {record.label}: unreadable label ({first})") from None
         gt = sitk.GetArrayFromImage(label) > 0
         if not gt.any():
             continue
