@@ -487,6 +487,33 @@ def test_crop_dataset_serves_finite_batches(phantoms, cache_dir) -> None:
     assert meta["lesion_voxels"] > 0
 
 
+def test_float16_cache_is_separate_close_and_serves_float32(phantoms, cache_dir, tmp_path) -> None:
+    """--cache-dtype float16: its own cache folder, PET within float16 rounding of the float32 cache,
+    and crops and validation volumes still reach the network as float32."""
+    from training.fit import validate
+
+    full = CaseStore(phantoms[:3], preset("tiny"), cache_dir)
+    half = CaseStore(phantoms[:3], preset("tiny"), tmp_path / "half", dtype="float16")
+    assert full.folder.name != half.folder.name
+    assert CaseStore(phantoms[:3], preset("tiny"), tmp_path / "x").folder.name == full.folder.name  # key unchanged
+    half.ensure_all()
+    for src in phantoms[:3]:
+        (a, la, ma), (b, lb, mb) = full.load(src.case_id, mmap=False), half.load(src.case_id, mmap=False)
+        assert b.dtype == np.float16 and mb["dtype"] == "float16"
+        assert np.abs(a - b.astype(np.float32)).max() <= 5e-4 and np.array_equal(la, lb)
+        assert ma["lesion_voxels"] == mb["lesion_voxels"]
+    for train in (_tiny(), train_preset("demo").with_(batch_size=2, samples_per_volume=2)):
+        ds = CropDataset(half, [p.case_id for p in phantoms[:3]], preset("tiny"), train)
+        ds.set_draws([0, 1, 2])
+        assert all(c["pet"].dtype == torch.float32 for i in range(3) for c in ds[i])
+    net = build_network(preset("tiny"))
+    ids = [p.case_id for p in phantoms[:2]]
+    a, b = (validate(net, store, ids, preset("tiny"), "cpu") for store in (full, half))
+    assert a["val_cases"] == b["val_cases"] == 2 and np.isfinite(b["val_fpv_ml"])
+    with pytest.raises(ValueError, match="cache dtype"):
+        CaseStore(phantoms[:1], preset("tiny"), tmp_path / "bad", dtype="int8")
+
+
 def test_parallel_prepare_writes_the_same_cache_and_names_a_bad_file(phantoms, tmp_path) -> None:
     """prepare --workers N: the same arrays as one process; a broken study stops it with its path."""
     serial = CaseStore(phantoms[:3], preset("tiny"), tmp_path / "serial")

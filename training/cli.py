@@ -15,7 +15,7 @@ import torch
 from model.config import PRESETS, preset
 from model.network import CheckpointError
 
-from .data import CaseSource, CaseStore, as_sources
+from .data import CACHE_DTYPES, CaseSource, CaseStore, as_sources
 from .layouts import LayoutError
 from .recipe import TrainConfig, train_preset
 from .splits import SplitError
@@ -140,6 +140,7 @@ def run_fold(args: argparse.Namespace, fold: int, records: Sequence[Any]) -> Any
         train,
         Path(args.out) / f"fold{fold}",
         cache_dir=_cache_dir(args),
+        cache_dtype=args.cache_dtype,
         resume=args.resume,
         device=args.device,
         num_workers=args.num_workers,
@@ -170,7 +171,7 @@ def _cache_dir(args: argparse.Namespace) -> Path:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     records = read_records(Path(args.data), args.layout, args.channel_order)
-    store = CaseStore(as_sources(records), preset(args.preset), _cache_dir(args))
+    store = CaseStore(as_sources(records), preset(args.preset), _cache_dir(args), args.cache_dtype)
     store.ensure_all(progress=True, workers=args.workers)
     print(f"{len(records)} cases preprocessed into {store.folder}")
     return 0
@@ -263,11 +264,12 @@ def cmd_revalidate(args: argparse.Namespace) -> int:
         folder = Path(args.out) / f"fold{fold}"
         if args.all_cases:
             _, val_src = fold_sources(records, args.splits, fold)
-            r = validate_full(folder, sources, [v.case_id for v in val_src], _cache_dir(args), args.device)
+            r = validate_full(folder, sources, [v.case_id for v in val_src], _cache_dir(args), args.device,
+                              args.cache_dtype)
             print(f"fold {fold}: epoch {r['epoch']} on all {r['val_cases']} validation cases: Dice {r['val_dice']:.3f} "
                   f"FPV {r['val_fpv_ml']:.2f} ml FNV {r['val_fnv_ml']:.2f} ml", flush=True)
             continue
-        ran = validate_final(folder, sources, _cache_dir(args), args.device)
+        ran = validate_final(folder, sources, _cache_dir(args), args.device, args.cache_dtype)
         print(f"fold {fold}: {'validated' if ran else 'nothing to do'}", flush=True)
     return 0
 
@@ -341,6 +343,9 @@ def _add_data(p: argparse.ArgumentParser) -> None:
         "--preset", choices=_PRESET_NAMES, default="paper", help="model + recipe preset"
     )
     p.add_argument("--cache-dir", help="preprocessed-array cache (default RUN_DIR/cache)")
+    p.add_argument("--cache-dtype", choices=CACHE_DTYPES, default="float32",
+                   help="dtype of the cached PET arrays: float16 halves disk and page cache for large datasets "
+                        "(a separate cache; give the same value to prepare, fit/cv and revalidate)")
 
 
 def _add_training(p: argparse.ArgumentParser) -> None:

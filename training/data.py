@@ -1,7 +1,7 @@
 """Preprocess each case once, keep the result on disk, and serve training crops from it.
 
-The cache point of the recipe is after percentile scaling: PET (float32) and label (uint8) at the
-target spacing are written as ``.npy`` per case and memory-mapped afterwards. That is MONAI's
+The cache point of the recipe is after percentile scaling: PET (float32, or float16 on request) and
+label (uint8) at the target spacing are written as ``.npy`` per case and memory-mapped afterwards. That is MONAI's
 PersistentDataset idea, but memory-mapped: a crop reads only its own voxels, the OS page cache keeps
 hot cases in RAM, and memory use is bounded by the machine, not by a cache rate.
 """
@@ -33,6 +33,10 @@ MAX_HOT_INDICES = 50_000
 #: hot structures smaller than this (voxels) are weighted as if they had this size: noise specks and
 #: bowel patches keep a share in proportion to their voxels instead of one each
 HOT_MIN_COMPONENT = 27
+#: dtypes the PET cache may be stored in: float16 halves the disk and page cache a dataset needs
+#: (scaled PET lies in [0, 1], where float16 keeps three significant digits), so a larger dataset
+#: is still served from RAM; crops and validation volumes are float32 whatever the cache holds
+CACHE_DTYPES = ("float32", "float16")
 
 
 def hot_pool(hot_mask: np.ndarray, balance: float, rng: np.random.Generator,
@@ -72,10 +76,15 @@ def as_sources(records: Sequence[Any]) -> list[CaseSource]:
     return [CaseSource(str(r.case_id), Path(r.pet), Path(r.label)) for r in records]
 
 
-def cache_key(config: ModelConfig) -> str:
-    """Preprocessed arrays depend only on spacing and percentiles: one cache serves every network size."""
-    text = json.dumps({"spacing": list(config.spacing), "percentiles": list(config.percentiles), "v": 1})
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+def cache_key(config: ModelConfig, dtype: str = "float32") -> str:
+    """Preprocessed arrays depend only on spacing, percentiles and the stored dtype: one cache serves
+    every network size. A float32 cache keeps the key it always had."""
+    if dtype not in CACHE_DTYPES:
+        raise ValueError(f"cache dtype must be one of {CACHE_DTYPES}, got {dtype!r}")
+    fields = {"spacing": list(config.spacing), "percentiles": list(config.percentiles), "v": 1}
+    if dtype != "float32":
+        fields["dtype"] = dtype
+    return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:12]
 
 
 def _atomic_save_npy(array: np.ndarray, path: Path) -> None:
@@ -112,12 +121,18 @@ def preprocess_case(source: CaseSource, config: ModelConfig) -> tuple[np.ndarray
 
 
 class CaseStore:
-    """Preprocessed cases in ``cache_dir/<cache key>/``; builds missing ones on first use."""
+    """Preprocessed cases in ``cache_dir/<cache key>/``; builds missing ones on first use.
 
-    def __init__(self, sources: Sequence[CaseSource], config: ModelConfig, cache_dir: Path) -> None:
+    ``dtype`` is the PET array's stored dtype (see ``CACHE_DTYPES``); ``load`` returns it as stored.
+    """
+
+    def __init__(
+        self, sources: Sequence[CaseSource], config: ModelConfig, cache_dir: Path, dtype: str = "float32"
+    ) -> None:
         self.sources = list(sources)
         self.config = config
-        self.folder = Path(cache_dir) / cache_key(config)
+        self.dtype = dtype
+        self.folder = Path(cache_dir) / cache_key(config, dtype)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.by_id = {s.case_id: s for s in self.sources}
 
@@ -133,7 +148,7 @@ class CaseStore:
             return
         pet_p, lab_p, meta_p = self._paths(case_id)
         pet, label, affine = preprocess_case(self.by_id[case_id], self.config)
-        _atomic_save_npy(pet, pet_p)
+        _atomic_save_npy(pet.astype(self.dtype), pet_p)
         _atomic_save_npy(label, lab_p)
         meta = {
             "case_id": case_id,
@@ -141,6 +156,7 @@ class CaseStore:
             "affine": affine.tolist(),
             "lesion_voxels": int(label.sum()),
             "spacing": list(self.config.spacing),
+            "dtype": self.dtype,
         }
         tmp = meta_p.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(meta))
@@ -249,7 +265,7 @@ class CropDataset(Dataset):
         if hot_path:
             item["fg_idx"], item["hot_idx"] = self.index[case_id]
         else:  # MONAI's crop wants whole arrays in memory, as float
-            item["pet"] = torch.from_numpy(np.ascontiguousarray(item["pet"]))
+            item["pet"] = torch.from_numpy(np.ascontiguousarray(item["pet"], dtype=np.float32))
             item["label"] = torch.from_numpy(item["label"].astype(np.float32))
         out = self.transform(item)
         return out if isinstance(out, list) else [out]

@@ -235,6 +235,7 @@ def validate(
     with torch.no_grad():
         for case_id in list(case_ids)[info.rank :: info.world]:
             pet, label, _ = store.load(case_id, mmap=False)
+            pet = pet.astype(np.float32, copy=False)  # a float16 cache
             pred = np.zeros(label.shape, dtype=np.uint8)
             box = body_box(pet > BODY_LEVEL, tuple(int(np.ceil(30.0 / s)) for s in config.spacing))
             if box is not None:  # the container's body crop (on the working grid here)
@@ -354,6 +355,7 @@ def fit(
     out: Path,
     *,
     cache_dir: Path,
+    cache_dtype: str = "float32",
     resume: bool = False,
     device: str | None = None,
     num_workers: int = 0,
@@ -385,7 +387,7 @@ def fit(
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
 
-    store = CaseStore(list(train_sources) + list(val_sources), config, cache_dir)
+    store = CaseStore(list(train_sources) + list(val_sources), config, cache_dir, cache_dtype)
     if info.is_main:  # one process builds the cache; the others wait for it
         store.ensure_all(progress=progress)
     _barrier(info)
@@ -615,7 +617,9 @@ def _validate_last(
     return best_dice, best_epoch
 
 
-def validate_final(out: Path, sources: Sequence[CaseSource], cache_dir: Path, device: str | None = None) -> bool:
+def validate_final(
+    out: Path, sources: Sequence[CaseSource], cache_dir: Path, device: str | None = None, cache_dtype: str = "float32"
+) -> bool:
     """Validate a fold's last.pt if its last epoch has no validation (a run stopped by its budget).
 
     Returns whether a validation ran; updates history, best.pt, metrics.csv and the curves.
@@ -627,14 +631,15 @@ def validate_final(out: Path, sources: Sequence[CaseSource], cache_dir: Path, de
     if not history or not val_ids or _finite(history[-1].get("val_dice")):
         return False
     config, net, dev = _final_network(state, device)
-    store = CaseStore(sources, config, cache_dir)
+    store = CaseStore(sources, config, cache_dir, cache_dtype)
     _validate_last(net.to(dev), net, store, val_ids, config, dev, DistInfo(), history, out,
                    float(state.get("best_val_dice", -1.0)), int(state.get("best_epoch", -1)))
     return True
 
 
 def validate_full(
-    out: Path, sources: Sequence[CaseSource], val_ids: Sequence[str], cache_dir: Path, device: str | None = None
+    out: Path, sources: Sequence[CaseSource], val_ids: Sequence[str], cache_dir: Path, device: str | None = None,
+    cache_dtype: str = "float32",
 ) -> dict[str, Any]:
     """Score a fold's final weights (``last.pt``) on every case of its validation fold.
 
@@ -649,7 +654,7 @@ def validate_full(
         raise ValueError(f"{out}: validated during training on {trained_on_val[:3]}, which this fold's "
                          "validation cases do not include: wrong splits file or fold?")
     config, net, dev = _final_network(state, device)
-    store = CaseStore(sources, config, cache_dir)
+    store = CaseStore(sources, config, cache_dir, cache_dtype)
     for case_id in val_ids:
         store.ensure(case_id)
     metrics = validate(net.to(dev), store, sorted(val_ids), config, str(dev), per_case=True)
