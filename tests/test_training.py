@@ -347,7 +347,40 @@ def test_fit_counts_skipped_steps(phantoms, cache_dir, tmp_path, monkeypatch) ->
     )
     assert result.history[0]["skipped"] == 1 and result.history[0]["steps"] == 3
     assert math.isfinite(result.history[0]["loss"])
-    assert "1" == (tmp_path / "run" / "metrics.csv").read_text().splitlines()[1].split(",")[4]
+    import csv
+
+    row = next(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    assert row["skipped"] == "1" and row["steps"] == "3"
+
+
+def test_loss_lesion_leaves_out_the_floor_of_lesion_free_batches(phantoms, cache_dir, tmp_path, monkeypatch) -> None:
+    """A batch without lesion voxels costs about 0.5 even when every voxel is called background with
+    99.9 % confidence (its lesion Dice term stays ~1 until the summed squared lesion probability falls
+    below the smoothing term, 1e-5), so the epoch loss hides fitting; ``loss_lesion`` averages the
+    batches with lesions only."""
+    import training.fit as fit_module
+
+    loss = make_loss(train_preset("demo"))
+    empty = torch.zeros(2, 1, 16, 16, 16)
+    margin = float(np.log(999.0))  # lesion probability 1e-3 on every voxel
+    confident = torch.cat([torch.full_like(empty, margin / 2), torch.full_like(empty, -margin / 2)], dim=1)
+    assert 0.5 <= float(loss(confident, empty)) < 0.51  # a network right on every voxel still pays 0.5
+    seen: list[tuple[float, bool, bool]] = []
+    real_step = fit_module.train_step
+
+    def recording_step(*args, **kwargs):
+        step = real_step(*args, **kwargs)
+        seen.append((step.loss, step.applied, step.has_lesion))
+        assert step.has_lesion == bool(args[1]["label"].any())
+        return step
+
+    monkeypatch.setattr(fit_module, "train_step", recording_step)
+    result = fit(phantoms[:4], [], preset("tiny"), _tiny(epochs=1, iters_per_epoch=6, batch_size=1,
+                 samples_per_volume=1, seed=3), tmp_path / "run", cache_dir=cache_dir, progress=False)
+    with_lesion = [v for v, applied, lesion in seen if applied and lesion]
+    assert with_lesion and len(with_lesion) < len(seen)  # both kinds of batch occurred
+    assert result.history[0]["loss_lesion"] == pytest.approx(float(np.mean(with_lesion)))
+    assert result.history[0]["loss"] == pytest.approx(float(np.mean([v for v, a, _ in seen if a])))
 
 
 def test_plan_epochs_fits_the_budget() -> None:
@@ -438,7 +471,8 @@ def test_resume_reaches_the_same_state_as_an_uninterrupted_run(phantoms, cache_d
     for key, value in a["optimizer"]["state"].items():
         assert torch.equal(value["exp_avg"], b["optimizer"]["state"][key]["exp_avg"])
     assert a["scheduler"] == b["scheduler"]
-    assert [r["loss"] for r in a["history"]] == [r["loss"] for r in b["history"]]
+    for key in ("loss", "loss_lesion"):
+        np.testing.assert_array_equal([r[key] for r in a["history"]], [r[key] for r in b["history"]])
     assert a["history"][-1]["val_dice"] == b["history"][-1]["val_dice"] or (
         math.isnan(a["history"][-1]["val_dice"]) and math.isnan(b["history"][-1]["val_dice"])
     )

@@ -33,6 +33,7 @@ def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
     assert not any(k.startswith("module.") for k in state["net"])  # saved unwrapped
     rows = list(csv.DictReader(open(run / "fold0" / "metrics.csv")))
     assert [int(r["steps"]) for r in rows] == [2, 2]
+    assert all(r["loss_lesion"] for r in rows)  # a column (a number, or nan when no batch held a lesion)
     n_val = len(state["val_cases"])
     assert n_val >= 1 and all(int(r["val_cases"]) == n_val for r in rows)  # gathered from both ranks
     assert {p.name for p in (run / "fold0").iterdir() if p.suffix == ".pt"} <= {"best.pt", "last.pt"}

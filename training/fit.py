@@ -46,6 +46,7 @@ STATE_KIND = "training-state"
 CSV_FIELDS = (
     "epoch",
     "loss",
+    "loss_lesion",
     "lr",
     "steps",
     "skipped",
@@ -138,6 +139,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 class StepResult:
     loss: float
     applied: bool
+    has_lesion: bool = False  # the batch's labels hold a lesion voxel (see ``loss_lesion``)
 
 
 def autocast_dtype(train: TrainConfig, device: torch.device) -> torch.dtype | None:
@@ -176,6 +178,7 @@ def train_step(
     """One optimiser step; a non-finite loss or gradient is never applied (no step, grads dropped)."""
     x = batch["pet"].to(device, non_blocking=True)
     y = batch["label"].to(device, non_blocking=True)
+    has_lesion = bool(batch["label"].any())
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         logits = net(x)
@@ -183,7 +186,7 @@ def train_step(
     value = float(loss.detach())
     if _any_rank(not math.isfinite(value), info):
         optimizer.zero_grad(set_to_none=True)
-        return StepResult(value, False)
+        return StepResult(value, False, has_lesion)
     scaler.scale(loss).backward()
     scaler.unscale_(optimizer)
     norms = [p.grad.detach().norm() for p in net.parameters() if p.grad is not None]
@@ -199,7 +202,7 @@ def train_step(
     else:
         applied = False
     optimizer.zero_grad(set_to_none=True)
-    return StepResult(value, applied)
+    return StepResult(value, applied, has_lesion)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -303,9 +306,15 @@ def plot_curves(histories: dict[str, list[dict[str, Any]]], path: Path, title: s
     import matplotlib.pyplot as plt
 
     fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(10, 4))
+    any_lesion = False
     for name, history in histories.items():
         epochs = [r["epoch"] for r in history]
-        ax_loss.plot(epochs, [r["loss"] for r in history], label=name)
+        line = ax_loss.plot(epochs, [r["loss"] for r in history], label=name)[0]
+        lesion = [(r["epoch"], r["loss_lesion"]) for r in history if _finite(r.get("loss_lesion"))]
+        any_lesion = any_lesion or bool(lesion)
+        if lesion:  # dashed: batches with lesion voxels only (the plain loss has a floor, see fit())
+            ax_loss.plot(*zip(*lesion, strict=True), linestyle="--", color=line.get_color(),
+                         label=f"{name} (lesion batches)" if name else "lesion batches")
         val = [(r["epoch"], r["val_dice"]) for r in history if _finite(r.get("val_dice"))]
         if val:
             ax_dice.plot(*zip(*val, strict=True), marker="o", label=name)
@@ -313,7 +322,7 @@ def plot_curves(histories: dict[str, list[dict[str, Any]]], path: Path, title: s
     ax_dice.set(xlabel="epoch", ylabel="Dice (lesion cases)", title="validation Dice", ylim=(0, 1))
     for ax in (ax_loss, ax_dice):
         ax.grid(alpha=0.3)
-        if len(histories) > 1 or title:
+        if len(histories) > 1 or title or any_lesion:
             ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
@@ -486,6 +495,10 @@ def fit(
         )
         model.train()
         losses, skipped = [], 0
+        # the DiceCE of a batch without lesion voxels is >= 0.5 whatever the network does (its lesion
+        # channel's Dice term is ~1 for any non-zero prediction), so "loss" has a floor set by the
+        # share of such batches; the mean over batches with lesions is the part that shows fitting
+        lesion_losses: list[float] = []
         bar = tqdm(
             loader,
             desc=f"epoch {epoch + 1}/{planned}",
@@ -498,6 +511,8 @@ def fit(
             step = train_step(model, batch, loss_fn, optimizer, scaler, dev, amp_dtype, info)
             if step.applied:
                 losses.append(step.loss)
+                if step.has_lesion:
+                    lesion_losses.append(step.loss)
             else:
                 skipped += 1
             bar.set_postfix(loss=f"{step.loss:.4f}", skipped=skipped, refresh=False)
@@ -506,6 +521,7 @@ def fit(
         row: dict[str, Any] = {
             "epoch": epoch + 1,
             "loss": float(np.mean(losses)) if losses else float("nan"),
+            "loss_lesion": float(np.mean(lesion_losses)) if lesion_losses else float("nan"),
             "lr": lr,
             "steps": len(losses) + skipped,
             "skipped": skipped,
@@ -514,10 +530,11 @@ def fit(
             "val_fnv_ml": float("nan"),
             "val_cases": 0,
         }
-        if info.world > 1:  # the logged loss is the mean over ranks
-            t = torch.tensor([row["loss"] if losses else 0.0, float(bool(losses))])
-            dist.all_reduce(t)
-            row["loss"] = float(t[0] / t[1]) if t[1] > 0 else float("nan")
+        if info.world > 1:  # the logged losses are means over ranks
+            for key, values in (("loss", losses), ("loss_lesion", lesion_losses)):
+                t = torch.tensor([row[key] if values else 0.0, float(bool(values))])
+                dist.all_reduce(t)
+                row[key] = float(t[0] / t[1]) if t[1] > 0 else float("nan")
         budgeting = time_budget_s is not None and epoch == 0
         val_s = 0.0
         if val_ids and (budgeting or _validates(epoch + 1, planned, train.val_every)):
