@@ -28,6 +28,7 @@ from monai.data import DataLoader, list_data_collate
 from monai.data.utils import worker_init_fn
 from tqdm import tqdm
 
+from model.allocator import keep_large_allocations_on_heap
 from model.config import ModelConfig
 from model.network import (
     atomic_torch_save,
@@ -388,6 +389,8 @@ def fit(
         device = f"cuda:{info.local_rank}"
         torch.cuda.set_device(device)
     dev = torch.device(device)
+    if dev.type == "cpu":  # every step's activations would otherwise be mapped and faulted in afresh
+        keep_large_allocations_on_heap()
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick the fastest kernels
     amp_dtype = autocast_dtype(train, dev)
