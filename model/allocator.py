@@ -4,8 +4,8 @@ glibc serves an allocation above its mmap threshold (which it raises to at most 
 ``mmap`` and returns it with ``munmap`` when freed, so a loop that allocates the same large tensors
 again and again (a training step's fp32 activations of two 64³ crops) faults every page in afresh.
 Measured in demo training on two cores without native bf16: 280 000 page faults per second, 30 %
-system time and 33-50 s epochs; with maps off and trimming raised, about 330 faults per second, 1 %
-system time and 27 s epochs. The environment variables ``MALLOC_MMAP_MAX_=0`` and
+system time and 48-52 s epochs; with maps off and trimming raised, about 300 faults per second, 1 %
+system time and 27-28 s epochs. The environment variables ``MALLOC_MMAP_MAX_=0`` and
 ``MALLOC_TRIM_THRESHOLD_`` do the same, but only when set before the process starts.
 """
 

@@ -498,9 +498,10 @@ def fit(
         )
         model.train()
         losses, skipped = [], 0
-        # the DiceCE of a batch without lesion voxels is >= 0.5 whatever the network does (its lesion
-        # channel's Dice term is ~1 for any non-zero prediction), so "loss" has a floor set by the
-        # share of such batches; the mean over batches with lesions is the part that shows fitting
+        # the DiceCE of a batch without lesion voxels is about 0.5 even when the network is right on
+        # every voxel (its lesion channel's Dice term stays ~1 until the summed squared lesion
+        # probability falls below the 1e-5 smoothing), so "loss" carries a floor set by the share of
+        # such batches; the mean over batches with lesions is the part that shows fitting
         lesion_losses: list[float] = []
         bar = tqdm(
             loader,
