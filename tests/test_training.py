@@ -673,6 +673,25 @@ def test_full_validation_scores_every_fold_case_and_reaches_the_manifest(phantom
     assert "val_full_cases" not in read_manifest(tmp_path / "w_again")["models"][0]
 
 
+def test_revalidation_reads_the_cache_dtype_the_fold_trained_on(phantoms, tmp_path) -> None:
+    """A fold trained on a float16 cache records it in last.pt; validating it again without naming
+    the dtype uses that cache rather than preprocessing every study into a new float32 one."""
+    from training.cli import build_parser
+    from training.fit import _trained_cache_dtype, validate_full
+
+    cache = tmp_path / "cache"
+    fit(phantoms[:2], phantoms[3:4], preset("tiny"), _tiny(epochs=1, iters_per_epoch=1), tmp_path / "fold0",
+        cache_dir=cache, cache_dtype="float16", progress=False, fold=0)
+    state = _state(tmp_path / "fold0" / "last.pt")
+    assert state["cache_dtype"] == "float16"
+    assert _trained_cache_dtype({k: v for k, v in state.items() if k != "cache_dtype"}) == "float32"  # older files
+    before = sorted(p.name for p in cache.iterdir())
+    full = validate_full(tmp_path / "fold0", phantoms, [phantoms[3].case_id], cache, "cpu")
+    assert full["val_cases"] == 1 and sorted(p.name for p in cache.iterdir()) == before  # no float32 cache made
+    args = build_parser().parse_args(["revalidate", "--data", "d", "--out", "o"])
+    assert args.cache_dtype is None  # so cmd_revalidate passes None: the recorded dtype
+
+
 @pytest.mark.parametrize("command", ["prepare", "fit", "cv", "revalidate", "export", "plot"])
 def test_cli_help(command: str) -> None:
     from training.cli import build_parser

@@ -345,7 +345,8 @@ def _add_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", help="preprocessed-array cache (default RUN_DIR/cache)")
     p.add_argument("--cache-dtype", choices=CACHE_DTYPES, default="float32",
                    help="dtype of the cached PET arrays: float16 halves disk and page cache for large datasets "
-                        "(a separate cache; give the same value to prepare, fit/cv and revalidate)")
+                        "(a separate cache; give the same value to prepare and fit/cv; revalidate reads it "
+                        "from last.pt)")
 
 
 def _add_training(p: argparse.ArgumentParser) -> None:
@@ -421,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=_folds, default=[0, 1, 2, 3, 4])
     p.add_argument("--device")
     p.add_argument("--threads", type=int)
-    p.set_defaults(func=cmd_revalidate)
+    p.set_defaults(func=cmd_revalidate, cache_dtype=None)  # None: the cache the fold trained on (from last.pt)
 
     p = sub.add_parser("export", help="copy each fold's checkpoint to WEIGHTS/fold<k>.pt + manifest.json")
     p.add_argument("--runs", required=True, help="run folder with fold0/ ... fold4/")

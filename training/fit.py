@@ -571,6 +571,7 @@ def fit(
                 world=info.world,
                 data=json.dumps(data_info or {}),
                 val_cases=list(val_ids),
+                cache_dtype=cache_dtype,
             )
             if improved:
                 save_checkpoint(best_path, net, config, **meta, val_metrics={k: row[k] for k in CSV_FIELDS})
@@ -639,10 +640,12 @@ def _validate_last(
 
 
 def validate_final(
-    out: Path, sources: Sequence[CaseSource], cache_dir: Path, device: str | None = None, cache_dtype: str = "float32"
+    out: Path, sources: Sequence[CaseSource], cache_dir: Path, device: str | None = None,
+    cache_dtype: str | None = None,
 ) -> bool:
     """Validate a fold's last.pt if its last epoch has no validation (a run stopped by its budget).
 
+    ``cache_dtype`` None reads the cache the fold trained on (see ``_trained_cache_dtype``).
     Returns whether a validation ran; updates history, best.pt, metrics.csv and the curves.
     """
     out = Path(out)
@@ -652,7 +655,7 @@ def validate_final(
     if not history or not val_ids or _finite(history[-1].get("val_dice")):
         return False
     config, net, dev = _final_network(state, device)
-    store = CaseStore(sources, config, cache_dir, cache_dtype)
+    store = CaseStore(sources, config, cache_dir, cache_dtype or _trained_cache_dtype(state))
     _validate_last(net.to(dev), net, store, val_ids, config, dev, DistInfo(), history, out,
                    float(state.get("best_val_dice", -1.0)), int(state.get("best_epoch", -1)))
     return True
@@ -660,7 +663,7 @@ def validate_final(
 
 def validate_full(
     out: Path, sources: Sequence[CaseSource], val_ids: Sequence[str], cache_dir: Path, device: str | None = None,
-    cache_dtype: str = "float32",
+    cache_dtype: str | None = None,
 ) -> dict[str, Any]:
     """Score a fold's final weights (``last.pt``) on every case of its validation fold.
 
@@ -675,7 +678,7 @@ def validate_full(
         raise ValueError(f"{out}: validated during training on {trained_on_val[:3]}, which this fold's "
                          "validation cases do not include: wrong splits file or fold?")
     config, net, dev = _final_network(state, device)
-    store = CaseStore(sources, config, cache_dir, cache_dtype)
+    store = CaseStore(sources, config, cache_dir, cache_dtype or _trained_cache_dtype(state))
     for case_id in val_ids:
         store.ensure(case_id)
     metrics = validate(net.to(dev), store, sorted(val_ids), config, str(dev), per_case=True)
@@ -684,6 +687,12 @@ def validate_full(
               **{k: json_number(v) for k, v in metrics.items()}, "cases": cases}
     _write_json(out / "val_full.json", result)
     return result
+
+
+def _trained_cache_dtype(state: dict[str, Any]) -> str:
+    """The cache dtype a fold trained on, so that revalidating it needs no flag to repeat it and reads
+    (or makes) the same cache. Checkpoints from before it was recorded trained on float32."""
+    return str(state.get("cache_dtype", "float32"))
 
 
 def _final_network(state: dict[str, Any], device: str | None) -> tuple[ModelConfig, torch.nn.Module, torch.device]:
