@@ -80,10 +80,35 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         raise
 
 
-def save_checkpoint(path: Path, net: torch.nn.Module, config: ModelConfig, **metadata: Any) -> None:
-    """Save weights with the config that built them (and any plain metadata: fold, epoch, metrics)."""
+def save_checkpoint(
+    path: Path, net: torch.nn.Module, config: ModelConfig, *, store_dtype: torch.dtype | None = None,
+    **metadata: Any
+) -> None:
+    """Save weights with the config that built them (and any plain metadata: fold, epoch, metrics).
+
+    ``store_dtype`` (e.g. float16) stores floating-point tensors at that precision, to halve shipped
+    weights; ``load_state_dict`` casts them back to the network's float32 on loading.
+    """
     state = {k: v.detach().cpu() for k, v in _unwrap(net).state_dict().items()}
+    if store_dtype is not None:
+        state = _cast_keeping_aliases(state, store_dtype)
     atomic_torch_save({"format": CHECKPOINT_FORMAT, "config": config.to_json(), "net": state, **metadata}, path)
+
+
+def _cast_keeping_aliases(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Cast floating-point tensors; keys that share one tensor (DynUNet registers some modules
+    twice: 44 keys over 29 tensors for the tiny net) keep sharing it, so the file is not duplicated."""
+    cast: dict[tuple[int, int, tuple[int, ...], tuple[int, ...]], torch.Tensor] = {}
+    out = {}
+    for key, value in state.items():
+        if not value.is_floating_point():
+            out[key] = value
+            continue
+        ident = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape), value.stride())
+        if ident not in cast:
+            cast[ident] = value.to(dtype)
+        out[key] = cast[ident]
+    return out
 
 
 def _unwrap(net: torch.nn.Module) -> torch.nn.Module:

@@ -638,6 +638,29 @@ def test_export_round_trips_through_the_predictor(phantoms, cache_dir, tmp_path)
     assert mask.GetSize() == pet.GetSize() and mask.GetPixelID() == sitk.sitkUInt8
     assert mask.GetOrigin() == pytest.approx(pet.GetOrigin())
 
+    # --dtype float16: half the bytes, the same weights to float16 rounding, loaded into float32 networks
+    half = tmp_path / "weights16"
+    export(runs, half, folds=(0, 1), which=["best", "last"], description="tiny test", dtype="float16")
+    assert [p.name for p in verify_manifest(half)] == ["fold0.pt", "fold1.pt"]
+    entries = read_manifest(half)["models"]
+    assert [m["weights_dtype"] for m in entries] == ["float16"] * 2
+    assert read_manifest(weights)["models"][0]["weights_dtype"] == "float32"
+    stored = _state(half / "fold0.pt")
+    assert stored["weights_dtype"] == "float16" and stored["fold"] == 0
+    assert all(v.dtype == torch.float16 for v in stored["net"].values() if v.is_floating_point())
+    assert all(torch.equal(trained["net"][k].half(), stored["net"][k]) for k in trained["net"])
+    assert entries[0]["bytes"] < 0.6 * read_manifest(weights)["models"][0]["bytes"]
+    predictor16 = Predictor.from_weights(half, device="cpu")
+    assert all(p.dtype == torch.float32 for net in predictor16.networks for p in net.parameters())
+    scores, scores16 = predictor.predict_scores(pet), predictor16.predict_scores(pet)
+    inside = scores > -1000  # the -1e4 fill outside the body crop
+    spread = scores[inside].max() - scores[inside].min()
+    assert np.abs(scores - scores16).max() < 0.01 * spread  # rounding (0.08 % seen), not another network
+    changed = sitk.GetArrayViewFromImage(predictor16.predict(pet)) != sitk.GetArrayViewFromImage(mask)
+    assert changed.mean() < 1e-3
+    with pytest.raises(ValueError, match="dtype"):
+        export(runs, tmp_path / "bad", folds=(0,), which="last", dtype="int8")
+
 
 def test_full_validation_scores_every_fold_case_and_reaches_the_manifest(phantoms, cache_dir, tmp_path) -> None:
     import json

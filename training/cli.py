@@ -278,7 +278,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export import export
 
     manifest = export(
-        Path(args.runs), Path(args.out), folds=args.folds, which=args.which, description=args.description
+        Path(args.runs), Path(args.out), folds=args.folds, which=args.which, description=args.description,
+        dtype=args.dtype,
     )
     print(manifest.read_text())
     return 0
@@ -430,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--which", type=_which, default="best", help="best or last, or one per fold: best,last,...")
     p.add_argument("--folds", type=_folds, default=[0, 1, 2, 3, 4])
     p.add_argument("--description", default="", help="what the weights were trained on")
+    p.add_argument("--dtype", choices=("float32", "float16"), default="float32",
+                   help="precision the weights are stored at: float16 halves weights/ (and the image); "
+                        "inference still computes in float32 or the device's autocast")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("widen", help="copy trained weights into a wider preset's network (same output)")

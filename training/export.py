@@ -31,6 +31,9 @@ PROVENANCE_KEYS = (
 )
 
 
+EXPORT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
 def json_number(value: Any) -> Any:
     """NaN is not valid JSON (manifest, val_full.json): write null instead."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -65,8 +68,15 @@ def export(
     folds: Sequence[int] = (0, 1, 2, 3, 4),
     which: str | Sequence[str] = "best",
     description: str = "",
+    dtype: str = "float32",
 ) -> Path:
-    """Write ``out/fold<k>.pt`` for each fold and ``out/manifest.json``; returns the manifest path."""
+    """Write ``out/fold<k>.pt`` for each fold and ``out/manifest.json``; returns the manifest path.
+
+    ``dtype`` "float16" stores the weights at half the size (the networks still run in float32 or
+    the device's autocast, from weights rounded to float16); training checkpoints stay float32.
+    """
+    if dtype not in EXPORT_DTYPES:
+        raise ValueError(f"dtype: one of {list(EXPORT_DTYPES)}, got {dtype!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     models: list[dict[str, Any]] = []
@@ -89,7 +99,7 @@ def export(
             fold=fold, exported_from=f"{source.parent.name}/{source.name}", epochs_trained=len(history)
         )
         target = out / f"fold{fold}.pt"
-        save_checkpoint(target, net, config, **meta)
+        save_checkpoint(target, net, config, store_dtype=EXPORT_DTYPES[dtype], **meta, weights_dtype=dtype)
         data = json.loads(state.get("data", "{}") or "{}")
         full = _full_validation(source, state["net"])
         models.append(
@@ -104,6 +114,7 @@ def export(
                 "val_fnv_ml": json_number(row.get("val_fnv_ml")),
                 "val_cases": row.get("val_cases"),
                 "train_minutes": round(float(state.get("elapsed_s", 0.0)) / 60, 1),
+                "weights_dtype": dtype,
                 "data": data,
                 **full,
             }
