@@ -140,6 +140,11 @@ def build_algorithm(args: argparse.Namespace):
                                        sw_batch_size=args.sw_batch_size, vote=args.vote)
     log.info("loaded %d network(s) '%s' from %s on %s in %.1f s", len(predictor.networks),
              predictor.config.name, args.weights, predictor.device, time.perf_counter() - started)
+    if predictor.device.type == "cpu":
+        from model.allocator import keep_large_allocations_on_heap
+
+        if keep_large_allocations_on_heap():  # window activations reuse heap pages instead of fresh maps
+            log.debug("glibc: large allocations kept on the heap")
     return make_algorithm(predictor, args.input, args.output, overwrite=args.overwrite)
 
 
