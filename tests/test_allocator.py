@@ -14,10 +14,10 @@ import pytest
 
 from tests.test_training import REPO
 
-PROBE = """
+#: glibc's allocator statistics in a probe process (mallinfo2: hblkhd = bytes in per-allocation maps)
+MALLINFO = """
 import ctypes, ctypes.util, sys
 import numpy as np
-from model.allocator import keep_large_allocations_on_heap
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in
@@ -26,6 +26,10 @@ class MallInfo2(ctypes.Structure):
 
 libc = ctypes.CDLL(ctypes.util.find_library("c"))
 libc.mallinfo2.restype = MallInfo2
+"""
+
+PROBE = MALLINFO + """
+from model.allocator import keep_large_allocations_on_heap
 applied = keep_large_allocations_on_heap() if sys.argv[1] == "heap" else False
 before = libc.mallinfo2()
 x = np.ones(16 * 2**20, dtype=np.float32)  # 64 MiB, above glibc's largest mmap threshold (32 MiB)
@@ -54,18 +58,8 @@ def test_large_arrays_come_from_the_heap_and_stay_for_reuse() -> None:
     assert int(kept) >= 60  # not trimmed away on free: the next step reuses those pages without faults
 
 
-PROCESS_PROBE = """
-import ctypes, ctypes.util, sys
-import numpy as np
+PROCESS_PROBE = MALLINFO + """
 import process
-
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
-                 "keepcost")]
-
-libc = ctypes.CDLL(ctypes.util.find_library("c"))
-libc.mallinfo2.restype = MallInfo2
 rc = process.main(sys.argv[1:])
 before = libc.mallinfo2()
 x = np.ones(16 * 2**20, dtype=np.float32)
