@@ -16,6 +16,7 @@ from model.config import PRESETS, preset
 from model.network import CheckpointError
 
 from .data import CACHE_DTYPES, CaseSource, CaseStore, as_sources
+from .export import EXPORT_DTYPES
 from .layouts import LayoutError
 from .recipe import TrainConfig, train_preset
 from .splits import SplitError
@@ -431,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--which", type=_which, default="best", help="best or last, or one per fold: best,last,...")
     p.add_argument("--folds", type=_folds, default=[0, 1, 2, 3, 4])
     p.add_argument("--description", default="", help="what the weights were trained on")
-    p.add_argument("--dtype", choices=("float32", "float16"), default="float32",
+    p.add_argument("--dtype", choices=tuple(EXPORT_DTYPES), default="float32",
                    help="precision the weights are stored at: float16 halves weights/ (and the image); "
                         "inference still computes in float32 or the device's autocast")
     p.set_defaults(func=cmd_export)
