@@ -25,11 +25,16 @@ from evalutils import SegmentationAlgorithm
 from evalutils.exceptions import FileLoaderError
 from evalutils.io import ImageLoader
 
+from model.cropping import CROP_MODES, DEFAULT_CROP
+
 DEFAULT_INPUT = Path("/input")
 DEFAULT_OUTPUT = Path("/output")
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights"
 OUTPUT_SUBDIR = Path("images") / "automated-petct-lesion-segmentation"
 PET_SUBDIR = Path("images") / "pet"
+#: A little under autoPET II's 10 minutes per case, leaving time to read, write and start up.
+DEFAULT_TIME_BUDGET_S = 540.0
+
 CT_SUBDIR = Path("images") / "ct"
 
 log = logging.getLogger("process")
@@ -51,8 +56,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="where the networks run; auto = cuda when available (default: auto)")
     parser.add_argument("--overwrite", action="store_true",
                         help="recompute cases whose mask already exists (default: skip them)")
-    parser.add_argument("--no-crop", action="store_true",
-                        help="run the sliding window over the whole field of view, air included")
+    parser.add_argument("--crop", choices=CROP_MODES, default=DEFAULT_CROP,
+                        help="exact: the windows that touch the body, giving the uncropped pipeline's masks "
+                             "(the authors' result); body: fast and approximate, fewer windows around the body "
+                             "(Dice 0.99+ against exact at the paper's settings, see docs/performance.md); "
+                             f"none: the whole field of view (default: {DEFAULT_CROP})")
+    parser.add_argument("--tta", default="", metavar="AXES",
+                        help="test-time augmentation: average each network's logits over flips of these RAS "
+                             "axes, e.g. 012 for all 8 mirrorings (default: none, as the authors ran it)")
+    parser.add_argument("--time-budget", type=float, default=DEFAULT_TIME_BUDGET_S, metavar="SECONDS",
+                        help="seconds per case; once the first network has run, the others drop TTA, then the "
+                             "exact crop, then networks, as far as needed to end inside it; the log and "
+                             f"results.json say what was done; 0 = no limit (default: {DEFAULT_TIME_BUDGET_S:g}, "
+                             "under the challenge's 10 minutes)")
     parser.add_argument("--sw-batch-size", type=int, default=None,
                         help="windows per network call (default: 8 on cuda, 2 on cpu)")
     parser.add_argument("--vote", choices=("majority", "soft"), default=None,
@@ -116,6 +132,12 @@ def _fatal(exc: BaseException, verbose: bool) -> int:
     return 2
 
 
+def _axes(text: str) -> tuple[int, ...]:
+    if any(c not in "012" for c in text):
+        raise ValueError(f"--tta takes axes among 0, 1, 2 (e.g. 012), got {text!r}")
+    return tuple(sorted({int(c) for c in text}))
+
+
 def build_algorithm(args: argparse.Namespace):
     """Check folders and weights before any case is read: a bad run fails in seconds."""
     from model.io import InputError, check_writable, list_images, remove_stale_temps
@@ -133,11 +155,12 @@ def build_algorithm(args: argparse.Namespace):
     if stale:
         log.warning("removed %d temp file(s) left by an interrupted run: %s", len(stale), ", ".join(stale))
 
-    from model.inference import Predictor
+    from model import Predictor
 
     started = time.perf_counter()
-    predictor = Predictor.from_weights(args.weights, device=args.device, crop="none" if args.no_crop else "body",
-                                       sw_batch_size=args.sw_batch_size, vote=args.vote)
+    predictor = Predictor.from_weights(args.weights, device=args.device, crop=args.crop,
+                                       sw_batch_size=args.sw_batch_size, vote=args.vote, tta_axes=_axes(args.tta),
+                                       time_budget_s=args.time_budget or None)
     log.info("loaded %d network(s) '%s' from %s on %s in %.1f s", len(predictor.networks),
              predictor.config.name, args.weights, predictor.device, time.perf_counter() - started)
     if predictor.device.type == "cpu":
@@ -258,6 +281,7 @@ class LesionSegmentation(SegmentationAlgorithm):
             return result
         self.current = None  # left set when interrupted: the message names the case
         self.written += 1
+        result["inference"] = {"crop": self.predictor.crop, "steps": report.steps, "time_budget": report.budget}
         for message in report.warnings:
             log.warning("%s", message)
         log.info("%s: %s", pet_path.name, report.summary())
@@ -275,8 +299,8 @@ class LesionSegmentation(SegmentationAlgorithm):
 
 
 def _expected(exc: BaseException) -> bool:
-    from model.inference import InputImageError
     from model.io import InputError
+    from model.predictor import InputImageError
 
     return isinstance(exc, (InputError, InputImageError))
 

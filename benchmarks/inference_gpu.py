@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
+    from model import Predictor
     from model.config import preset
-    from model.inference import Predictor
     from model.network import build_network, count_parameters
     from training.phantoms import make_phantom
 

@@ -1,6 +1,6 @@
 """Where this project's masks differ from the seed-style MONAI pipeline's, and why.
 
-Runs the MONAI reference chain (``model.reference``) and ``Predictor`` with each crop mode
+Runs the MONAI reference chain (``tests.reference_pipeline``) and ``Predictor`` with each crop mode
 ("none", "exact", "body") on one whole-body phantom with the same networks, and prints the Dice of
 each mask against the reference, the voxels on which they disagree split into inside and outside
 the body box, and how far the per-network scores differ. With ``--device cuda`` it also runs the
@@ -52,10 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     import SimpleITK as sitk
     import torch
 
-    from model.inference import BACKGROUND_SCORE, Predictor, vote
+    from model import Predictor
+    from model.cropping import BACKGROUND_SCORE
+    from model.ensemble import vote
     from model.network import CheckpointError
-    from model.reference import reference_predict
     from scripts.compare_masks import dice
+    from tests.reference_pipeline import reference_predict
     from training.phantoms import make_phantom
 
     if args.threads:

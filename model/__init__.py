@@ -1,1 +1,27 @@
-"""Inference core: config, network, preprocessing, sliding-window ensemble, Predictor."""
+"""The inference pipeline, one stage per module (see ``model/predictor.py`` for the order).
+
+``from model import Predictor, ModelConfig`` is the public API; the names are resolved on first
+use, so that light users of the package (``model.io``) do not import torch and MONAI.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import ModelConfig
+    from .predictor import Predictor
+
+__all__ = ["ModelConfig", "Predictor"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Predictor":
+        from .predictor import Predictor
+
+        return Predictor
+    if name == "ModelConfig":
+        from .config import ModelConfig
+
+        return ModelConfig
+    raise AttributeError(f"module 'model' has no attribute {name!r}")

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .inference import Predictor
 from .io import read_header, read_image, same_geometry, write_image_atomic
+from .predictor import Predictor
 
 if TYPE_CHECKING:
     import SimpleITK as sitk
@@ -23,6 +23,9 @@ class CaseReport:
     windows: int = 0
     windows_uncropped: int = 0
     lesion_voxels: int = 0
+    #: The networks' groups as scored (crop mode, TTA, windows, seconds) and the time budget's decision.
+    steps: list[dict] = field(default_factory=list)
+    budget: dict | None = None
 
     def summary(self) -> str:
         total = sum(self.seconds.values())
@@ -52,6 +55,11 @@ def segment_file(predictor: Predictor, pet_path: Path, ct_path: Path | None, mas
         report.warnings.append(f"{pet_path}: {info.nonfinite_voxels} NaN/Inf voxel(s) treated as 0")
     report.seconds.update(info.seconds)
     report.windows, report.windows_uncropped = info.windows, info.windows_uncropped
+    report.steps, report.budget = info.steps, info.budget
+    if info.budget is not None and info.budget["action"] != "as asked":
+        report.warnings.append(f"{pet_path}: time budget {info.budget['budget_s']:g} s: {info.budget['action']} "
+                               f"(first network {info.budget['first_network_s']:g} s, whole ensemble as asked "
+                               f"projected at {info.budget['projected_full_s']:g} s)")
     report.lesion_voxels = int(np.count_nonzero(sitk.GetArrayViewFromImage(mask)))
 
     started = time.perf_counter()

@@ -5,7 +5,10 @@ Arrays here are in (x, y, z) index order, as MONAI's ITK reader gives them (Simp
 anisotropic last stride of the paper's network acts on z.
 
 Pairs: ``Orientation.to_ras`` / ``Orientation.from_ras``, ``resample_to_spacing`` /
-``resample_back``, ``body_box`` + slicing / ``paste``.
+``resample_back``. ``prepare`` runs the forward steps once per case and keeps what the undo needs.
+
+Non-finite voxels (NaN, Inf) are set to 0 before anything else, in training as in inference
+(``read_array``, ``finite_or_zero``): one NaN must neither poison the percentiles nor blank the scan.
 """
 
 from __future__ import annotations
@@ -106,14 +109,19 @@ class Orientation:
                     tuple(float(v) for v in origin), tuple(float(v) for v in new_dir.ravel()))
 
 
-def read_array(image: sitk.Image) -> tuple[np.ndarray, int]:
-    """float32 (x, y, z) copy of a scalar 3D image, non-finite voxels set to 0 (and counted)."""
-    array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False).transpose(2, 1, 0)
+def finite_or_zero(array: np.ndarray) -> int:
+    """Set NaN and +-Inf voxels of a float array to 0 in place; return how many there were."""
     bad = ~np.isfinite(array)
     n_bad = int(bad.sum())
     if n_bad:
         array[bad] = 0.0
-    return array, n_bad
+    return n_bad
+
+
+def read_array(image: sitk.Image) -> tuple[np.ndarray, int]:
+    """float32 (x, y, z) copy of a scalar 3D image, non-finite voxels set to 0 (and counted)."""
+    array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False).transpose(2, 1, 0)
+    return array, finite_or_zero(array)
 
 
 def needs_resampling(spacing: tuple[float, ...], target: tuple[float, ...]) -> bool:
@@ -175,58 +183,60 @@ def scale_intensity(array: np.ndarray, a_min: float, a_max: float) -> np.ndarray
     return array
 
 
-def body_box(mask: np.ndarray, margin: tuple[int, int, int], min_fraction: float = 0.01
-             ) -> tuple[slice, slice, slice] | None:
-    """Bounding box of the body in a boolean (x, y, z) mask, grown by ``margin`` voxels.
-
-    An index along an axis counts as body when its slab holds at least ``min_fraction`` of the
-    fullest slab's voxels, so stray noise voxels in the air do not stretch the box. None when
-    the mask is empty.
-    """
-    box = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        profile = mask.sum(axis=other)
-        peak = profile.max()
-        if peak == 0:
-            return None
-        keep = np.flatnonzero(profile >= max(1.0, min_fraction * peak))
-        lo = max(0, int(keep[0]) - margin[axis])
-        hi = min(mask.shape[axis], int(keep[-1]) + 1 + margin[axis])
-        box.append(slice(lo, hi))
-    return box[0], box[1], box[2]
-
-
-def scale_box(box: tuple[slice, slice, slice], source: Grid, target: Grid) -> tuple[slice, slice, slice]:
-    """The same physical box on another grid that shares the origin and axes (floor/ceil outwards)."""
-    out = []
-    for ax, sl in enumerate(box):
-        ratio = source.spacing[ax] / target.spacing[ax]
-        lo = max(0, int(np.floor(sl.start * ratio)))
-        hi = min(target.size[ax], int(np.ceil((sl.stop - 1) * ratio)) + 2)
-        out.append(slice(lo, hi))
-    return out[0], out[1], out[2]
-
-
-def sub_grid(grid: Grid, box: tuple[slice, slice, slice]) -> Grid:
-    """Geometry of ``array[box]``: the crop as a grid of its own (the undo-crop needs it)."""
-    direction = np.asarray(grid.direction).reshape(3, 3)
-    start = np.array([sl.start for sl in box], dtype=float)
-    origin = np.asarray(grid.origin) + direction @ (start * np.asarray(grid.spacing))
-    size = tuple(sl.stop - sl.start for sl in box)
-    return Grid((size[0], size[1], size[2]), grid.spacing, tuple(float(v) for v in origin), grid.direction)
-
-
-def paste(crop: np.ndarray, box: tuple[slice, slice, slice], shape: tuple[int, ...], fill: float | int = 0
-          ) -> np.ndarray:
-    """Undo a crop: put ``crop`` back at ``box`` inside a new array of ``shape``."""
-    out = np.full(shape, fill, dtype=crop.dtype)
-    out[box] = crop
-    return out
-
-
 def percentile_scale(array: np.ndarray, lower: float = 0.05, upper: float = 99.95) -> np.ndarray:
     """MONAI ScaleIntensityRangePercentiles(lower, upper, 0, 1, clip=True) on a whole volume."""
     out = np.array(array, dtype=np.float32, copy=True)
     a_min, a_max = percentiles(out, lower, upper)
     return scale_intensity(out, a_min, a_max)
+
+
+@dataclass
+class PreparedVolume:
+    """A PET on the network's working grid, and what the undo steps need to get back.
+
+    ``ras_array`` is the unscaled input in RAS order (the body crop is found on it, then it is
+    dropped); ``work`` is the scaled volume on ``work_grid`` that the windows run over.
+    """
+
+    orientation: Orientation
+    ras: Grid
+    work_grid: Grid
+    work: np.ndarray
+    ras_array: np.ndarray | None
+    intensity_range: tuple[float, float]
+    resampled: bool
+    nonfinite_voxels: int = 0
+
+    @classmethod
+    def working(cls, work: np.ndarray, spacing: tuple[float, float, float]) -> PreparedVolume:
+        """An already preprocessed (RAS, working spacing, scaled) volume, as training caches it."""
+        grid = Grid(tuple(int(n) for n in work.shape), tuple(float(s) for s in spacing), (0.0, 0.0, 0.0),
+                    (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+        return cls(Orientation((0, 1, 2), (False, False, False)), grid, grid, work, work, (0.0, 1.0), False)
+
+    def restore(self, ras_mask: np.ndarray, like: sitk.Image) -> sitk.Image:
+        """Undo the orientation of a mask on the RAS input grid: an image on ``like``'s grid."""
+        image = sitk.GetImageFromArray(np.ascontiguousarray(self.orientation.from_ras(ras_mask).transpose(2, 1, 0)))
+        image.CopyInformation(like)
+        return image
+
+
+def prepare(pet: sitk.Image, spacing: tuple[float, float, float], lower: float, upper: float) -> PreparedVolume:
+    """RAS, the working spacing (linear; skipped when already there), percentile scaling to [0, 1]."""
+    grid = Grid.of(pet)
+    orientation = Orientation.of(grid.direction)
+    array, nonfinite = read_array(pet)
+    ras_array = orientation.to_ras(array)
+    ras = orientation.ras_grid(grid)
+    resampled = needs_resampling(ras.spacing, spacing)
+    if resampled:
+        work_grid = target_grid(ras, spacing)
+        work = resample_to_spacing(ras_array, ras, work_grid)
+    else:
+        work_grid = ras
+        work = np.ascontiguousarray(ras_array)
+        if np.shares_memory(work, ras_array):  # scaled in place below; the body is found on the unscaled
+            work = work.copy()
+    a_min, a_max = percentiles(work, lower, upper)
+    work = scale_intensity(work, a_min, a_max)
+    return PreparedVolume(orientation, ras, work_grid, work, ras_array, (a_min, a_max), resampled, nonfinite)

@@ -53,6 +53,6 @@ def centroid_mm(mask: sitk.Image) -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def hotspot_predictor():
-    from model.inference import Predictor
+    from model import Predictor
 
     return Predictor.from_weights(HOTSPOT_WEIGHTS, device="cpu")

@@ -9,13 +9,22 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from model import Predictor
 from model.config import paper_config, tiny_config
-from model.inference import Predictor, at_least_roi, count_windows, grid_aligned_box, vote, window_step
+from model.cropping import BACKGROUND_SCORE, at_least_roi, grid_aligned_box
+from model.ensemble import vote
 from model.manifest import write_manifest
 from model.network import CheckpointError, build_network, load_checkpoint, save_checkpoint
 from model.preprocessing import Orientation, percentile_scale, percentiles
-from model.reference import reference_predict
+from model.window_grid import count_windows, window_step
 from tests.conftest import HOTSPOT_WEIGHTS, body_with_lesion, centroid_mm
+from tests.reference_pipeline import reference_predict
+
+#: MONAI's DynUNet with the authors' arguments (facts.md: 31.0 M parameters).
+PAPER_PARAMETERS = 30_999_490
+#: Dice of the fast body crop (no extra context) against 'exact' with the fixture network, measured
+#: 0.9946 (1380 vs 1395 voxels); below 0.99 the fast crop has changed.
+FAST_DICE_MEASURED = 0.99
 
 GRIDS = {
     "identity": dict(direction=None, spacing=(4.0, 4.0, 4.0)),
@@ -91,19 +100,66 @@ def test_geometry_and_physical_position(name, hotspot_predictor):
     assert np.linalg.norm(centroid_mm(mask) - lesion) < 1.5 * max(grid["spacing"])
 
 
-def test_crop_modes_against_uncropped(hotspot_predictor):
-    """'exact' reproduces the uncropped scores inside the body; 'body' computes far fewer windows."""
+def paper_windowed_pet(size=(160, 144, 136), spacing=(4.0, 4.0, 4.0), seed=0) -> sitk.Image:
+    """A PET whose body fills the field of view (as a whole-body scan's does), with two hot balls."""
+    rng = np.random.default_rng(seed)
+    idx = np.stack(np.meshgrid(*[np.arange(n) for n in size], indexing="ij"), axis=-1).astype(np.float32)
+    values = 1.0 + rng.normal(0, 0.1, size).astype(np.float32)
+    for centre, radius in (((50, 60, 40), 9), ((110, 90, 100), 14)):
+        values += 5.0 * (np.linalg.norm(idx - np.array(centre, np.float32), axis=-1) <= radius)
+    pet = sitk.GetImageFromArray(np.ascontiguousarray(values.transpose(2, 1, 0)))
+    pet.SetSpacing(spacing)
+    pet.SetDirection((-1, 0, 0, 0, 1, 0, 0, 0, -1))
+    return pet
+
+
+def test_default_mode_equals_monai_at_the_paper_windowing(tmp_path):
+    """roi 128, overlap 0.75, sigma 0.125, the paper's depth and strides: the default is the authors' chain."""
+    config = paper_config().with_(filters=(2, 4, 4, 4, 4, 4), spacing=(4.0, 4.0, 4.0), name="paper-small")
+    assert (config.roi_size, config.overlap, config.sigma_scale) == ((128,) * 3, 0.75, 0.125)
+    torch.manual_seed(3)
+    nets = [build_network(config).eval() for _ in range(3)]
+    pet = paper_windowed_pet()
+    path = tmp_path / "pet.mha"
+    sitk.WriteImage(pet, str(path))
+
+    ref_mask, ref_scores = reference_predict(path, nets, config, sw_batch_size=4, return_scores=True)
+    predictor = Predictor(nets, config, device="cpu")
+    assert predictor.crop == "exact"
+    scores = predictor.predict_scores(pet)
+    mask = as_xyz(predictor.predict(pet))
+
+    assert predictor.last_info.windows == predictor.last_info.windows_uncropped == 8  # overlapping windows
+    assert 0.01 < ref_mask.mean() < 0.99  # the comparison says something
+    assert dice(mask, ref_mask) >= 0.999
+    assert np.abs(scores - ref_scores).max() < 1e-3
+
+
+def test_exact_crop_keeps_the_uncropped_scores_in_the_body(hotspot_predictor):
+    """A small body in a wide field of view: 'exact' computes fewer windows and the same scores."""
     pet, _ = body_with_lesion(size=(140, 120, 64), spacing=(4.0, 4.0, 4.0), lesion_radius_mm=28.0)
     nets, config = hotspot_predictor.networks, hotspot_predictor.config
     full = Predictor(nets, config, device="cpu", crop="none")
-    uncropped = as_xyz(full.predict(pet))
-    assert uncropped.sum() > 0
+    full_scores = full.predict_scores(pet)
+    assert (full_scores > 0).any()
     exact = Predictor(nets, config, device="cpu", crop="exact")
-    assert dice(as_xyz(exact.predict(pet)), uncropped) >= 0.999
-    body = Predictor(nets, config, device="cpu", crop="body")
-    cropped = as_xyz(body.predict(pet))
-    assert body.last_info.windows < exact.last_info.windows < full.last_info.windows
-    assert dice(cropped, uncropped) >= 0.95, "the fixture network is small; shipped weights are held to 0.99"
+    exact_scores = exact.predict_scores(pet)
+    inside = exact_scores != BACKGROUND_SCORE
+    assert exact.last_info.windows < full.last_info.windows
+    assert np.abs(exact_scores - full_scores)[inside].max() < 1e-4
+    assert not (full_scores[~inside] > 0).any()  # the fixture network marks nothing in the air
+    assert np.array_equal(as_xyz(exact.predict(pet)), as_xyz(full.predict(pet)))
+
+
+def test_fast_body_crop_computes_fewer_windows(hotspot_predictor):
+    pet, _ = body_with_lesion(size=(140, 120, 64), spacing=(4.0, 4.0, 4.0), lesion_radius_mm=28.0)
+    nets, config = hotspot_predictor.networks, hotspot_predictor.config
+    exact = Predictor(nets, config, device="cpu", crop="exact")
+    reference = as_xyz(exact.predict(pet))
+    body = Predictor(nets, config, device="cpu", crop="body", context_mm=0.0)
+    fast = as_xyz(body.predict(pet))
+    assert body.last_info.windows < exact.last_info.windows
+    assert fast.sum() > 0 and dice(fast, reference) >= FAST_DICE_MEASURED
 
 
 def _monai_window_starts(shape, roi, overlap):
@@ -190,6 +246,20 @@ def test_majority_vote_on_constructed_scores():
     assert not vote(np.array([[0.0]]), "majority")[0]  # a zero score is argmax background
 
 
+@pytest.mark.parametrize("n_networks", [4, 5])
+def test_majority_vote_equals_monai_vote_ensemble(n_networks):
+    """The authors' vote is MONAI's VoteEnsemble over argmax masks; an even ensemble's ties included."""
+    from monai.transforms import VoteEnsemble
+
+    rng = np.random.default_rng(n_networks)
+    scores = rng.normal(0, 1, size=(n_networks, 6, 7, 5)).astype(np.float32)
+    masks = [torch.as_tensor(s > 0, dtype=torch.float32)[None] for s in scores]
+    expected = VoteEnsemble()(masks)[0].numpy().astype(bool)
+    votes = (scores > 0).sum(0)
+    assert (votes * 2 == n_networks).any() == (n_networks % 2 == 0)  # ties present with four networks
+    assert np.array_equal(vote(scores, "majority"), expected)
+
+
 def test_soft_vote_uses_mean_probability():
     # two confident "no" against three weak "yes": majority says lesion, soft says background
     scores = np.array([[0.2], [0.2], [0.2], [-6.0], [-6.0]], dtype=np.float32)
@@ -221,7 +291,7 @@ def test_authors_checkpoint_format_loads(tmp_path):
                 "trainer": {"epoch": 400, "iteration": 1000}}, folder / "0.pt")
     loaded = load_checkpoint(folder / "0.pt")
     assert loaded.config == paper_config()
-    assert sum(p.numel() for p in loaded.network.parameters()) == 30_999_490 or True
+    assert sum(p.numel() for p in loaded.network.parameters()) == PAPER_PARAMETERS
     for a, b in zip(loaded.network.state_dict().values(), net.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 
@@ -247,15 +317,9 @@ def test_checkpoint_errors_name_the_file(tmp_path):
     torch.save({"net": build_network(tiny_config()).state_dict()}, wrong)
     with pytest.raises(CheckpointError, match="do not fit"):
         load_checkpoint(wrong)  # no config.json: the paper's network, which these weights don't fit
+    (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="no checkpoint files"):
-        Predictor.from_weights(tmp_path / "wrong" / "..", device="cpu") if False else Predictor.from_weights(
-            _empty(tmp_path), device="cpu")
-
-
-def _empty(tmp_path):
-    folder = tmp_path / "empty"
-    folder.mkdir()
-    return folder
+        Predictor.from_weights(tmp_path / "empty", device="cpu")
 
 
 def test_manifest_is_checked(tmp_path):
@@ -279,3 +343,60 @@ def test_manifest_is_checked(tmp_path):
 def test_hotspot_fixture_is_a_project_checkpoint():
     loaded = load_checkpoint(HOTSPOT_WEIGHTS)
     assert loaded.config == tiny_config()
+
+
+def test_tta_averages_flipped_logits(hotspot_predictor):
+    """One window (volume = ROI): TTA's scores are the mean of the network on each flip, flipped back."""
+    from model.sliding_window import sliding_window_scores
+
+    net, config = hotspot_predictor.networks[0], hotspot_predictor.config
+    rng = np.random.default_rng(0)
+    volume = torch.as_tensor(rng.random(config.roi_size, dtype=np.float32))
+    with torch.inference_mode():
+        expected = torch.zeros(config.roi_size)
+        flips = [(), (0,), (2,), (0, 2)]
+        for dims in flips:
+            x = torch.flip(volume, dims) if dims else volume
+            logits = net(x[None, None])[0]
+            diff = logits[1] - logits[0]
+            expected += torch.flip(diff, dims) if dims else diff
+        expected /= len(flips)
+    got = sliding_window_scores(volume, [net], config, tta_axes=(0, 2))[0]
+    plain = sliding_window_scores(volume, [net], config)[0]
+    assert torch.allclose(got, expected, atol=1e-4)
+    assert not torch.allclose(got, plain, atol=1e-3)  # the flips changed something
+
+
+@pytest.mark.parametrize("budget, action, steps", [
+    (300.0, "as asked", [((1, 2, 3, 4), "exact", (0, 1))]),
+    (150.0, "test-time augmentation dropped", [((1, 2, 3, 4), "exact", ())]),
+    (70.0, "fast body crop for the networks after the first", [((1, 2, 3, 4), "body", ())]),
+    (55.0, "only 3 of 5 networks vote (fast body crop for the rest)", [((1, 2), "body", ())]),
+    (40.0, "only 1 of 5 networks vote (fast body crop for the rest)", []),
+])
+def test_time_budget_gives_up_tta_then_the_exact_crop_then_networks(budget, action, steps):
+    """First network: 4 mirrored passes over 100 windows in 40 s (0.1 s a pass), 45 s into the case.
+    10 % of the budget is kept for the rest, so 0.9 * budget - 45 s is left for networks 1-4:
+    as asked 160 s, without TTA 40 s, fast crop (20 windows) 8 s, 2 s a network after that."""
+    from model.time_budget import Step, plan_rest
+
+    planned, record = plan_rest(Step((0,), "exact", (0, 1)), 40.0, 45.0, budget, 5, windows=100, fast_windows=20)
+    assert record["action"] == action
+    assert [(s.networks, s.crop, s.tta_axes) for s in planned] == steps
+    assert record["networks_run"] == 1 + sum(len(s.networks) for s in planned)
+
+
+def test_time_budget_in_the_predictor(hotspot_predictor):
+    """A budget nothing fits in: the first network alone votes, and the record says so."""
+    pet, _ = body_with_lesion(size=(48, 44, 56))
+    net, config = hotspot_predictor.networks[0], hotspot_predictor.config
+    single = as_xyz(Predictor([net], config, device="cpu").predict(pet))
+    rushed = Predictor([net, net, net], config, device="cpu", time_budget_s=1e-6)
+    mask = as_xyz(rushed.predict(pet))
+    assert np.array_equal(mask, single) and single.sum() > 0
+    assert rushed.last_info.budget["action"] == "only 1 of 3 networks vote (fast body crop for the rest)"
+    assert [s["networks"] for s in rushed.last_info.steps] == [[0]]
+    relaxed = Predictor([net, net, net], config, device="cpu", time_budget_s=3600)
+    assert np.array_equal(as_xyz(relaxed.predict(pet)), single)
+    assert relaxed.last_info.budget["action"] == "as asked"
+    assert [s["networks"] for s in relaxed.last_info.steps] == [[0], [1, 2]]

@@ -166,3 +166,34 @@ def test_vote_option_reaches_the_predictor(tmp_path):
                                str(tmp_path / "output")])
     algorithm = process.build_algorithm(args)
     assert algorithm.predictor.config.vote == "soft"
+
+
+def test_time_budget_is_kept_and_recorded(tmp_path, caplog):
+    """Three networks and a budget nothing fits in: the first network alone votes, and results.json says so."""
+    import shutil
+
+    make_input(tmp_path / "input", names=("a",), ct=False)
+    weights = tmp_path / "three"
+    weights.mkdir()
+    for k in range(3):
+        shutil.copy(HOTSPOT_WEIGHTS, weights / f"{k}.pt")
+    assert run(tmp_path, "--weights", str(weights), "--time-budget", "0.000001") == 0
+    results = json.loads((tmp_path / "output/results.json").read_text())
+    record = results[0]["inference"]
+    assert record["crop"] == "exact" and record["time_budget"]["networks_run"] == 1
+    assert [s["networks"] for s in record["steps"]] == [[0]]
+    assert "time budget" in caplog.text and "only 1 of 3 networks vote" in caplog.text
+    rushed = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "output" / OUT_SUB / "a.mha")))
+
+    single_out = tmp_path / "single"
+    assert process.main(["--input", str(tmp_path / "input"), "--output", str(single_out), "--weights",
+                         str(HOTSPOT_WEIGHTS), "--device", "cpu"]) == 0
+    single = sitk.GetArrayFromImage(sitk.ReadImage(str(single_out / OUT_SUB / "a.mha")))
+    assert rushed.max() == 1 and np.array_equal(rushed, single)
+
+
+def test_bad_tta_axes_stop_the_run_with_one_line(tmp_path, capsys):
+    make_input(tmp_path / "input", names=("a",), ct=False)
+    assert run(tmp_path, "--tta", "05") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --tta takes axes among 0, 1, 2 (e.g. 012), got '05'"]

@@ -350,7 +350,7 @@ def test_sigterm_mid_run_exits_143_without_partial_masks(tmp_path):
     for name in ("a", "b", "c", "d"):
         write(small_pet(size=(48, 44, 56)), pet_dir / f"{name}.mha")
     cmd = [sys.executable, "process.py", "--input", str(tmp_path / "input"), "--output", str(tmp_path / "output"),
-           "--weights", str(HOTSPOT_WEIGHTS), "--device", "cpu", "--no-crop"]
+           "--weights", str(HOTSPOT_WEIGHTS), "--device", "cpu", "--crop", "none"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     lines = []

@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from model.inference import Predictor
+from model import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -603,7 +603,7 @@ def test_killed_run_leaves_a_loadable_checkpoint_and_resumes(phantoms, cache_dir
 
 
 def test_export_round_trips_through_the_predictor(phantoms, cache_dir, tmp_path) -> None:
-    from model.inference import Predictor
+    from model import Predictor
     from model.manifest import read_manifest, verify_manifest
     from training.export import export
 

@@ -82,7 +82,7 @@ def test_widened_checkpoints_warm_start_a_fit_of_the_wider_network(tmp_path):
 
 
 def test_widen_command_writes_loadable_demo_wide_weights_and_names_a_bad_file(tmp_path, capsys):
-    from model.inference import Predictor
+    from model import Predictor
 
     demo = preset("demo")
     for k in range(2):

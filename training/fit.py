@@ -220,33 +220,29 @@ def validate(
     info: DistInfo = DistInfo(),
     per_case: bool = False,
 ) -> dict[str, Any]:
-    """Sliding-window inference through the container's own code, Dice/FPV/FNV at the target spacing.
+    """Dice/FPV/FNV at the target spacing, each case segmented by the container's own stages.
 
-    Like the container, only the body's bounding box (30 mm margin) goes through the network.
+    The cached volume is already preprocessed, so it enters ``Predictor.predict_working``: the
+    same body region and crop mode (``model.cropping.DEFAULT_CROP``), sliding window and blend as
+    ``process.py``, so the figures in metrics.csv, best.pt and the manifest describe what users run.
 
     Validation cases are shared out across ranks and the per-case results gathered on every rank.
     ``per_case`` adds a ``cases`` table (case id -> dice, fpv_ml, fnv_ml, has_lesion), so that a
     fold's mean can be traced to the studies that make it; training history keeps the means only.
     """
     from evaluation.metrics import case_metrics
-    from model.inference import BODY_LEVEL, sliding_window_scores
-    from model.preprocessing import body_box
+    from model import Predictor
+    from model.preprocessing import PreparedVolume
 
     module = net.module if hasattr(net, "module") else net
     was_training = module.training
-    module.eval()
+    predictor = Predictor([module], config, device=device)
     rows = []
     with torch.no_grad():
         for case_id in list(case_ids)[info.rank :: info.world]:
             pet, label, _ = store.load(case_id, mmap=False)
-            pet = pet.astype(np.float32, copy=False)  # a float16 cache
-            pred = np.zeros(label.shape, dtype=np.uint8)
-            box = body_box(pet > BODY_LEVEL, tuple(int(np.ceil(30.0 / s)) for s in config.spacing))
-            if box is not None:  # the container's body crop (on the working grid here)
-                scores = sliding_window_scores(
-                    torch.from_numpy(np.ascontiguousarray(pet[box])), [module], config, device=device
-                )
-                pred[box] = (scores[0] > 0).numpy()
+            pet = pet.astype(np.float32)  # a float16 cache; a copy either way, the cache stays as it is
+            pred = predictor.predict_working(PreparedVolume.working(pet, config.spacing)).astype(np.uint8)
             m = case_metrics(label, pred, config.spacing)
             rows.append((case_id, float(m.dice), float(m.fpv_ml), float(m.fnv_ml), bool(m.has_lesion)))
     module.train(was_training)

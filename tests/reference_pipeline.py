@@ -1,6 +1,6 @@
 """The seed-style pipeline, built from MONAI's own transforms and inferer, as the authors ran it.
 
-It is the reference the fast path in ``model.inference`` is tested and benchmarked against:
+It is the reference the fast path in ``model.predictor`` is tested and benchmarked against:
 LoadImaged (ITK) -> EnsureChannelFirstd -> Orientationd(RAS) -> Spacingd(bilinear) ->
 ScaleIntensityRangePercentilesd -> SlidingWindowInferer per network -> Invertd (linear on the
 logits) -> softmax -> argmax per network -> VoteEnsemble (mean of the masks, rounded).
@@ -26,7 +26,7 @@ from monai.transforms import (
     VoteEnsemble,
 )
 
-from .config import ModelConfig
+from model.config import ModelConfig
 
 
 def reference_transforms(config: ModelConfig) -> Compose:

@@ -1,0 +1,233 @@
+"""``Predictor``: a PET image in, a mask on the PET's grid out, as one call per pipeline stage.
+
+    check the input -> prepare (RAS, spacing, percentiles)          model/preprocessing.py
+    -> find the body region (crop mode)                              model/cropping.py
+    -> score every network over its windows                          model/sliding_window.py
+    -> scores back to the input grid (undo spacing and crop)         model/cropping.py
+    -> vote                                                          model/ensemble.py
+    -> undo the orientation                                          model/preprocessing.py
+
+With a time budget the networks are scored one group at a time, and the budget decides what the
+networks after the first may cost (``model/time_budget.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from .config import ModelConfig
+from .cropping import (
+    BACKGROUND_SCORE,
+    CROP_MODES,
+    DEFAULT_CROP,
+    FAST_CONTEXT_MM,
+    MARGIN_MM,
+    Region,
+    body_mask,
+    crop_scores,
+    fast_region,
+    find_region,
+    paste,
+)
+from .ensemble import vote
+from .io import same_geometry
+from .manifest import read_manifest, verify_manifest
+from .network import checkpoint_files, load_ensemble
+from .preprocessing import PreparedVolume, prepare
+from .sliding_window import make_inferer, mirror_sets, sliding_window_scores
+from .time_budget import Step, plan_rest
+from .window_grid import count_windows
+
+
+class InputImageError(ValueError):
+    """An input image that cannot be segmented (wrong dimension, vector pixels, ...)."""
+
+
+def check_image(image: sitk.Image, what: str) -> None:
+    if image.GetDimension() != 3:
+        raise InputImageError(f"{what} must be a 3D image, got {image.GetDimension()}D")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputImageError(
+            f"{what} must have scalar voxels, got {image.GetNumberOfComponentsPerPixel()} components per voxel")
+    if min(image.GetSize()) < 1:
+        raise InputImageError(f"{what} is empty (size {image.GetSize()})")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was asked for but no CUDA GPU is available")
+    return resolved
+
+
+@dataclass
+class PredictionInfo:
+    """What one prediction did, for logs, results.json and benchmarks."""
+
+    nonfinite_voxels: int = 0
+    resampled: bool = False
+    working_shape: tuple[int, ...] = ()
+    crop_shape: tuple[int, ...] = ()
+    windows: int = 0
+    windows_uncropped: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    #: One entry per group of networks scored together: networks, crop mode, TTA axes, windows, seconds.
+    steps: list[dict] = field(default_factory=list)
+    #: What the time budget decided, when one was set.
+    budget: dict | None = None
+
+
+class Predictor:
+    """A config, its networks, and the device they run on: ``predict(pet) -> mask``.
+
+    crop: "exact" (default, the uncropped pipeline's scores inside the body), "body" (fast,
+    approximate; see model/cropping.py and docs/performance.md) or "none" (whole field of view).
+    tta_axes: spatial axes (0-2 of the RAS working volume) whose flips each network's logits are
+    averaged over (nnU-Net's mirroring); empty as the authors ran it.
+    time_budget_s: seconds one ``predict`` may take; once the first network has run, the rest run
+    only as the budget allows (TTA dropped first, then the fast crop, then fewer networks).
+    """
+
+    def __init__(self, networks: Sequence[torch.nn.Module], config: ModelConfig,
+                 device: str | torch.device = "auto", crop: str = DEFAULT_CROP, sw_batch_size: int | None = None,
+                 margin_mm: float = MARGIN_MM, context_mm: float = FAST_CONTEXT_MM, vote: str | None = None,
+                 tta_axes: Sequence[int] = (), time_budget_s: float | None = None) -> None:
+        if not networks:
+            raise ValueError("a Predictor needs at least one network")
+        if crop not in CROP_MODES:
+            raise ValueError(f"crop must be one of {CROP_MODES}, got {crop!r}")
+        if any(a not in (0, 1, 2) for a in tta_axes):
+            raise ValueError(f"tta_axes must be spatial axes 0, 1, 2, got {tuple(tta_axes)}")
+        self.config = config if vote is None else config.with_(vote=vote)
+        self.device = resolve_device(device)
+        self.networks = [net.to(self.device).eval() for net in networks]
+        self.crop = crop
+        self.margin_mm = margin_mm
+        self.context_mm = context_mm
+        self.tta_axes = tuple(sorted(set(tta_axes)))
+        self.time_budget_s = time_budget_s
+        self.sw_batch_size = sw_batch_size or (8 if self.device.type == "cuda" else 2)
+        self.inferer = make_inferer(self.config, self.sw_batch_size, self.device)
+        self.last_info = PredictionInfo()
+        self.files: list[Path] = []
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+
+    @classmethod
+    def from_weights(cls, path: str | Path, device: str | torch.device = "auto", **kwargs) -> Predictor:
+        """Load a checkpoint file, or a folder whose checkpoints form the ensemble.
+
+        A folder with a manifest.json has its sha256s checked first, so a corrupt or missing
+        file fails here, naming it, before any case is read.
+        """
+        path = Path(path)
+        files = verify_manifest(path) if path.is_dir() and read_manifest(path) is not None else checkpoint_files(path)
+        loaded = load_ensemble(files)
+        predictor = cls([c.network for c in loaded], loaded[0].config, device=device, **kwargs)
+        predictor.files = files
+        return predictor
+
+    # -- the pipeline ---------------------------------------------------------------------------
+
+    def predict(self, pet: sitk.Image, ct: sitk.Image | None = None) -> sitk.Image:
+        """uint8 lesion mask (0/1) with exactly the PET's size, spacing, origin and direction."""
+        volume, region, scores = self._scores(pet, ct)
+        started = time.perf_counter()
+        if region is None:  # flat or empty PET: nothing can be a lesion
+            mask = np.zeros(volume.ras.size, np.uint8)
+        else:
+            mask = paste(vote(scores, self.config.vote).astype(np.uint8), region.box, volume.ras.size, 0)
+        image = volume.restore(mask, pet)
+        self.last_info.seconds["vote"] = time.perf_counter() - started
+        return image
+
+    def predict_scores(self, pet: sitk.Image, ct: sitk.Image | None = None) -> np.ndarray:
+        """Per-network scores on the PET's own grid, (M, x, y, z) float32 (for tests and analysis)."""
+        volume, region, scores = self._scores(pet, ct)
+        if region is None:
+            return np.full((len(self.networks), *pet.GetSize()), BACKGROUND_SCORE, np.float32)
+        return np.stack([volume.orientation.from_ras(paste(s, region.box, volume.ras.size, BACKGROUND_SCORE))
+                         for s in scores])
+
+    def predict_working(self, volume: PreparedVolume) -> np.ndarray:
+        """Boolean mask of an already preprocessed volume on its own grid: the stages after
+        ``prepare``, exactly as ``predict`` runs them (training's validation uses this)."""
+        self.last_info = PredictionInfo()
+        region, scores = self._region_and_scores(volume, None, time.perf_counter())
+        if region is None:
+            return np.zeros(volume.ras.size, bool)
+        return paste(vote(scores, self.config.vote), region.box, volume.ras.size, False)
+
+    def _scores(self, pet: sitk.Image, ct: sitk.Image | None
+                ) -> tuple[PreparedVolume, Region | None, list[np.ndarray]]:
+        started = time.perf_counter()
+        info = self.last_info = PredictionInfo()
+        check_image(pet, "PET")
+        volume = prepare(pet, self.config.spacing, *self.config.percentiles)
+        info.nonfinite_voxels, info.resampled = volume.nonfinite_voxels, volume.resampled
+        info.seconds["preprocess"] = time.perf_counter() - started
+        usable_ct = ct if ct is not None and same_geometry(ct, pet) else None
+        region, scores = self._region_and_scores(volume, usable_ct, started)
+        return volume, region, scores
+
+    def _region_and_scores(self, volume: PreparedVolume, ct: sitk.Image | None, started: float
+                           ) -> tuple[Region | None, list[np.ndarray]]:
+        info, cfg = self.last_info, self.config
+        clock = time.perf_counter()
+        info.working_shape = volume.work.shape
+        info.windows_uncropped = count_windows(volume.work.shape, cfg.roi_size, cfg.overlap)
+        region = find_region(volume, body_mask(volume, ct), self.crop, cfg.roi_size, cfg.overlap,
+                             self.margin_mm, self.context_mm)
+        volume.ras_array = None  # the unscaled input is not needed any more
+        info.seconds["crop"] = time.perf_counter() - clock
+        if region is None:
+            return None, []
+        crop = volume.work[region.work_box]
+        info.crop_shape = crop.shape
+        info.windows = count_windows(crop.shape, cfg.roi_size, cfg.overlap)
+
+        first = Step(tuple(range(len(self.networks))), self.crop, self.tta_axes)
+        if self.time_budget_s is not None and len(self.networks) > 1:
+            first = Step((0,), self.crop, self.tta_axes)
+        scores = self._run_step(first, volume, region)
+        if len(first.networks) < len(self.networks):
+            fast = fast_region(volume, region, cfg.roi_size, cfg.overlap, self.context_mm)
+            rest, info.budget = plan_rest(first, info.steps[0]["seconds"], time.perf_counter() - started,
+                                          self.time_budget_s, len(self.networks), info.windows,
+                                          count_windows(volume.work[fast.work_box].shape, cfg.roi_size, cfg.overlap))
+            for step in rest:
+                scores += self._run_step(step, volume, fast if step.crop == "body" else region, region)
+        info.seconds["network"] = sum(s["seconds"] for s in info.steps)
+        return region, scores
+
+    def _run_step(self, step: Step, volume: PreparedVolume, region: Region, keep: Region | None = None
+                  ) -> list[np.ndarray]:
+        """Score one group of networks over ``region``'s windows; scores over ``keep``'s box (default its own)."""
+        cfg = self.config
+        clock = time.perf_counter()
+        networks = [self.networks[i] for i in step.networks]
+        scores = sliding_window_scores(volume.work[region.work_box], networks, cfg, self.device, self.sw_batch_size,
+                                       self.inferer, step.tta_axes).numpy()
+        seconds = time.perf_counter() - clock
+        clock = time.perf_counter()
+        out = crop_scores(scores, volume, region)
+        if keep is not None and keep.box != region.box:
+            out = [paste(s, region.box, volume.ras.size, BACKGROUND_SCORE)[keep.box] for s in out]
+        self.last_info.seconds["resample_back"] = self.last_info.seconds.get("resample_back", 0.0) + \
+            time.perf_counter() - clock
+        self.last_info.steps.append({
+            "networks": list(step.networks), "crop": step.crop, "tta_axes": list(step.tta_axes),
+            "mirrors": len(mirror_sets(step.tta_axes)),
+            "windows": count_windows(volume.work[region.work_box].shape, cfg.roi_size, cfg.overlap),
+            "seconds": round(seconds, 3)})
+        return out
+

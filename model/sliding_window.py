@@ -1,0 +1,92 @@
+"""Sliding-window scoring: MONAI's inferer over a volume, every window cut once for all networks.
+
+Per network only the lesion-minus-background logit is kept: with two classes softmax-argmax is its
+sign, and gaussian blending and linear resampling are linear, so they commute with the
+difference and nothing the vote needs is lost. On CUDA the networks run under fp16 autocast and
+the blend is accumulated in fp32.
+
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from monai.inferers import SlidingWindowInferer
+
+from .config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+
+def mirror_sets(axes: Sequence[int]) -> list[tuple[int, ...]]:
+    """Every combination of flips over ``axes`` (spatial 0-2), the identity first: nnU-Net's mirroring."""
+    return [combo for k in range(len(axes) + 1) for combo in itertools.combinations(sorted(axes), k)]
+
+
+def score_function(networks: Sequence[torch.nn.Module], lesion_class: int, amp: bool,
+                   tta_axes: Sequence[int] = ()) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Batch of windows (B, 1, X, Y, Z) -> (B, M, X, Y, Z) lesion-minus-background logits.
+
+    With ``tta_axes`` each network's logits are averaged over the window flipped on every
+    combination of those axes (flipped back before averaging), before the blend.
+    """
+    other = 1 - lesion_class
+    mirrors = mirror_sets(tta_axes)
+
+    def scores(batch: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+            out = []
+            for net in networks:
+                total = None
+                for flip in mirrors:
+                    dims = [2 + a for a in flip]
+                    logits = net(torch.flip(batch, dims) if dims else batch)
+                    diff = (logits[:, lesion_class] - logits[:, other]).float()
+                    diff = torch.flip(diff, [d - 1 for d in dims]) if dims else diff
+                    total = diff if total is None else total + diff
+                out.append(total / len(mirrors))
+        return torch.stack(out, dim=1)
+
+    return scores
+
+
+def make_inferer(config: ModelConfig, sw_batch_size: int, device: str | torch.device = "cpu"
+                 ) -> SlidingWindowInferer:
+    """MONAI's inferer with the gaussian map built once and reused for every volume."""
+    return SlidingWindowInferer(
+        roi_size=config.roi_size, sw_batch_size=sw_batch_size, overlap=config.overlap,
+        mode=config.blend_mode, sigma_scale=config.sigma_scale, padding_mode="constant", cval=0.0,
+        sw_device=torch.device(device), device=torch.device(device), cache_roi_weight_map=True,
+    )
+
+
+@torch.inference_mode()
+def sliding_window_scores(volume: torch.Tensor | np.ndarray, networks: Sequence[torch.nn.Module],
+                          config: ModelConfig, device: str | torch.device = "cpu", sw_batch_size: int = 4,
+                          inferer: SlidingWindowInferer | None = None, tta_axes: Sequence[int] = ()
+                          ) -> torch.Tensor:
+    """Per-network lesion-minus-background logits over a preprocessed (X, Y, Z) volume.
+
+    Returns (M, X, Y, Z) float32 on the CPU; a positive score means that network's argmax is
+    lesion. Windows are stitched on the device; if that runs out of GPU memory the stitching moves
+    to the CPU and the volume is redone.
+    """
+    device = torch.device(device)
+    tensor = torch.as_tensor(volume, dtype=torch.float32)
+    while tensor.dim() < 5:
+        tensor = tensor.unsqueeze(0)
+    fn = score_function(networks, config.lesion_class, device.type == "cuda", tta_axes)
+    inferer = inferer or make_inferer(config, sw_batch_size, device)
+    try:
+        out = inferer(tensor.to(device), fn, device=device)
+    except torch.OutOfMemoryError:
+        if device.type != "cuda":
+            raise
+        log.warning("GPU memory ran out while stitching; stitching on the CPU instead")
+        torch.cuda.empty_cache()
+        out = inferer(tensor, fn, device=torch.device("cpu"))
+    return out[0].float().cpu()
