@@ -1,10 +1,12 @@
-"""CPU benchmark: this project's process.py path against the seed-style MONAI pipeline.
+"""CPU benchmark: process.py in its default (exact) and fast (body) crop against the seed-style pipeline.
 
 Builds a whole-body phantom on the autoPET grid (400 x 400 in-plane, 2.0364 x 2.0364 x 3 mm),
-runs both pipelines on it with the same weights, each in its own process so that its peak RSS is
-its own, and prints / writes: seed_style_s, ours_s, speedup, mask_dice, and the peak RSS of each.
+runs the MONAI chain as the authors ran it (``tests/reference_pipeline.py``) and ``process.py``
+with ``--crop exact`` (the default) and ``--crop body`` on it with the same weights, each in its own
+process so that its peak RSS is its own, and prints / writes per pipeline: seconds, peak RSS and
+the mask's Dice against the seed style's.
 
-    python benchmarks/inference_cpu.py --json benchmark_cpu.json [--weights weights] [--slices 326]
+    python -m benchmarks.inference_cpu --json benchmark_cpu.json [--weights weights] [--slices 326]
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def peak_rss_mb() -> float:
@@ -32,8 +33,8 @@ def run_seed(pet: Path, weights: Path, out: Path, threads: int) -> dict:
     import SimpleITK as sitk
     import torch
 
-    from model.inference import Predictor
-    from model.reference import reference_predict
+    from model import Predictor
+    from tests.reference_pipeline import reference_predict
 
     torch.set_num_threads(threads)
     started = time.perf_counter()
@@ -46,7 +47,7 @@ def run_seed(pet: Path, weights: Path, out: Path, threads: int) -> dict:
     return {"seconds": seconds, "peak_rss_mb": peak_rss_mb()}
 
 
-def run_ours(pet: Path, weights: Path, out: Path, threads: int) -> dict:
+def run_ours(pet: Path, weights: Path, out: Path, threads: int, crop: str) -> dict:
     import torch
 
     import process
@@ -60,7 +61,7 @@ def run_ours(pet: Path, weights: Path, out: Path, threads: int) -> dict:
         link.symlink_to(pet)
     started = time.perf_counter()
     code = process.main(["--input", str(root / "input"), "--output", str(root / "output"), "--weights", str(weights),
-                         "--device", "cpu", "--overwrite"])
+                         "--device", "cpu", "--overwrite", "--crop", crop, "--time-budget", "0"])
     seconds = time.perf_counter() - started
     if code != 0:
         raise InputError(f"process.py exited {code}")
@@ -71,8 +72,8 @@ def run_ours(pet: Path, weights: Path, out: Path, threads: int) -> dict:
 
 def child(mode: str, pet: Path, weights: Path, out: Path, threads: int) -> dict:
     """Run one pipeline in a fresh interpreter so its peak RSS and start-up are its own."""
-    cmd = [sys.executable, __file__, "--child", mode, "--pet", str(pet), "--weights", str(weights),
-           "--mask-out", str(out), "--threads", str(threads)]
+    cmd = [sys.executable, "-m", "benchmarks.inference_cpu", "--child", mode, "--pet", str(pet),
+           "--weights", str(weights), "--mask-out", str(out), "--threads", str(threads)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-4000:])
@@ -83,9 +84,9 @@ def child(mode: str, pet: Path, weights: Path, out: Path, threads: int) -> dict:
 def mask_file_dice(a_path: Path, b_path: Path) -> float:
     import SimpleITK as sitk
 
-    from scripts.compare_masks import dice
-
-    return dice(*(sitk.GetArrayFromImage(sitk.ReadImage(str(path))) for path in (a_path, b_path)))
+    a, b = (sitk.GetArrayFromImage(sitk.ReadImage(str(path))) > 0 for path in (a_path, b_path))
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,19 +96,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slices", type=int, default=326, help="slices of the phantom (>= 300 for the target)")
     parser.add_argument("--seed", type=int, default=3, help="phantom seed")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for both pipelines")
-    parser.add_argument("--child", choices=("seed", "ours"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("seed", "exact", "body"), help=argparse.SUPPRESS)
     parser.add_argument("--pet", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--mask-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.child:
-        runner = run_seed if args.child == "seed" else run_ours
-        print(json.dumps(runner(args.pet, args.weights, args.mask_out, args.threads)))
+        if args.child == "seed":
+            result = run_seed(args.pet, args.weights, args.mask_out, args.threads)
+        else:
+            result = run_ours(args.pet, args.weights, args.mask_out, args.threads, args.child)
+        print(json.dumps(result))
         return 0
 
     import SimpleITK as sitk
 
-    from model.inference import Predictor
+    from model import Predictor
     from training.phantoms import make_phantom
 
     predictor = Predictor.from_weights(args.weights, device="cpu")
@@ -119,17 +123,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"phantom seed {args.seed}: {phantom.pet.GetSize()} at {phantom.pet.GetSpacing()} mm, "
               f"{len(phantom.info.get('lesions', []))} lesions; weights {args.weights} "
               f"({len(predictor.networks)} x '{predictor.config.name}')", flush=True)
-        ours = child("ours", pet, args.weights, tmp_path / "ours.mha", args.threads)
-        print(f"ours:       {ours['seconds']:.1f} s, peak RSS {ours['peak_rss_mb']:.0f} MB", flush=True)
-        seed = child("seed", pet, args.weights, tmp_path / "seed.mha", args.threads)
-        print(f"seed style: {seed['seconds']:.1f} s, peak RSS {seed['peak_rss_mb']:.0f} MB", flush=True)
-        agreement = mask_file_dice(tmp_path / "ours.mha", tmp_path / "seed.mha")
+        runs = {}
+        for mode in ("seed", "exact", "body"):
+            runs[mode] = child(mode, pet, args.weights, tmp_path / f"{mode}.mha", args.threads)
+        for mode, run in runs.items():
+            run["mask_dice_to_seed_style"] = round(mask_file_dice(tmp_path / f"{mode}.mha", tmp_path / "seed.mha"), 4)
+            label = {"seed": "seed style (MONAI chain)", "exact": "process.py --crop exact (default)",
+                     "body": "process.py --crop body (fast)"}[mode]
+            print(f"{label:36s} {run['seconds']:7.1f} s  peak RSS {run['peak_rss_mb']:6.0f} MB  "
+                  f"mask Dice to seed style {run['mask_dice_to_seed_style']}", flush=True)
     result = {
         "weights": str(args.weights), "models": len(predictor.networks), "config": predictor.config.name,
-        "shape": [400, 400, args.slices],
-        "seed_style_s": round(seed["seconds"], 2), "ours_s": round(ours["seconds"], 2),
-        "speedup": round(seed["seconds"] / ours["seconds"], 2), "mask_dice": round(agreement, 4),
-        "seed_style_peak_rss_mb": round(seed["peak_rss_mb"]), "ours_peak_rss_mb": round(ours["peak_rss_mb"]),
+        "roi": list(predictor.config.roi_size), "overlap": predictor.config.overlap, "shape": [400, 400, args.slices],
+        "runs": {mode: {k: round(v, 4 if "dice" in k else 1) for k, v in run.items()} for mode, run in runs.items()},
+        "speedup_exact": round(runs["seed"]["seconds"] / runs["exact"]["seconds"], 2),
+        "speedup_body": round(runs["seed"]["seconds"] / runs["body"]["seconds"], 2),
         "threads": args.threads, "cpu": platform.processor() or platform.machine(),
     }
     print(json.dumps(result, indent=2))

@@ -1,0 +1,222 @@
+"""Crop modes at the paper's windowing: windows, time and agreement with the uncropped pipeline.
+
+For each whole-body phantom this runs MONAI's own chain (``tests/reference_pipeline.py``: the
+authors' transforms, ``SlidingWindowInferer``, ``Invertd``) and ``Predictor`` in every crop mode
+with the same trained networks, re-windowed to the paper's settings (roi 128, overlap 0.75,
+gaussian sigma 0.125; the networks are fully convolutional). It prints, per mode: windows,
+seconds, mask Dice and voxels that differ against ``crop="none"`` and against the MONAI chain,
+lesion components (18-connected) gained and lost, and how far inside the body the differing
+voxels lie. The fast mode's context beyond the body box is swept to give Dice against windows as a curve.
+
+Every network evaluation is memoised on the exact bytes of its input window, so a window that
+two modes share is computed once: a window of a cropped run is cut from the same voxels at the
+same place as in the uncropped run, so its input, and therefore its output, is identical. The
+crop modes then run their real code path (crop, MONAI's blending, resampling back, vote) and
+only skip repeated network work. Seconds per mode are therefore given as windows x the seconds
+per window measured on the first, uncached run (``seconds_est``), beside the measured wall time.
+
+    python -m benchmarks.crop_agreement --weights weights --models 1 --seeds 50000 50001 50002 50003 50004 \
+        --json docs/benchmarks/crop_agreement.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cc3d
+import numpy as np
+import SimpleITK as sitk
+import torch
+from scipy import ndimage
+
+from evaluation.metrics import voxel_volume_ml
+from model import Predictor
+from model.ensemble import vote
+from tests.reference_pipeline import reference_predict
+from training.phantoms import make_phantom
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Context (mm) beyond the body box that the fast mode's windows get, swept for the curve.
+CONTEXTS_MM = (0.0, 30.0, 60.0, 100.0, 150.0)
+#: Bins (mm inside the body surface) for where differing voxels lie.
+DEPTH_BINS_MM = (0.0, 10.0, 30.0, 60.0, np.inf)
+
+
+class MemoisedNetwork(torch.nn.Module):
+    """A network whose output for a given input window is computed once and then looked up."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.cache: dict[bytes, torch.Tensor] = {}
+        self.computed = 0
+        self.looked_up = 0
+        self.compute_seconds = 0.0
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        keys = [hashlib.blake2b(item.detach().cpu().numpy().tobytes(), digest_size=16).digest() for item in batch]
+        missing = [i for i, k in enumerate(keys) if k not in self.cache]
+        if missing:
+            started = time.perf_counter()
+            out = self.net(batch[missing])
+            self.compute_seconds += time.perf_counter() - started
+            for i, o in zip(missing, out, strict=True):
+                self.cache[keys[i]] = o.detach().clone()
+        self.computed += len(missing)
+        self.looked_up += len(keys) - len(missing)
+        return torch.stack([self.cache[k] for k in keys])
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+
+
+def component_changes(mask: np.ndarray, reference: np.ndarray) -> tuple[int, int]:
+    """Components (18-connected) of ``mask`` touching nothing of ``reference`` and vice versa."""
+
+    def unmatched(a: np.ndarray, b: np.ndarray) -> int:
+        labels = cc3d.connected_components(a.astype(np.uint8), connectivity=18)
+        hit = set(np.unique(labels[b & (labels > 0)]).tolist())
+        return int(labels.max()) - len(hit)
+
+    return unmatched(mask, reference), unmatched(reference, mask)
+
+
+def body_depth_mm(pet: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
+    """Distance (mm) from each body voxel to the nearest non-body voxel; 0 outside the body."""
+    lo, hi = np.percentile(pet, (0.05, 99.95))
+    body = pet > lo + 0.01 * (hi - lo)
+    return ndimage.distance_transform_edt(body, sampling=spacing)
+
+
+def compare(mask: np.ndarray, none_mask: np.ndarray, ref_mask: np.ndarray, depth: np.ndarray) -> dict:
+    differ = mask != none_mask
+    gained, lost = component_changes(mask, ref_mask)
+    where = {}
+    outside = differ & (depth == 0)
+    where["outside_body"] = int(outside.sum())
+    for lo, hi in zip(DEPTH_BINS_MM[:-1], DEPTH_BINS_MM[1:], strict=True):
+        where[f"depth_{lo:g}_{hi:g}mm"] = int((differ & (depth > lo) & (depth <= hi)).sum())
+    return {
+        "voxels": int(mask.sum()),
+        "dice_to_none": round(dice(mask, none_mask), 5), "differ_from_none": int(differ.sum()),
+        "dice_to_reference": round(dice(mask, ref_mask), 5), "differ_from_reference": int((mask != ref_mask).sum()),
+        "components_gained": gained, "components_lost": lost, "differ_by_depth": where,
+    }
+
+
+def run_phantom(seed: int, networks: list[MemoisedNetwork], config, contexts: tuple[float, ...]) -> dict:
+    phantom = make_phantom(seed, spacing=config.spacing, lesions=True)
+    pet = phantom.pet
+    array = sitk.GetArrayFromImage(pet).transpose(2, 1, 0)
+    truth = sitk.GetArrayFromImage(phantom.label).transpose(2, 1, 0) > 0
+    depth = body_depth_mm(array, pet.GetSpacing())
+    row: dict = {"seed": seed, "shape": list(pet.GetSize()), "truth_voxels": int(truth.sum()),
+                 "voxel_ml": voxel_volume_ml(pet.GetSpacing())}
+    for net in networks:
+        net.cache.clear()
+        net.computed = net.looked_up = 0
+        net.compute_seconds = 0.0
+
+    started = time.perf_counter()
+    none = Predictor(networks, config, device="cpu", crop="none")
+    none_scores = none.predict_scores(pet)
+    none_mask = vote(none_scores, config.vote)
+    wall = time.perf_counter() - started
+    computed = sum(n.computed for n in networks)
+    per_window = sum(n.compute_seconds for n in networks) / max(1, computed)
+    row["seconds_per_window"] = round(per_window, 2)
+    modes = [{"mode": "none", "windows": none.last_info.windows, "seconds_wall": round(wall, 1),
+              "computed": computed, "mask": none_mask}]
+    print(f"seed {seed} {pet.GetSize()}: none {modes[0]['windows']} windows, {wall:.0f} s", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="crop-agreement-") as tmp:
+        path = Path(tmp) / "pet.mha"
+        sitk.WriteImage(pet, str(path))
+        before = sum(n.computed for n in networks)
+        started = time.perf_counter()
+        ref_mask = reference_predict(path, [n for n in networks], config, sw_batch_size=2).astype(bool)
+        row["reference_seconds_wall"] = round(time.perf_counter() - started, 1)
+        row["reference_windows_computed"] = sum(n.computed for n in networks) - before
+    print(f"  reference: {row['reference_seconds_wall']} s", flush=True)
+
+    for mode, context in [("exact", 0.0)] + [("body", c) for c in contexts]:
+        before = sum(n.computed for n in networks)
+        started = time.perf_counter()
+        predictor = Predictor(networks, config, device="cpu", crop=mode, context_mm=context)
+        mask = vote(predictor.predict_scores(pet), config.vote)
+        modes.append({"mode": mode, "context_mm": context, "windows": predictor.last_info.windows,
+                      "seconds_wall": round(time.perf_counter() - started, 1),
+                      "computed": sum(n.computed for n in networks) - before, "mask": mask})
+        print(f"  {mode} context {context:g} mm: {predictor.last_info.windows} windows", flush=True)
+
+    row["modes"] = []
+    for m in modes:
+        mask = m.pop("mask")
+        m["seconds_est"] = round(m["windows"] * per_window * len(networks), 1)
+        m.update(compare(mask, none_mask, ref_mask, depth))
+        m["dice_to_truth"] = round(dice(mask, truth), 4)
+        row["modes"].append(m)
+        print("  " + json.dumps(m), flush=True)
+    return row
+
+
+def markdown_table(result: dict) -> str:
+    """The per-phantom, per-mode rows as a Markdown table (for docs/performance.md)."""
+    lines = ["| phantom | mode | windows | seconds (est.) | Dice to none | Dice to MONAI chain | voxels differ "
+             "| components +/- | differing voxels by depth (<10 / 10-30 / 30-60 / >60 mm) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for phantom in result["phantoms"]:
+        for m in phantom["modes"]:
+            context = m.get("context_mm", m.get("margin_mm"))
+            mode = m["mode"] if m["mode"] != "body" else f"body +{context:g} mm"
+            d = m["differ_by_depth"]
+            depth = " / ".join(str(d[k]) for k in ("depth_0_10mm", "depth_10_30mm", "depth_30_60mm", "depth_60_infmm"))
+            lines.append(f"| {phantom['seed']} {'x'.join(map(str, phantom['shape']))} | {mode} | {m['windows']} "
+                         f"| {m['seconds_est']} | {m['dice_to_none']:.4f} | {m['dice_to_reference']:.4f} "
+                         f"| {m['differ_from_none']} | +{m['components_gained']} / -{m['components_lost']} | {depth} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", type=Path, default=ROOT / "weights", help="checkpoint file or folder")
+    parser.add_argument("--models", type=int, default=1, help="use the first N networks (0 = all)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[50000, 50001, 50002, 50003, 50004],
+                        help="phantom seeds (the held-out set's are 50000 and up)")
+    parser.add_argument("--roi", type=int, default=128, help="window side (voxels); the paper's is 128")
+    parser.add_argument("--overlap", type=float, default=0.75, help="window overlap; the paper's is 0.75")
+    parser.add_argument("--contexts", type=float, nargs="+", default=list(CONTEXTS_MM),
+                        help="contexts (mm beyond the body box) of the fast mode to sweep")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--markdown", type=Path, help="only print a saved --json result as a Markdown table")
+    args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown_table(json.loads(args.markdown.read_text())))
+        return 0
+
+    loaded = Predictor.from_weights(args.weights, device="cpu")
+    config = loaded.config.with_(roi_size=(args.roi,) * 3, overlap=args.overlap)
+    networks = [MemoisedNetwork(net) for net in loaded.networks[: args.models or None]]
+    result = {"weights": str(args.weights), "models": len(networks), "config": config.name,
+              "roi": args.roi, "overlap": args.overlap, "sigma_scale": config.sigma_scale,
+              "torch_threads": torch.get_num_threads(), "phantoms": []}
+    for seed in args.seeds:
+        with torch.inference_mode():
+            result["phantoms"].append(run_phantom(seed, networks, config, tuple(args.contexts)))
+        if args.json:  # after every phantom, so a long run keeps what it measured
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(markdown_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
