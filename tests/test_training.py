@@ -85,6 +85,7 @@ def test_transform_order_is_the_papers() -> None:
     assert names == [
         "LoadImaged",
         "EnsureChannelFirstd",
+        "NonFiniteToZerod",
         "Orientationd",
         "Spacingd",
         "ScaleIntensityRangePercentilesd",
@@ -103,14 +104,49 @@ def test_transform_order_is_the_papers() -> None:
     assert demo[demo.index("<cache>") + 1] == "RandCropByPosHotNegd" and demo[-1] == "NonFiniteToZerod"
 
 
+def test_nonfinite_voxels_become_zero_before_the_percentiles_in_training_and_inference(tmp_path) -> None:
+    """One rule in both paths: a PET with NaN and Inf voxels is treated as the same PET with zeros there."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from model import Predictor
+    from tests.conftest import HOTSPOT_WEIGHTS, body_with_lesion
+    from training.recipe import deterministic_transforms
+
+    pet, _ = body_with_lesion(size=(48, 44, 56))
+    dirty_array = sitk.GetArrayFromImage(pet)
+    dirty_array[10, 12, 3:9] = np.nan
+    dirty_array[20, 5, 7] = np.inf
+    dirty_array[21, 5, 7] = -np.inf
+    clean_array = np.nan_to_num(dirty_array, nan=0.0, posinf=0.0, neginf=0.0)
+    images = {}
+    for name, array in (("dirty", dirty_array), ("clean", clean_array)):
+        image = sitk.GetImageFromArray(array)
+        image.CopyInformation(pet)
+        images[name] = image
+        sitk.WriteImage(image, str(tmp_path / f"{name}.nii.gz"))
+        sitk.WriteImage(sitk.Cast(image * 0, sitk.sitkUInt8), str(tmp_path / f"{name}_label.nii.gz"))
+
+    config = preset("tiny")
+    prepared = {name: deterministic_transforms(config)({"pet": str(tmp_path / f"{name}.nii.gz"),
+                                                        "label": str(tmp_path / f"{name}_label.nii.gz")})["pet"]
+                for name in ("dirty", "clean")}
+    assert torch.isfinite(prepared["dirty"]).all() and prepared["dirty"].max() == 1.0
+    assert torch.equal(prepared["dirty"].as_tensor(), prepared["clean"].as_tensor())
+
+    predictor = Predictor.from_weights(HOTSPOT_WEIGHTS, device="cpu")
+    masks = {name: sitk.GetArrayFromImage(predictor.predict(images[name])) for name in ("dirty", "clean")}
+    assert masks["clean"].max() == 1 and np.array_equal(masks["dirty"], masks["clean"])
+
+
 def test_recipe_parameters() -> None:
     from training.recipe import deterministic_transforms, make_scheduler, random_transforms
 
     config, train = preset("paper"), train_preset("paper")
     det = deterministic_transforms(config).transforms
-    assert tuple(det[3].spacing_transform.pixdim) == pytest.approx(config.spacing)
-    assert [str(m) for m in det[3].mode] == ["bilinear", "nearest"]
-    scale = det[4].scaler
+    assert tuple(det[4].spacing_transform.pixdim) == pytest.approx(config.spacing)
+    assert [str(m) for m in det[4].mode] == ["bilinear", "nearest"]
+    scale = det[5].scaler
     assert (scale.lower, scale.upper, scale.b_min, scale.b_max, scale.clip) == (0.05, 99.95, 0.0, 1.0, True)
     rand = random_transforms(config, train).transforms
     crop = rand[1]

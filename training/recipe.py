@@ -178,11 +178,14 @@ def deterministic_transforms(config: ModelConfig) -> Compose:
     """Load -> channel first -> RAS -> target spacing -> per-volume percentile scaling (the cache point).
 
     The same steps, in the same order, as the container's preprocessing; only PET and label are used.
+    NaN and Inf voxels become 0 first, as in inference: one such voxel would otherwise make the
+    percentiles NaN and the whole scaled PET NaN (then zero), with its labels still in place.
     """
     return Compose(
         [
             LoadImaged(keys=list(KEYS), image_only=True),
             EnsureChannelFirstd(keys=list(KEYS)),
+            NonFiniteToZerod(keys="pet", keep_meta=True),  # before the percentiles, as inference's read_array
             Orientationd(keys=list(KEYS), axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
             Spacingd(keys=list(KEYS), pixdim=config.spacing, mode=("bilinear", "nearest")),
             ScaleIntensityRangePercentilesd(
@@ -198,13 +201,19 @@ def deterministic_transforms(config: ModelConfig) -> Compose:
 
 
 class NonFiniteToZerod(MapTransform):
-    """Replace NaN/Inf by 0 and drop MONAI metadata; last on purpose (the paper's AMP NaN post-mortem)."""
+    """Replace NaN/Inf by 0; unless ``keep_meta``, also drop MONAI metadata (the last step of the
+    training chain, after the paper's AMP NaN post-mortem; with ``keep_meta`` the first, on the raw PET)."""
+
+    def __init__(self, keys: Any, keep_meta: bool = False, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.keep_meta = keep_meta
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         out = dict(data)
         for key in self.key_iterator(out):
-            value = torch.as_tensor(out[key])
-            value = value.as_tensor() if hasattr(value, "as_tensor") else value
+            value = out[key] if self.keep_meta else torch.as_tensor(out[key])
+            if not self.keep_meta and hasattr(value, "as_tensor"):
+                value = value.as_tensor()
             out[key] = torch.nan_to_num(value, nan=0.0, posinf=0.0, neginf=0.0)
         return out
 
