@@ -771,3 +771,17 @@ def test_cli_dice_batch_flag(flags: list[str], expected: bool) -> None:
         ["fit", "--data", "d", "--out", "o", "--splits", "s.json", "--fold", "0", "--preset", "demo", *flags]
     )
     assert _train_config(args).dice_batch is expected
+
+
+def test_export_of_a_run_missing_folds_says_which_in_one_line(tmp_path, capsys) -> None:
+    """A run holding fold 0 only: a line naming the missing folds and --folds, no traceback, nothing written."""
+    from training.cli import main
+
+    (tmp_path / "run/fold0").mkdir(parents=True)
+    (tmp_path / "run/fold0/last.pt").write_bytes(b"")  # only its presence is checked before loading
+    code = main(["export", "--runs", str(tmp_path / "run"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err == [f"error: {tmp_path / 'run'}: no best.pt or last.pt for fold(s) 1, 2, 3, 4; "
+                   "export those with --folds 0"]
+    assert not (tmp_path / "out").exists()

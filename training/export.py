@@ -16,7 +16,7 @@ import torch
 
 from model.config import ModelConfig
 from model.manifest import write_manifest
-from model.network import build_network, save_checkpoint, weights_digest
+from model.network import CheckpointError, build_network, save_checkpoint, weights_digest
 
 PROVENANCE_KEYS = (
     "fold",
@@ -77,6 +77,12 @@ def export(
     """
     if dtype not in EXPORT_DTYPES:
         raise ValueError(f"dtype: one of {list(EXPORT_DTYPES)}, got {dtype!r}")
+    missing = [fold for fold in folds if not any((Path(run_dir) / f"fold{fold}" / n).is_file()
+                                                  for n in ("best.pt", "last.pt"))]
+    if missing:  # before anything is written
+        have = [fold for fold in folds if fold not in missing]
+        hint = f"; export those with --folds {','.join(map(str, have))}" if have else ""
+        raise CheckpointError(f"{run_dir}: no best.pt or last.pt for fold(s) {', '.join(map(str, missing))}{hint}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     models: list[dict[str, Any]] = []
