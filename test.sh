@@ -136,7 +136,7 @@ run_container --rm --network none --cap-drop ALL --security-opt no-new-privilege
     -v "${volume}:/output:ro" \
     -v "${TEST_DIR}/expected_output:/expected:ro" \
     -v "${HERE}/scripts/compare_masks.py:/opt/compare/compare_masks.py:ro" \
-    --entrypoint python "$IMAGE" /opt/compare/compare_masks.py \
+    -e PYTHONPATH=/opt/app --entrypoint python "$IMAGE" /opt/compare/compare_masks.py \
     "/output/${OUTPUT_SUBDIR}" "/expected/${OUTPUT_SUBDIR}" \
     --min-dice "$MIN_DICE" --results-json /output/results.json || status=$?
 

@@ -38,6 +38,7 @@ from scipy import ndimage
 from evaluation.metrics import voxel_volume_ml
 from model import Predictor
 from model.ensemble import vote
+from model.masks import dice
 from tests.reference_pipeline import reference_predict
 from training.phantoms import make_phantom
 
@@ -71,11 +72,6 @@ class MemoisedNetwork(torch.nn.Module):
         self.computed += len(missing)
         self.looked_up += len(keys) - len(missing)
         return torch.stack([self.cache[k] for k in keys])
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
 def component_changes(mask: np.ndarray, reference: np.ndarray) -> tuple[int, int]:

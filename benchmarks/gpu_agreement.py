@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     from model import Predictor
     from model.config import paper_config
     from model.ensemble import vote
+    from model.masks import dice
     from model.network import build_network
     from training.phantoms import make_phantom
 
@@ -71,10 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     cpu_scores = cpu.predict_scores(pet)
     result["cpu_fp32_s"] = round(time.perf_counter() - started, 1)
     a, b = vote(gpu_scores, config.vote), vote(cpu_scores, config.vote)
-    total = int(a.sum()) + int(b.sum())
     spread = float(np.percentile(np.abs(cpu_scores), 99))
     result.update({
-        "mask_dice": round(2.0 * int((a & b).sum()) / total, 5) if total else 1.0,
+        "mask_dice": round(dice(a, b, both_empty=1.0), 5),
         "voxels_differ": int((a != b).sum()), "lesion_voxels_cpu": int(b.sum()),
         "score_max_abs_diff": round(float(np.abs(gpu_scores - cpu_scores).max()), 4),
         "score_abs_p99_cpu": round(spread, 4),

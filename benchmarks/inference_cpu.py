@@ -84,9 +84,9 @@ def child(mode: str, pet: Path, weights: Path, out: Path, threads: int) -> dict:
 def mask_file_dice(a_path: Path, b_path: Path) -> float:
     import SimpleITK as sitk
 
-    a, b = (sitk.GetArrayFromImage(sitk.ReadImage(str(path))) > 0 for path in (a_path, b_path))
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+    from model.masks import dice
+
+    return dice(*(sitk.GetArrayFromImage(sitk.ReadImage(str(path))) for path in (a_path, b_path)), both_empty=1.0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@ One prepared command for a lent GPU machine without network (about 2-4 minutes t
 
     bash benchmarks/fetch_gpu_wheels.sh            # here: monai + SimpleITK wheels into .whl/
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && \\
-        PYTHONPATH=/tmp/site:. python3 benchmarks/inference_gpu.py --json $OUT/gpu.json
+        PYTHONPATH=/tmp/site:. python3 -m benchmarks.inference_gpu --json $OUT/gpu.json
 
 Prints, per ensemble size: end-to-end seconds (PET image in memory -> mask, warm), seconds per
 window per network, windows computed versus uncropped, peak GPU memory, and the FLOP-bound
@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 GFLOP_PER_WINDOW = 957.0  # the paper's DynUNet on one 128^3 window (facts.md)
 

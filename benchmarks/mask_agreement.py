@@ -9,7 +9,7 @@ body-crop path on the CPU in fp32, so the GPU's fp16 masks are checked against i
 (where ITK, which the reference's reader needs, is not installed): on the CPU the two give the same
 scores (``tests/test_inference.py``; run without ``--baseline`` to see it here).
 
-    python benchmarks/mask_agreement.py --weights weights --models 1 --json OUT.json [--device cuda]
+    python -m benchmarks.mask_agreement --weights weights --models 1 --json OUT.json [--device cuda]
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def _git_revision() -> str:
@@ -55,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     from model import Predictor
     from model.cropping import BACKGROUND_SCORE
     from model.ensemble import vote
+    from model.masks import dice
     from model.network import CheckpointError
-    from scripts.compare_masks import dice
     from tests.reference_pipeline import reference_predict
     from training.phantoms import make_phantom
 

@@ -3,7 +3,7 @@
 The platform gives a job 16 GiB of RAM; this prints the peak resident memory of one process.py run
 (a child process, measured by the kernel) and its time.
 
-    python benchmarks/memory_longest.py [--weights weights] [--slices 677] [--json OUT]
+    python -m benchmarks.memory_longest [--weights weights] [--slices 677] [--json OUT]
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 LIMIT_GIB = 16.0
 

@@ -1,22 +1,16 @@
-"""Pairing ground-truth, prediction and PET files by name, and writing results as strict JSON."""
+"""Pairing ground-truth, prediction and PET files by name (image names and JSON from ``model.io``)."""
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import SimpleITK as sitk
 
 from evaluation.metrics import check_same_grid
 from model import io as model_io
-
-#: File types read as images; longest first so "abc.nii.gz" is not taken for "abc.nii" + ".gz".
-IMAGE_EXTENSIONS = (".nii.gz", ".mha", ".nii")
+from model.io import IMAGE_SUFFIXES
 
 
 class CaseError(ValueError):
@@ -33,24 +27,14 @@ class CasePaths:
     pet: Path | None = None
 
 
-def split_name(path: Path | str) -> tuple[str, str] | None:
-    """(stem, extension) of an image file name, or None for other files."""
-    name = Path(path).name
-    for ext in IMAGE_EXTENSIONS:
-        if name.endswith(ext) and len(name) > len(ext):
-            return name[: -len(ext)], ext
-    return None
-
-
 def list_images(folder: Path, what: str = "image") -> dict[str, list[Path]]:
     """Image files of a folder grouped by stem (a stem may exist as both .mha and .nii.gz)."""
     if not folder.is_dir():
         raise CaseError(f"{what} folder is not a folder: {folder}")
     found: dict[str, list[Path]] = {}
-    for path in sorted(folder.iterdir()):
-        parts = split_name(path)
-        if parts is not None and path.is_file():
-            found.setdefault(parts[0], []).append(path)
+    for path in model_io.list_images(folder):
+        if path.is_file():
+            found.setdefault(model_io.image_stem(path), []).append(path)
     return found
 
 
@@ -63,7 +47,7 @@ def _match(stem: str, wanted_name: str, candidates: dict[str, list[Path]], what:
     if len(options) == 1:
         return options[0]
     if not options:
-        tried = ", ".join(stem + ext for ext in IMAGE_EXTENSIONS)
+        tried = ", ".join(stem + ext for ext in IMAGE_SUFFIXES)
         raise CaseError(f"{what} missing for {wanted_name}: none of {tried} in {folder}")
     names = ", ".join(p.name for p in options)
     raise CaseError(f"{what} for {wanted_name} is ambiguous in {folder}: {names}")
@@ -81,7 +65,7 @@ def pair_cases(
     preds = list_images(pred_dir, "prediction")
     pets = list_images(pet_dir, "PET") if pet_dir is not None else {}
     if not gts:
-        raise CaseError(f"no ground-truth images ({', '.join(IMAGE_EXTENSIONS)}) in {gt_dir}")
+        raise CaseError(f"no ground-truth images ({', '.join(IMAGE_SUFFIXES)}) in {gt_dir}")
     pairs, problems = [], []
     for stem, gt_paths in gts.items():
         for gt_path in gt_paths:
@@ -90,7 +74,7 @@ def pair_cases(
                 pet = None
                 if pet_dir is not None:
                     pet_stem = stem + pet_suffix
-                    pet = _match(pet_stem, pet_stem + split_name(gt_path)[1], pets, "PET", pet_dir)
+                    pet = _match(pet_stem, pet_stem + model_io.image_suffix(gt_path), pets, "PET", pet_dir)
                 pairs.append(CasePaths(gt_path.name, gt_path, pred, pet))
             except CaseError as err:
                 problems.append(str(err))
@@ -120,27 +104,9 @@ def check_grids(pairs: Sequence[CasePaths], tol: float = 1e-3) -> None:
         raise CaseError("\n".join(problems))
 
 
-def read_image(path: Path) -> sitk.Image:
-    """Read an image, turning ITK's long messages into one line that names the file."""
+def read_image(path: Path, what: str = "image") -> sitk.Image:
+    """Read an image; a broken one is a CaseError in one line that names the file."""
     try:
-        return sitk.ReadImage(str(path))
-    except RuntimeError as err:
-        raise CaseError(f"cannot read {path}: {str(err).strip().splitlines()[-1]}") from err
-
-
-def json_safe(value: Any) -> Any:
-    """Replace NaN/inf with None and numpy scalars with Python ones, so json output is strict."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def dumps(value: Any) -> str:
-    """Strict JSON (no NaN tokens, which many parsers reject)."""
-    return json.dumps(json_safe(value), indent=2, allow_nan=False)
+        return model_io.read_image(path, what)
+    except model_io.InputError as err:
+        raise CaseError(str(err)) from None

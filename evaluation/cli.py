@@ -13,16 +13,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from evaluation.cases import (
-    IMAGE_EXTENSIONS,
-    CaseError,
-    check_grids,
-    dumps,
-    pair_cases,
-    read_image,
-    split_name,
-)
+from evaluation.cases import CaseError, check_grids, pair_cases, read_image
 from evaluation.metrics import Aggregate, CaseMetrics, aggregate, evaluate_images
+from model.io import IMAGE_SUFFIXES, image_stem, write_json_atomic
 
 EPILOG = """\
 metrics (autoPET II definitions; lesion = voxel > 0; components use 18-connectivity):
@@ -45,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m evaluation",
         description="Evaluate lesion segmentations with the autoPET II metrics (Dice, false-positive\n"
         "and false-negative volume). Files are paired by name: ground truth abc.nii.gz pairs with\n"
-        f"prediction abc.nii.gz or abc.mha (extensions: {', '.join(IMAGE_EXTENSIONS)}). Every pair must\n"
+        f"prediction abc.nii.gz or abc.mha (extensions: {', '.join(IMAGE_SUFFIXES)}). Every pair must\n"
         "share its voxel grid (size, spacing, origin, direction); all pairs are checked before any\n"
         "metric is computed.",
         epilog=EPILOG,
@@ -121,8 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.pictures is not None and case.pet is not None:
                 from evaluation.mip import metrics_title, save_mip_png  # matplotlib only when needed
 
-                stem, _ = split_name(case.gt)
-                save_mip_png(read_image(case.pet), args.pictures / f"{stem}.png", pred=pred, gt=gt,
+                save_mip_png(read_image(case.pet), args.pictures / f"{image_stem(case.gt)}.png", pred=pred, gt=gt,
                              title=metrics_title(case.name, metrics))
     except (CaseError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -135,7 +127,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_aggregate(agg))
     if args.out is not None:
         report = {"cases": {k: v.to_dict() for k, v in results.items()}, "aggregate": agg.to_dict()}
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(dumps(report) + "\n")
+        write_json_atomic(report, args.out)
         print(f"wrote {args.out}")
     return 0

@@ -10,11 +10,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import cc3d
 import numpy as np
 import SimpleITK as sitk
+
+from model.io import HasGrid, grid_differences
+from model.masks import dice
 
 #: Neighbourhood used to form lesions: faces and edges, not corners (as the official evaluation).
 CONNECTIVITY = 18
@@ -22,15 +25,6 @@ CONNECTIVITY = 18
 
 class GridMismatchError(ValueError):
     """Two images that should share a voxel grid do not; the message names what differs."""
-
-
-class HasGrid(Protocol):
-    """Anything with an ITK grid: ``sitk.Image``, or ``sitk.ImageFileReader`` after ReadImageInformation."""
-
-    def GetSize(self) -> Sequence[int]: ...
-    def GetSpacing(self) -> Sequence[float]: ...
-    def GetOrigin(self) -> Sequence[float]: ...
-    def GetDirection(self) -> Sequence[float]: ...
 
 
 @dataclass(frozen=True)
@@ -120,8 +114,7 @@ def case_metrics(gt: np.ndarray, pred: np.ndarray, spacing: Sequence[float]) -> 
 
     n_gt = int(np.count_nonzero(g))
     n_pred = int(np.count_nonzero(p))
-    n_both = int(np.count_nonzero(g & p))
-    dice = 2.0 * n_both / (n_gt + n_pred) if n_gt + n_pred > 0 else math.nan
+    overlap = dice(g, p)
 
     if n_gt + n_pred > 0:  # components lie inside the foreground's bounding box: label only that
         box = _bounding_box(g | p)
@@ -129,7 +122,7 @@ def case_metrics(gt: np.ndarray, pred: np.ndarray, spacing: Sequence[float]) -> 
     fp_vox, n_pred_cc, n_fp_cc = _unmatched_voxels(p, g)
     fn_vox, n_gt_cc, n_fn_cc = _unmatched_voxels(g, p)
     return CaseMetrics(
-        dice=dice,
+        dice=overlap,
         fpv_ml=fp_vox * vox_ml,
         fnv_ml=fn_vox * vox_ml,
         gt_ml=n_gt * vox_ml,
@@ -142,40 +135,11 @@ def case_metrics(gt: np.ndarray, pred: np.ndarray, spacing: Sequence[float]) -> 
     )
 
 
-def grid_differences(a: HasGrid, b: HasGrid, tol: float = 1e-3) -> list[str]:
-    """What differs between two grids, as readable phrases (empty when they match).
-
-    Spacing and origin may differ by ``tol`` times the smallest spacing (rounding in writers that
-    store float32), direction cosines by ``tol``; sizes must match exactly.
-    """
-    diffs = []
-    if tuple(a.GetSize()) != tuple(b.GetSize()):
-        diffs.append(f"size {tuple(a.GetSize())} vs {tuple(b.GetSize())}")
-    sa, sb = np.asarray(a.GetSpacing(), float), np.asarray(b.GetSpacing(), float)
-    if sa.shape != sb.shape:
-        diffs.append(f"dimension {sa.size} vs {sb.size}")
-        return diffs
-    mm_tol = tol * float(min(sa.min(), sb.min()))
-    if not np.allclose(sa, sb, rtol=0, atol=mm_tol):
-        diffs.append(f"spacing {_fmt(sa)} vs {_fmt(sb)}")
-    oa, ob = np.asarray(a.GetOrigin(), float), np.asarray(b.GetOrigin(), float)
-    if not np.allclose(oa, ob, rtol=0, atol=mm_tol):
-        diffs.append(f"origin {_fmt(oa)} vs {_fmt(ob)}")
-    da, db = np.asarray(a.GetDirection(), float), np.asarray(b.GetDirection(), float)
-    if not np.allclose(da, db, rtol=0, atol=tol):
-        diffs.append(f"direction {_fmt(da)} vs {_fmt(db)}")
-    return diffs
-
-
 def check_same_grid(a: HasGrid, b: HasGrid, what: str = "images", tol: float = 1e-3) -> None:
     """Raise GridMismatchError naming every difference; a metric on two grids would be meaningless."""
     diffs = grid_differences(a, b, tol)
     if diffs:
         raise GridMismatchError(f"{what} are not on the same grid: " + "; ".join(diffs))
-
-
-def _fmt(values: np.ndarray) -> str:
-    return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
 
 
 def evaluate_images(gt: sitk.Image, pred: sitk.Image, tol: float = 1e-3) -> CaseMetrics:

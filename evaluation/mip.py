@@ -20,7 +20,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
-from evaluation.metrics import CaseMetrics, grid_differences
+from evaluation.metrics import CaseMetrics
+from model.io import grid_differences
 
 #: SUV display window: 0 white, >= 10 black.
 SUV_WINDOW = (0.0, 10.0)

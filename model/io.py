@@ -6,12 +6,16 @@ of the log, and a user with a folder of scans needs to know which one is broken 
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import SimpleITK as sitk
@@ -207,11 +211,52 @@ def existing_mask_problem(mask_path: Path, pet_path: Path) -> str | None:
     return None
 
 
-def same_geometry(reader: sitk.ImageFileReader, image: sitk.Image, tol: float = 1e-3) -> bool:
-    return (tuple(reader.GetSize()) == tuple(image.GetSize())
-            and np.allclose(reader.GetSpacing(), image.GetSpacing(), atol=tol)
-            and np.allclose(reader.GetOrigin(), image.GetOrigin(), atol=max(tol, 1e-2))
-            and np.allclose(reader.GetDirection(), image.GetDirection(), atol=tol))
+class HasGrid(Protocol):
+    """Anything with an ITK grid: ``sitk.Image``, or ``sitk.ImageFileReader`` after ReadImageInformation."""
+
+    def GetSize(self) -> Sequence[int]: ...
+    def GetSpacing(self) -> Sequence[float]: ...
+    def GetOrigin(self) -> Sequence[float]: ...
+    def GetDirection(self) -> Sequence[float]: ...
+
+
+def _fmt(values: np.ndarray) -> str:
+    return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
+
+
+def grid_differences(a: HasGrid, b: HasGrid, tol: float = 1e-3, min_mm: float = 0.0) -> list[str]:
+    """What differs between two grids, as readable phrases (empty when they match).
+
+    Spacing and origin may differ by ``tol`` times the smallest spacing (the origin by ``min_mm``
+    where that is larger: headers that store float32 geometry round it); direction cosines by
+    ``tol``; sizes must match exactly.
+    """
+    diffs = []
+    if tuple(a.GetSize()) != tuple(b.GetSize()):
+        diffs.append(f"size {tuple(a.GetSize())} vs {tuple(b.GetSize())}")
+    sa, sb = np.asarray(a.GetSpacing(), float), np.asarray(b.GetSpacing(), float)
+    if sa.shape != sb.shape:
+        diffs.append(f"dimension {sa.size} vs {sb.size}")
+        return diffs
+    mm_tol = tol * float(min(sa.min(), sb.min()))
+    if not np.allclose(sa, sb, rtol=0, atol=mm_tol):
+        diffs.append(f"spacing {_fmt(sa)} vs {_fmt(sb)}")
+    oa, ob = np.asarray(a.GetOrigin(), float), np.asarray(b.GetOrigin(), float)
+    if not np.allclose(oa, ob, rtol=0, atol=max(mm_tol, min_mm)):
+        diffs.append(f"origin {_fmt(oa)} vs {_fmt(ob)}")
+    da, db = np.asarray(a.GetDirection(), float), np.asarray(b.GetDirection(), float)
+    if not np.allclose(da, db, rtol=0, atol=tol):
+        diffs.append(f"direction {_fmt(da)} vs {_fmt(db)}")
+    return diffs
+
+
+#: Origin/spacing slack (mm) when pairing images of one study (CT, label and PET written by other tools).
+STUDY_GRID_MM = 1e-2
+
+
+def same_geometry(a: HasGrid, b: HasGrid, tol: float = 1e-3) -> bool:
+    """Two images of one study on one voxel grid, up to header rounding."""
+    return not grid_differences(a, b, tol, STUDY_GRID_MM)
 
 
 def check_writable(folder: Path) -> None:
@@ -285,15 +330,51 @@ def _first_line(exc: BaseException) -> str:
     return re.sub(r"File cannot be read: .* for reading\.?", "not a readable image of this format", text)
 
 
-def write_text_atomic(text: str, path: Path) -> None:
+def write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
+    """Call ``write(tmp)`` on a hidden temp file beside ``path``, then rename it into place.
+
+    A killed run leaves the old file or the new one, never a partial one (the temp file's name is
+    one that ``remove_stale_temps`` clears).
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        write(Path(tmp))
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(text: str, path: Path) -> None:
+    write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def json_safe(value: Any) -> Any:
+    """NaN/inf -> None, numpy scalars and arrays -> Python ones, tuples -> lists: strict JSON."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def dumps_json(value: Any) -> str:
+    """Strict JSON text (no NaN tokens, which many parsers reject), indented, newline-terminated."""
+    return json.dumps(json_safe(value), indent=2, allow_nan=False) + "\n"
+
+
+def write_json_atomic(value: Any, path: Path) -> None:
+    write_text_atomic(dumps_json(value), path)
 

@@ -7,11 +7,10 @@ naming the file, before any case is read.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from .io import write_json_atomic
 from .network import CheckpointError, sha256_of
 
 MANIFEST_NAME = "manifest.json"
@@ -32,12 +31,7 @@ def write_manifest(folder: Path, models: list[dict[str, Any]], **info: Any) -> P
         entries.append({**model, "sha256": sha256_of(path), "bytes": path.stat().st_size})
     manifest = {"format": MANIFEST_FORMAT, **info, "models": entries}
     target = folder / MANIFEST_NAME
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=folder)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(manifest, fh, indent=2, default=str)
-        fh.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, target)
+    write_json_atomic(manifest, target)
     return target
 
 

@@ -10,8 +10,6 @@ Both are read with ``torch.load(weights_only=True)``: a checkpoint never runs co
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import torch
 from monai.networks.nets import DynUNet
 
 from .config import ModelConfig, paper_config
+from .io import write_atomic
 
 CHECKPOINT_FORMAT = "autopet-sw-unet/1"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
@@ -66,18 +65,9 @@ def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """Write to a temp file in the same folder, then rename: a kill never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600: a non-root container user must read the weights
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save`` through ``write_atomic``: a kill never leaves half a file; readable (0644) by a
+    non-root container user."""
+    write_atomic(Path(path), lambda tmp: torch.save(obj, tmp))
 
 
 def save_checkpoint(

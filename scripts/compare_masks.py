@@ -12,7 +12,8 @@ check the container's output against ``test/expected_output``:
   empty masks count as Dice 1.
 
 Exit status: 0 when every pair passes, 1 when any check fails, 2 on usage errors
-(missing files or folders). Only SimpleITK and numpy are needed.
+(missing files or folders). Needs SimpleITK, numpy and the project's ``model`` package on the path
+(test.sh runs it in the image with PYTHONPATH=/opt/app).
 """
 
 from __future__ import annotations
@@ -25,17 +26,14 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-MASK_SUFFIXES = (".mha", ".nii.gz", ".nii", ".nrrd")
-
-
-def _is_mask_file(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(MASK_SUFFIXES)
+from model.io import is_image_file
+from model.masks import dice
 
 
 def collect(path: Path) -> list[Path]:
     """The mask files at ``path``: the file itself, or the files in the folder."""
     if path.is_dir():
-        return sorted(p for p in path.iterdir() if _is_mask_file(p))
+        return sorted(p for p in path.iterdir() if is_image_file(p))
     if path.is_file():
         return [path]
     return []
@@ -55,15 +53,6 @@ def pair_up(predicted: list[Path], expected: list[Path]) -> tuple[list[tuple[Pat
             pairs.append((pred, exp))
     problems.extend(f"unexpected prediction {name}" for name in sorted(by_name))
     return pairs, problems
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a = a > 0
-    b = b > 0
-    total = int(a.sum()) + int(b.sum())
-    if total == 0:
-        return 1.0
-    return 2.0 * int(np.logical_and(a, b).sum()) / total
 
 
 def compare_pair(pred_path: Path, exp_path: Path, min_dice: float, atol: float) -> tuple[bool, dict]:
@@ -92,7 +81,7 @@ def compare_pair(pred_path: Path, exp_path: Path, min_dice: float, atol: float) 
     if pred.GetSize() == exp.GetSize():
         p = sitk.GetArrayViewFromImage(pred)
         e = sitk.GetArrayViewFromImage(exp)
-        score = dice(p, e)
+        score = dice(p, e, both_empty=1.0)
         report.update(
             dice=round(score, 6),
             predicted_voxels=int((p > 0).sum()),

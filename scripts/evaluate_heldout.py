@@ -1,6 +1,6 @@
 """Score shipped weights on a held-out phantom set: the ensemble and its best single network.
 
-    python scripts/evaluate_heldout.py --data data/phantoms/test --weights weights --out docs/heldout
+    python -m scripts.evaluate_heldout --data data/phantoms/test --weights weights --out docs/heldout
 
 ``--data`` is a TCIA-layout folder (``<patient>/<study>/SUV.nii.gz, SEG.nii.gz``) that no fold
 trained on. Each case is run through ``process.py`` exactly as a user runs it, then scored with
@@ -19,7 +19,6 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def stage(data: Path, work: Path, limit: int | None = None) -> tuple[Path, Path]:

@@ -5,7 +5,7 @@ in physical LPS coordinates, sampled on a grid with a RAS-like direction matrix 
 often have) so the picture also shows that reorientation works. The "prediction" finds some lesions,
 misses one and adds two false positives, so every colour and metric in the picture means something.
 
-    python scripts/make_example_qa.py [--out docs/example_qa.png] [--save-dir DIR]
+    python -m scripts.make_example_qa [--out docs/example_qa.png] [--save-dir DIR]
 """
 
 from __future__ import annotations
@@ -18,10 +18,8 @@ import numpy as np
 import SimpleITK as sitk
 from scipy.ndimage import gaussian_filter
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from evaluation.metrics import evaluate_images  # noqa: E402
-from evaluation.mip import metrics_title, save_mip_png  # noqa: E402
+from evaluation.metrics import evaluate_images
+from evaluation.mip import metrics_title, save_mip_png
 
 SIZE = (128, 96, 200)  # voxels along index i, j, k
 SPACING = (4.0, 4.0, 5.0)  # mm

@@ -2,24 +2,22 @@
 
 Why: a picture is the quickest check that the phantoms look like whole-body FDG PET (and where the
 lesions are); regenerate it whenever training/phantoms.py changes.
-Usage: python scripts/make_phantom_picture.py [--seeds 0 1 2 3] [--out docs/phantoms.png]
+Usage: python -m scripts.make_phantom_picture [--seeds 0 1 2 3] [--out docs/phantoms.png]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import SimpleITK as sitk  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import SimpleITK as sitk
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from training.phantoms import make_phantom  # noqa: E402
+from training.phantoms import make_phantom
 
 
 def coronal_mip(img: sitk.Image, reducer=np.max) -> tuple[np.ndarray, float]:

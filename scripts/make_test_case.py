@@ -1,7 +1,7 @@
 """Regenerate the container's bundled test case and its expected mask.
 
-    python scripts/make_test_case.py              # expected output from the shipped weights
-    python scripts/make_test_case.py --input-too  # also rebuild test/input (new phantom files)
+    python -m scripts.make_test_case              # expected output from the shipped weights
+    python -m scripts.make_test_case --input-too  # also rebuild test/input (new phantom files)
 
 The case is a phantom on the autoPET voxel grid (2.0364 x 2.0364 x 3 mm) with a smaller field
 of view (192 x 160 x 128 voxels) so that it stays a few MB; SUVs are rounded to 1/64 so the
@@ -23,7 +23,6 @@ import numpy as np
 import SimpleITK as sitk
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 SEED = 0
 SHAPE = (192, 160, 128)

@@ -4,24 +4,21 @@ Random weights decide nothing, so tests of geometry and cropping need a network 
 something: this one learns, in about a minute on one core, that compact hot blobs inside a warm
 body are lesions. It is a test fixture, not a model of FDG-PET.
 
-    python scripts/make_test_weights.py [--out tests/data/tiny_hotspot.pt] [--steps 300]
+    python -m scripts.make_test_weights [--out tests/data/tiny_hotspot.pt] [--steps 300]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from monai.losses import DiceCELoss
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from model.config import tiny_config  # noqa: E402
-from model.network import build_network, save_checkpoint  # noqa: E402
-from model.preprocessing import percentile_scale  # noqa: E402
+from model.config import tiny_config
+from model.network import build_network, save_checkpoint
+from model.preprocessing import percentile_scale
 
 
 def synthetic_volume(rng: np.random.Generator, shape: tuple[int, int, int] = (48, 48, 48)

@@ -1,6 +1,6 @@
 """Label round trip: the Dice of a lesion label taken to a working spacing and back.
 
-    python scripts/resolution_ceiling.py --data data/phantoms/test --spacing 4 4 4
+    python -m scripts.resolution_ceiling --data data/phantoms/test --spacing 4 4 4
 
 Why: the demo networks work at 4 mm and their masks are mapped back to the PET's 2.04 x 2.04 x 3 mm
 grid, so small lesions lose boundary voxels. This script takes each lesion study's label onto the
@@ -20,12 +20,11 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from evaluation.metrics import case_metrics
+from model.preprocessing import Grid, Orientation, resample_back, target_grid
+from training.layouts import LayoutError, read_tcia
 
-from evaluation.metrics import case_metrics  # noqa: E402
-from model.preprocessing import Grid, Orientation, resample_back, target_grid  # noqa: E402
-from training.layouts import LayoutError, read_tcia  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def round_trip(label: sitk.Image, spacing: tuple[float, float, float], interpolator: int) -> np.ndarray:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +9,6 @@ import pytest
 import SimpleITK as sitk
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 HOTSPOT_WEIGHTS = ROOT / "tests" / "data" / "tiny_hotspot.pt"
 

@@ -66,8 +66,7 @@ def test_bundled_case_as_unprivileged_user_without_network(sandbox):
     inp, out, tmp, home = prepare(sandbox)
     result = confined(["--input", str(inp), "--output", str(out), "--device", "cpu"], tmp, home)
     assert result.returncode == 0, result.stderr[-3000:]
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from compare_masks import main as compare
+    from scripts.compare_masks import main as compare
 
     assert compare([str(out / OUT_SUB), str(EXPECTED), "--min-dice", "0.99"]) == 0
     assert (out / "results.json").is_file()

@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from evaluation.cases import CaseError, dumps, pair_cases
+from evaluation.cases import CaseError, pair_cases
 from evaluation.cli import main
 from evaluation.metrics import (
     CaseMetrics,
@@ -21,6 +21,7 @@ from evaluation.metrics import (
     evaluate_images,
     voxel_volume_ml,
 )
+from model.io import dumps_json as dumps
 
 #: 10 mm isotropic voxels are exactly 1 ml, so volumes below read as voxel counts.
 ML = (10.0, 10.0, 10.0)
@@ -333,12 +334,8 @@ def test_cli_pictures_one_png_per_case(folders: tuple[Path, Path], tmp_path: Pat
 def test_resolution_ceiling_is_exact_at_the_input_spacing_and_lower_when_coarser(tmp_path: Path) -> None:
     """scripts/resolution_ceiling.py: a label taken to its own grid and back is unchanged; to 3x coarser it loses
     boundary voxels (what a network reproducing labels at that spacing would lose)."""
-    import importlib.util
+    from scripts import resolution_ceiling as ceiling
 
-    spec = importlib.util.spec_from_file_location("ceiling", Path(__file__).resolve().parents[1]
-                                                  / "scripts/resolution_ceiling.py")
-    ceiling = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ceiling)
     ball = (np.indices((40, 40, 30)) - np.array([20, 20, 15])[:, None, None, None]) ** 2
     gt = (ball.sum(0) <= 36).astype(np.uint8)  # radius 6 voxels
     label = sitk.GetImageFromArray(gt)
@@ -349,3 +346,19 @@ def test_resolution_ceiling_is_exact_at_the_input_spacing_and_lower_when_coarser
     coarse = ceiling.round_trip(label, (6.0, 6.0, 6.0), sitk.sitkNearestNeighbor)
     dice = 2 * (coarse & (gt > 0)).sum() / (coarse.sum() + gt.sum())
     assert 0.5 < dice < 0.99
+
+
+def test_one_dice_for_every_caller():
+    """model.masks.dice: the challenge's NaN for two empty masks by default, 1.0 where asked."""
+    import math
+
+    from evaluation.metrics import dice as metrics_dice
+    from model.masks import dice
+
+    assert metrics_dice is dice
+    a = np.zeros((4, 4, 4), np.uint8)
+    b = a.copy()
+    a[0, :2] = 1
+    b[0, 1:3] = 1
+    assert dice(a, b) == 2 * 4 / (8 + 8)
+    assert math.isnan(dice(a * 0, b * 0)) and dice(a * 0, b * 0, both_empty=1.0) == 1.0

@@ -14,6 +14,7 @@ from model.config import paper_config, tiny_config
 from model.cropping import BACKGROUND_SCORE, at_least_roi, grid_aligned_box
 from model.ensemble import vote
 from model.manifest import write_manifest
+from model.masks import dice
 from model.network import CheckpointError, build_network, load_checkpoint, save_checkpoint
 from model.preprocessing import Orientation, percentile_scale, percentiles
 from model.window_grid import count_windows, window_step
@@ -32,12 +33,6 @@ GRIDS = {
     "permuted-anisotropic": dict(direction=(0, 1, 0, 0, 0, -1, -1, 0, 0), spacing=(3.0, 4.5, 5.0)),
     "ras-like-fine": dict(direction=(-1, 0, 0, 0, -1, 0, 0, 0, 1), spacing=(2.0364, 2.0364, 3.0)),
 }
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(bool), b.astype(bool)
-    total = a.sum() + b.sum()
-    return 1.0 if total == 0 else 2.0 * (a & b).sum() / total
 
 
 def as_xyz(image: sitk.Image) -> np.ndarray:

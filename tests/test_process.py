@@ -161,9 +161,9 @@ def test_cli_subprocess_help_and_exit_code(tmp_path):
 
 
 def test_vote_option_reaches_the_predictor(tmp_path):
-    args = process.parse_args(["--vote", "soft", "--weights", str(HOTSPOT_WEIGHTS), "--device", "cpu",
-                               "--input", str(make_input(tmp_path / "input", ct=False)), "--output",
-                               str(tmp_path / "output")])
+    args = process.build_parser().parse_args([
+        "--vote", "soft", "--weights", str(HOTSPOT_WEIGHTS), "--device", "cpu",
+        "--input", str(make_input(tmp_path / "input", ct=False)), "--output", str(tmp_path / "output")])
     algorithm = process.build_algorithm(args)
     assert algorithm.predictor.config.vote == "soft"
 

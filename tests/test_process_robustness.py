@@ -326,16 +326,16 @@ def test_sigint_in_process_stops_with_130_and_restores_handlers(tmp_path, capsys
     pet_dir, _, out = folders(tmp_path)
     for name in ("a", "b", "c"):
         write(small_pet(), pet_dir / f"{name}.mha")
-    import model.case
+    import model.folder
 
-    real = model.case.segment_file
+    real = model.folder.segment_file
 
     def segment_then_signal(predictor, pet_path, ct_path, mask_path):
         if pet_path.name == "b.mha":
             os.kill(os.getpid(), signal.SIGINT)
         return real(predictor, pet_path, ct_path, mask_path)
 
-    monkeypatch.setattr(model.case, "segment_file", segment_then_signal)
+    monkeypatch.setattr(model.folder, "segment_file", segment_then_signal)
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     assert run(tmp_path) == 130
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before

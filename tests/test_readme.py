@@ -28,3 +28,15 @@ def test_demo_block_uses_the_bundled_case_and_weights():
     demo = " ".join(quick_start_blocks()[0])
     assert "test/input" in demo and "process.py" in demo and "evaluation.mip" in demo
     assert (ROOT / "test/input/images/pet").is_dir()
+
+
+def test_readme_points_to_help_and_names_only_real_flags():
+    """The README sends users to --help for the full list, and every process.py flag it names exists."""
+    import process
+
+    text = (ROOT / "README.md").read_text()
+    assert "python process.py --help" in text
+    parser_flags = {flag for action in process.build_parser()._actions for flag in action.option_strings}
+    section = text.split("## Run the container", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`(--[a-z][a-z-]+)", section))
+    assert named and named <= parser_flags, named - parser_flags

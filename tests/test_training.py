@@ -90,7 +90,6 @@ def test_transform_order_is_the_papers() -> None:
         "Spacingd",
         "ScaleIntensityRangePercentilesd",
         "<cache>",
-        "SpatialPadd",
         "RandCropByPosNegLabeld",
         "RandFlipd",
         "RandFlipd",
@@ -149,11 +148,13 @@ def test_recipe_parameters() -> None:
     scale = det[5].scaler
     assert (scale.lower, scale.upper, scale.b_min, scale.b_max, scale.clip) == (0.05, 99.95, 0.0, 1.0, True)
     rand = random_transforms(config, train).transforms
-    crop = rand[1]
+    crop = rand[0]
     assert crop.cropper.pos_ratio == pytest.approx(0.6)
-    assert tuple(crop.cropper.spatial_size) == (224, 224, 224)
-    assert [t.flipper.spatial_axis for t in rand[2:5]] == [0, 1, 2] and all(t.prob == 0.1 for t in rand[2:8])
-    assert {tuple(t.spatial_axes) for t in rand[5:8]} == {(0, 1), (1, 2), (0, 2)}
+    assert tuple(crop.cropper.spatial_size) == (224, 224, 224) and crop.cropper.allow_smaller
+    assert [t.flipper.spatial_axis for t in rand[1:4]] == [0, 1, 2] and all(t.prob == 0.1 for t in rand[1:7])
+    assert {tuple(t.spatial_axes) for t in rand[4:7]} == {(0, 1), (1, 2), (0, 2)}
+    assert (train.batch_size, train.iters_per_epoch, train.steps_per_epoch(810), train.steps_per_epoch(810, 4)) == (
+        1, 0, 810, 203)  # the authors' epoch: one pass over the training cases, one crop per step
     loss = make_loss(train)
     assert loss.dice.squared_pred and loss.dice.include_background and loss.dice.softmax and loss.dice.to_onehot_y
     assert not loss.dice.batch and make_loss(train_preset("demo")).dice.batch
@@ -610,7 +611,6 @@ def test_killed_run_leaves_a_loadable_checkpoint_and_resumes(phantoms, cache_dir
     script = tmp_path / "run.py"
     script.write_text(
         "import sys, torch\n"
-        f"sys.path.insert(0, {str(REPO)!r})\n"
         "torch.set_num_threads(1)\n"
         "from pathlib import Path\n"
         "from model.config import preset\nfrom training.data import CaseSource\n"
@@ -621,7 +621,8 @@ def test_killed_run_leaves_a_loadable_checkpoint_and_resumes(phantoms, cache_dir
         f"    cache_dir=Path({str(cache_dir)!r}),\n"
         "    resume=len(sys.argv) > 1, progress=False, stop_after=2 if len(sys.argv) > 1 else None)\n"
     )
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
     last = tmp_path / "k" / "last.pt"
     deadline = time.monotonic() + 60
     try:
@@ -634,7 +635,8 @@ def test_killed_run_leaves_a_loadable_checkpoint_and_resumes(phantoms, cache_dir
     state = _state(last)  # must load: never half-written
     killed_at = state["epoch"]
     assert killed_at >= 3
-    subprocess.run([sys.executable, str(script), "resume"], check=True, timeout=120)
+    subprocess.run([sys.executable, str(script), "resume"], check=True, timeout=120,
+                   env={**os.environ, "PYTHONPATH": str(REPO)})
     assert _state(last)["epoch"] == killed_at + 2
 
 
@@ -785,3 +787,58 @@ def test_export_of_a_run_missing_folds_says_which_in_one_line(tmp_path, capsys) 
     assert err == [f"error: {tmp_path / 'run'}: no best.pt or last.pt for fold(s) 1, 2, 3, 4; "
                    "export those with --folds 0"]
     assert not (tmp_path / "out").exists()
+
+
+def test_sliding_window_training_step_is_dicece_on_monais_stitched_output() -> None:
+    """The paper's forward pass: the loss of a step is DiceCE on MONAI's sliding_window_inference of
+    the crop (gaussian, the train overlap), and the gradients reach every parameter of the network."""
+    from monai.inferers import sliding_window_inference
+
+    from training.fit import train_step
+    from training.recipe import make_train_inferer
+
+    config = preset("tiny")  # 32^3 windows
+    train = train_preset("tiny").with_(train_inferer="sliding", train_sw_overlap=0.25, train_sw_batch=3)
+    torch.manual_seed(0)
+    net = build_network(config)
+    x = torch.rand(1, 1, 56, 48, 40)
+    y = torch.zeros(1, 1, 56, 48, 40)
+    y[0, 0, 20:30, 10:22, 15:25] = 1
+    loss_fn = make_loss(train)
+    with torch.no_grad():
+        stitched = sliding_window_inference(x, config.roi_size, 3, net, overlap=0.25, mode="gaussian",
+                                            sigma_scale=config.sigma_scale)
+        expected = float(loss_fn(stitched, y))
+        whole = float(loss_fn(net(x), y))
+
+    grads: dict[str, torch.Tensor] = {}
+
+    class Recording(torch.optim.SGD):
+        def step(self, closure=None):  # noqa: ANN001 - torch's signature
+            grads.update({n: p.grad.detach().clone() for n, p in net.named_parameters() if p.grad is not None})
+            return super().step(closure)
+
+    opt = Recording(net.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    step = train_step(net, {"pet": x, "label": y}, loss_fn, opt, scaler, torch.device("cpu"), None,
+                      inferer=make_train_inferer(config, train))
+    assert step.applied
+    assert step.loss == pytest.approx(expected, rel=1e-5)
+    assert abs(step.loss - whole) > 1e-3  # the whole-crop pass gives another loss: the window was used
+    names = [n for n, _ in net.named_parameters()]
+    assert sorted(grads) == sorted(names)
+    assert all(torch.isfinite(g).all() for g in grads.values())
+    weights = [n for n in names if n.endswith("weight")]
+    assert all(grads[n].abs().sum() > 0 for n in weights), [n for n in weights if grads[n].abs().sum() == 0]
+
+
+def test_paper_preset_trains_through_the_sliding_window() -> None:
+    from monai.inferers import SlidingWindowInferer
+
+    from training.recipe import make_train_inferer
+
+    inferer = make_train_inferer(preset("paper"), train_preset("paper"))
+    assert isinstance(inferer, SlidingWindowInferer)
+    assert (tuple(inferer.roi_size), inferer.overlap, inferer.mode, inferer.sw_batch_size) == ((128,) * 3, 0.25,
+                                                                                                 "gaussian", 8)
+    assert make_train_inferer(preset("demo"), train_preset("demo")) is None  # its crop is one window

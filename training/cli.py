@@ -29,12 +29,9 @@ def read_records(data: Path, layout: str, channel_order: str = "ct_pet") -> list
     """CaseRecords with labels from the layouts module (TCIA is the real data's layout)."""
     from . import layouts
 
-    if layout == "tcia":
-        records = list(layouts.read_tcia(data))
-    elif layout == "nnunet":
-        records = list(layouts.read_nnunet(data, channel_order))
-    else:
+    if layout not in LAYOUTS:
         raise SystemExit(f"unknown layout {layout!r}; choose one of {LAYOUTS}")
+    records = layouts.read_layout(data, layout, **({"channel_order": channel_order} if layout == "nnunet" else {}))
     unlabelled = [r.case_id for r in records if r.label is None]
     if unlabelled:
         raise SystemExit(f"{data}: training needs labels; none for {unlabelled[:3]}")
@@ -98,6 +95,8 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         air=args.air,
         hot_balance=args.hot_balance,
         dice_batch=args.dice_batch,
+        train_inferer=args.train_inferer,
+        train_sw_overlap=args.train_sw_overlap,
     )
     if (
         args.hot_neg is not None and args.hot_neg > 0 and base.hot_neg == 0
@@ -370,6 +369,11 @@ def _add_training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dice-batch", action=argparse.BooleanOptionalAction, default=None,
                    help="Dice term over the whole batch rather than per crop (demo: on; paper: off)")
     p.add_argument("--lr", type=float)
+    p.add_argument("--train-inferer", choices=("sliding", "simple"),
+                   help="forward pass: sliding = the crop through the model's sliding window (roi, gaussian), loss "
+                        "on the stitched output, as the authors trained (paper preset); simple = the network on the "
+                        "whole crop (demo presets, whose crop is one window)")
+    p.add_argument("--train-sw-overlap", type=float, help="window overlap of --train-inferer sliding (paper: 0.25)")
     p.add_argument("--seed", type=int)
     p.add_argument("--no-amp", action="store_true", help="no mixed precision (CUDA fp16, CPU bf16)")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from model.config import ModelConfig
+from model.io import write_atomic, write_json_atomic
 
 from .layouts import LayoutError
 from .recipe import TrainConfig, deterministic_transforms, random_transforms
@@ -88,14 +87,11 @@ def cache_key(config: ModelConfig, dtype: str = "float32") -> str:
 
 
 def _atomic_save_npy(array: np.ndarray, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object: np.save would append .npy to the temp name
             np.save(fh, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    write_atomic(path, save)
 
 
 def _one_thread() -> None:
@@ -158,9 +154,7 @@ class CaseStore:
             "spacing": list(self.config.spacing),
             "dtype": self.dtype,
         }
-        tmp = meta_p.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(meta))
-        os.replace(tmp, meta_p)  # written last: its presence marks a complete case
+        write_json_atomic(meta, meta_p)  # written last: its presence marks a complete case
 
     def is_cached(self, case_id: str) -> bool:
         return all(path.is_file() for path in self._paths(case_id))

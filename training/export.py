@@ -7,7 +7,6 @@ states stay in the run folder. The manifest's sha256s are what the container che
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import torch
 
 from model.config import ModelConfig
+from model.io import json_safe
 from model.manifest import write_manifest
 from model.network import CheckpointError, build_network, save_checkpoint, weights_digest
 
@@ -32,13 +32,6 @@ PROVENANCE_KEYS = (
 
 
 EXPORT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
-
-
-def json_number(value: Any) -> Any:
-    """NaN is not valid JSON (manifest, val_full.json): write null instead."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def fold_checkpoint(run_dir: Path, fold: int, which: str) -> Path:
@@ -59,7 +52,7 @@ def _full_validation(source: Path, net_state: dict[str, torch.Tensor]) -> dict[s
     full = json.loads(path.read_text())
     if full.get("weights") != weights_digest(net_state):  # stale: the fold was trained again since
         return {}
-    return {f"val_full_{k[4:]}": json_number(full[k]) for k in ("val_dice", "val_fpv_ml", "val_fnv_ml", "val_cases")}
+    return {f"val_full_{k[4:]}": json_safe(full[k]) for k in ("val_dice", "val_fpv_ml", "val_fnv_ml", "val_cases")}
 
 
 def export(
@@ -115,9 +108,9 @@ def export(
                 "checkpoint": source.stem,
                 "epoch": epoch,
                 "epochs": len(history),
-                "val_dice": json_number(row.get("val_dice")),
-                "val_fpv_ml": json_number(row.get("val_fpv_ml")),
-                "val_fnv_ml": json_number(row.get("val_fnv_ml")),
+                "val_dice": json_safe(row.get("val_dice")),
+                "val_fpv_ml": json_safe(row.get("val_fpv_ml")),
+                "val_fnv_ml": json_safe(row.get("val_fnv_ml")),
                 "val_cases": row.get("val_cases"),
                 "train_minutes": round(float(state.get("elapsed_s", 0.0)) / 60, 1),
                 "weights_dtype": dtype,

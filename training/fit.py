@@ -9,7 +9,6 @@ schedule, the GradScaler and the history.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -26,10 +25,12 @@ import torch
 import torch.distributed as dist
 from monai.data import DataLoader, list_data_collate
 from monai.data.utils import worker_init_fn
+from monai.inferers import SlidingWindowInferer
 from tqdm import tqdm
 
 from model.allocator import keep_large_allocations_on_heap
 from model.config import ModelConfig
+from model.io import json_safe, write_json_atomic
 from model.network import (
     atomic_torch_save,
     build_network,
@@ -40,24 +41,10 @@ from model.network import (
 )
 
 from .data import CaseSource, CaseStore, CropDataset, epoch_draws
-from .export import json_number
-from .recipe import TrainConfig, make_loss, make_optimizer, make_scheduler
+from .recipe import TrainConfig, make_loss, make_optimizer, make_scheduler, make_train_inferer
+from .reporting import CSV_FIELDS, is_finite_number, plot_curves, write_metrics_csv
 
 STATE_KIND = "training-state"
-CSV_FIELDS = (
-    "epoch",
-    "loss",
-    "loss_lesion",
-    "lr",
-    "steps",
-    "skipped",
-    "val_dice",
-    "val_fpv_ml",
-    "val_fnv_ml",
-    "val_cases",
-    "epoch_s",
-    "elapsed_s",
-)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -175,14 +162,19 @@ def train_step(
     device: torch.device,
     amp_dtype: torch.dtype | None,
     info: DistInfo = DistInfo(),
+    inferer: SlidingWindowInferer | None = None,
 ) -> StepResult:
-    """One optimiser step; a non-finite loss or gradient is never applied (no step, grads dropped)."""
+    """One optimiser step; a non-finite loss or gradient is never applied (no step, grads dropped).
+
+    ``inferer`` (``recipe.make_train_inferer``): the forward pass through a sliding window, the loss
+    on its stitched output; None runs the network on the whole crop.
+    """
     x = batch["pet"].to(device, non_blocking=True)
     y = batch["label"].to(device, non_blocking=True)
     has_lesion = bool(batch["label"].any())
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-        logits = net(x)
+        logits = inferer(x, net) if inferer is not None else net(x)
         loss = loss_fn(logits.float(), y)
     value = float(loss.detach())
     if _any_rank(not math.isfinite(value), info):
@@ -285,55 +277,6 @@ def pick_val_cases(store: CaseStore, case_ids: Sequence[str], limit: int) -> lis
 # ----------------------------------------------------------------------------------------------
 
 
-def write_metrics_csv(history: list[dict[str, Any]], path: Path) -> None:
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        for row in history:
-            writer.writerow({k: row.get(k, "") for k in CSV_FIELDS})
-    os.replace(tmp, path)
-
-
-def plot_curves(histories: dict[str, list[dict[str, Any]]], path: Path, title: str = "") -> None:
-    """Loss and validation Dice per epoch; one line per run (fold)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(10, 4))
-    any_lesion = False
-    for name, history in histories.items():
-        epochs = [r["epoch"] for r in history]
-        line = ax_loss.plot(epochs, [r["loss"] for r in history], label=name)[0]
-        lesion = [(r["epoch"], r["loss_lesion"]) for r in history if _finite(r.get("loss_lesion"))]
-        any_lesion = any_lesion or bool(lesion)
-        if lesion:  # dashed: batches with lesion voxels only (the plain loss has a floor, see fit())
-            ax_loss.plot(*zip(*lesion, strict=True), linestyle="--", color=line.get_color(),
-                         label=f"{name} (lesion batches)" if name else "lesion batches")
-        val = [(r["epoch"], r["val_dice"]) for r in history if _finite(r.get("val_dice"))]
-        if val:
-            ax_dice.plot(*zip(*val, strict=True), marker="o", label=name)
-    ax_loss.set(xlabel="epoch", ylabel="training loss (DiceCE)", title="loss")
-    ax_dice.set(xlabel="epoch", ylabel="Dice (lesion cases)", title="validation Dice", ylim=(0, 1))
-    for ax in (ax_loss, ax_dice):
-        ax.grid(alpha=0.3)
-        if len(histories) > 1 or title or any_lesion:
-            ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
-
-
 # ----------------------------------------------------------------------------------------------
 # the fold
 # ----------------------------------------------------------------------------------------------
@@ -353,33 +296,107 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+@dataclass
+class FitOptions:
+    """How one fold is run (not what is learned: that is ModelConfig and TrainConfig)."""
+
+    cache_dir: Path
+    cache_dtype: str = "float32"
+    resume: bool = False
+    device: str | None = None
+    num_workers: int = 0
+    time_budget_s: float | None = None
+    data_info: dict[str, Any] | None = None
+    fold: int | None = None
+    progress: bool = True
+    stop_after: int | None = None
+    init: Path | None = None
+
+
+@dataclass
+class _Run:
+    """The state of one fold's training, shared by the steps of ``fit``."""
+
+    config: ModelConfig
+    train: TrainConfig
+    opts: FitOptions
+    out: Path
+    info: DistInfo
+    dev: torch.device
+    amp_dtype: torch.dtype | None
+    store: CaseStore
+    train_ids: list[str]
+    val_ids: list[str]
+    dataset: CropDataset
+    draw_weights: list[float] | None
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    model: torch.nn.Module | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    start_epoch: int = 0
+    elapsed: float = 0.0
+    best_dice: float = -1.0
+    best_epoch: int = -1
+    planned: int = 0
+
+
 def fit(
     train_sources: Sequence[CaseSource],
     val_sources: Sequence[CaseSource],
     config: ModelConfig,
     train: TrainConfig,
     out: Path,
-    *,
-    cache_dir: Path,
-    cache_dtype: str = "float32",
-    resume: bool = False,
-    device: str | None = None,
-    num_workers: int = 0,
-    time_budget_s: float | None = None,
-    data_info: dict[str, Any] | None = None,
-    fold: int | None = None,
-    progress: bool = True,
-    stop_after: int | None = None,
-    init: Path | None = None,
+    **options: Any,
 ) -> FitResult:
     """Train one network; writes ``last.pt``, ``best.pt``, ``metrics.csv``, ``curves.png`` in ``out``.
 
-    ``stop_after`` ends this process after that many epochs (as a kill at an epoch boundary would),
-    ``time_budget_s`` before an epoch that would overrun it; both leave a resumable ``last.pt``.
-    ``init`` warm-starts the network from a checkpoint of the same config (fresh optimizer and
-    schedule), e.g. to continue a fold's training in a later session with a new learning-rate cycle.
+    ``options`` are ``FitOptions``' fields. ``stop_after`` ends this process after that many epochs
+    (as a kill at an epoch boundary would), ``time_budget_s`` before an epoch that would overrun
+    it; both leave a resumable ``last.pt``. ``init`` warm-starts the network from a checkpoint of
+    the same config (fresh optimizer and schedule), e.g. to continue a fold's training in a later
+    session with a new learning-rate cycle.
     """
-    device = device or _default_device()
+    run = _setup(train_sources, val_sources, config, train, Path(out), FitOptions(**options))
+    _resume_or_start(run)
+    if run.info.world > 1:
+        run.model = torch.nn.parallel.DistributedDataParallel(
+            run.net, device_ids=[run.dev.index] if run.dev.type == "cuda" else None)
+    loss_fn, inferer = make_loss(train), make_train_inferer(config, train)
+    status, epoch = "finished", run.start_epoch
+    while epoch < run.planned:
+        status = _stop_reason(run, epoch)
+        if status != "finished":
+            break
+        t0 = time.monotonic()
+        row = _train_epoch(run, epoch, loss_fn, inferer)
+        val_s = _validate_epoch(run, row, epoch, t0)
+        row["epoch_s"] = time.monotonic() - t0
+        row["val_s"] = val_s
+        run.elapsed += row["epoch_s"]
+        row["elapsed_s"] = run.elapsed
+        run.history.append(row)
+        improved = is_finite_number(row["val_dice"]) and row["val_dice"] > run.best_dice
+        if improved:
+            run.best_dice, run.best_epoch = row["val_dice"], epoch + 1
+        if run.info.is_main:
+            _save_epoch(run, row, improved)
+        _barrier(run.info)
+        epoch += 1
+    if status == "budget" and run.val_ids and run.history and not is_finite_number(run.history[-1].get("val_dice")):
+        run.best_dice, run.best_epoch = _validate_last(run.model, run.net, run.store, run.val_ids, config, run.dev,
+                                                       run.info, run.history, run.out, run.best_dice, run.best_epoch)
+    if run.info.is_main:
+        write_json_atomic({"status": status, "epochs_done": len(run.history), "best_epoch": run.best_epoch,
+                           "best_val_dice": run.best_dice}, run.out / "status.json")
+    return FitResult(run.out, len(run.history), run.best_epoch, run.best_dice, status, run.history)
+
+
+def _setup(train_sources: Sequence[CaseSource], val_sources: Sequence[CaseSource], config: ModelConfig,
+           train: TrainConfig, out: Path, opts: FitOptions) -> _Run:
+    """Device and process group, the case cache, the crop dataset, the network and its optimiser."""
+    device = opts.device or _default_device()
     info = init_distributed(device)
     if info.world > 1 and device.startswith("cuda"):
         device = f"cuda:{info.local_rank}"
@@ -390,223 +407,158 @@ def fit(
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick the fastest kernels
     amp_dtype = autocast_dtype(train, dev)
-    out = Path(out)
-    last_path, best_path = out / "last.pt", out / "best.pt"
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
-
-    store = CaseStore(list(train_sources) + list(val_sources), config, cache_dir, cache_dtype)
+    store = CaseStore(list(train_sources) + list(val_sources), config, opts.cache_dir, opts.cache_dtype)
     if info.is_main:  # one process builds the cache; the others wait for it
-        store.ensure_all(progress=progress)
+        store.ensure_all(progress=opts.progress)
     _barrier(info)
     train_ids = [s.case_id for s in train_sources]
     val_ids = pick_val_cases(store, [s.case_id for s in val_sources], train.val_max_cases)
     dataset = CropDataset(store, train_ids, config, train)
-    draw_weights = dataset.draw_weights()
-
     torch.manual_seed(train.seed)  # identical initial weights on every rank
     net = build_network(config).to(dev)
     optimizer = make_optimizer(net.parameters(), train)
-    scheduler = make_scheduler(optimizer, train)
-    scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype == torch.float16)  # bf16 needs no scaling
-    history: list[dict[str, Any]] = []
-    start_epoch, elapsed, best_dice, best_epoch = 0, 0.0, -1.0, -1
-    planned = train.epochs
+    return _Run(config, train, opts, out, info, dev, amp_dtype, store, train_ids, val_ids, dataset,
+                dataset.draw_weights(), net, optimizer, make_scheduler(optimizer, train),
+                torch.amp.GradScaler(dev.type, enabled=amp_dtype == torch.float16),  # bf16 needs no scaling
+                model=net, planned=train.epochs)
 
-    if resume and last_path.is_file():
+
+def _resume_or_start(run: _Run) -> None:
+    """Continue from ``last.pt`` (same configs only), or start fresh, warm from ``init`` if given."""
+    last_path = run.out / "last.pt"
+    if run.opts.resume and last_path.is_file():
         state = torch.load(last_path, map_location="cpu", weights_only=True)
-        if state.get("config") != config.to_json():
+        if state.get("config") != run.config.to_json():
             raise SystemExit(f"{last_path}: saved with a different model config; refusing to resume")
         saved_train = TrainConfig.from_json(state["train_config"])
-        if saved_train != train:  # e.g. a demo run from before CPU bf16 (amp) or before round 4 (hot_balance)
+        if saved_train != run.train:  # e.g. a demo run from before CPU bf16 (amp) or before round 4 (hot_balance)
             raise SystemExit(
-                f"{last_path}: saved with different training settings: {'; '.join(saved_train.differences(train))}"
-                "; resume with the flags the run was started with"
+                f"{last_path}: saved with different training settings: "
+                f"{'; '.join(saved_train.differences(run.train))}; resume with the flags the run was started with"
             )
-        net.load_state_dict(state["net"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        run.net.load_state_dict(state["net"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
+            run.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
-        start_epoch = int(state["epoch"])
-        planned = int(state.get("planned_epochs", train.epochs))
-        elapsed = float(state.get("elapsed_s", 0.0))
-        history = list(state.get("history", []))
-        best_dice, best_epoch = float(state.get("best_val_dice", -1.0)), int(state.get("best_epoch", -1))
-        if info.is_main:
-            print(f"resumed from {last_path} at epoch {start_epoch}", flush=True)
-    else:
-        if init is not None:
-            warm = load_checkpoint(Path(init))
-            if warm.config.to_json() != config.to_json():
-                raise SystemExit(f"{init}: saved with a different model config; cannot warm-start from it")
-            net.load_state_dict(warm.network.state_dict())
-            if info.is_main:
-                print(f"warm start from {init}", flush=True)
-    if not (resume and last_path.is_file()) and info.is_main:
-        print(
-            f"network '{config.name}': {count_parameters(net) / 1e6:.2f} M parameters; "
-            f"{len(train_ids)} train, "
-            f"{len(val_ids)} val cases; device {device}, world {info.world}",
-            flush=True,
-        )
+        run.start_epoch = int(state["epoch"])
+        run.planned = int(state.get("planned_epochs", run.train.epochs))
+        run.elapsed = float(state.get("elapsed_s", 0.0))
+        run.history = list(state.get("history", []))
+        run.best_dice, run.best_epoch = float(state.get("best_val_dice", -1.0)), int(state.get("best_epoch", -1))
+        if run.info.is_main:
+            print(f"resumed from {last_path} at epoch {run.start_epoch}", flush=True)
+        return
+    if run.opts.init is not None:
+        warm = load_checkpoint(Path(run.opts.init))
+        if warm.config.to_json() != run.config.to_json():
+            raise SystemExit(f"{run.opts.init}: saved with a different model config; cannot warm-start from it")
+        run.net.load_state_dict(warm.network.state_dict())
+        if run.info.is_main:
+            print(f"warm start from {run.opts.init}", flush=True)
+    if run.info.is_main:
+        print(f"network '{run.config.name}': {count_parameters(run.net) / 1e6:.2f} M parameters; "
+              f"{len(run.train_ids)} train, {len(run.val_ids)} val cases; device {run.dev}, world {run.info.world}",
+              flush=True)
 
-    model: torch.nn.Module = net
-    if info.world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
-    loss_fn = make_loss(train)
-    status = "finished"
-    epoch = start_epoch
-    while epoch < planned:
-        if stop_after is not None and epoch - start_epoch >= stop_after:
-            status = "stopped"
-            break
-        if (
-            time_budget_s is not None
-            and history
-            and elapsed + _next_epoch_s(history, epoch + 1, planned, train) > time_budget_s
-        ):
-            status = "budget"  # a safety stop: plan_epochs normally keeps the run inside the budget
-            break
-        t0 = time.monotonic()
-        seed_epoch(train.seed, epoch, info.rank, dataset)
-        dataset.set_draws(
-            epoch_draws(
-                len(train_ids),
-                train.iters_per_epoch * train.volumes_per_step,
-                train.seed,
-                epoch,
-                info.rank,
-                info.world,
-                weights=draw_weights,
-            )
-        )
-        loader = DataLoader(
-            dataset,
-            batch_size=train.volumes_per_step,
-            shuffle=False,
-            num_workers=num_workers,
-            collate_fn=list_data_collate,
-            worker_init_fn=worker_init_fn,
-            persistent_workers=False,
-            pin_memory=dev.type == "cuda",
-        )
-        model.train()
-        losses, skipped = [], 0
-        # the DiceCE of a batch without lesion voxels is about 0.5 even when the network is right on
-        # every voxel (its lesion channel's Dice term stays ~1 until the summed squared lesion
-        # probability falls below the 1e-5 smoothing), so "loss" carries a floor set by the share of
-        # such batches; the mean over batches with lesions is the part that shows fitting
-        lesion_losses: list[float] = []
-        bar = tqdm(
-            loader,
-            desc=f"epoch {epoch + 1}/{planned}",
-            unit="it",
-            disable=not (progress and info.is_main),
-            mininterval=1.0 if sys.stderr.isatty() else 30.0,
-            leave=False,
-        )
-        for batch in bar:
-            step = train_step(model, batch, loss_fn, optimizer, scaler, dev, amp_dtype, info)
-            if step.applied:
-                losses.append(step.loss)
-                if step.has_lesion:
-                    lesion_losses.append(step.loss)
-            else:
-                skipped += 1
-            bar.set_postfix(loss=f"{step.loss:.4f}", skipped=skipped, refresh=False)
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        row: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "loss": float(np.mean(losses)) if losses else float("nan"),
-            "loss_lesion": float(np.mean(lesion_losses)) if lesion_losses else float("nan"),
-            "lr": lr,
-            "steps": len(losses) + skipped,
-            "skipped": skipped,
-            "val_dice": float("nan"),
-            "val_fpv_ml": float("nan"),
-            "val_fnv_ml": float("nan"),
-            "val_cases": 0,
-        }
-        if info.world > 1:  # the logged losses are means over ranks
-            for key, values in (("loss", losses), ("loss_lesion", lesion_losses)):
-                t = torch.tensor([row[key] if values else 0.0, float(bool(values))])
-                dist.all_reduce(t)
-                row[key] = float(t[0] / t[1]) if t[1] > 0 else float("nan")
-        budgeting = time_budget_s is not None and epoch == 0
-        val_s = 0.0
-        if val_ids and (budgeting or _validates(epoch + 1, planned, train.val_every)):
-            t_val = time.monotonic()
-            row.update(validate(model, store, val_ids, config, str(dev), info))
-            val_s = time.monotonic() - t_val
-        if budgeting:  # fit the cosine schedule to the budget, from the first epoch's timings
-            planned = plan_epochs(time_budget_s, time.monotonic() - t0 - val_s, val_s, train)
-            planned = _agree(planned, info)
-            scheduler.T_max = planned
-        row["epoch_s"] = time.monotonic() - t0
-        row["val_s"] = val_s
-        elapsed += row["epoch_s"]
-        row["elapsed_s"] = elapsed
-        history.append(row)
-        improved = _finite(row["val_dice"]) and row["val_dice"] > best_dice
-        if improved:
-            best_dice, best_epoch = row["val_dice"], epoch + 1
-        if info.is_main:
-            meta = dict(
-                kind=STATE_KIND,
-                epoch=epoch + 1,
-                train_config=train.to_json(),
-                history=history,
-                elapsed_s=elapsed,
-                best_val_dice=best_dice,
-                best_epoch=best_epoch,
-                planned_epochs=planned,
-                fold=fold,
-                world=info.world,
-                data=json.dumps(data_info or {}),
-                val_cases=list(val_ids),
-                cache_dtype=cache_dtype,
-            )
-            if improved:
-                save_checkpoint(best_path, net, config, **meta, val_metrics={k: row[k] for k in CSV_FIELDS})
-            save_checkpoint(
-                last_path,
-                net,
-                config,
-                **meta,
-                optimizer=optimizer.state_dict(),
-                scheduler=scheduler.state_dict(),
-                scaler=scaler.state_dict(),
-                rng=rng_state(),
-            )
-            write_metrics_csv(history, out / "metrics.csv")
-            plot_curves({out.name: history}, out / "curves.png")
-            val = (
-                f" val dice {row['val_dice']:.3f} fpv {row['val_fpv_ml']:.1f} ml fnv {row['val_fnv_ml']:.1f} ml"
-                if _finite(row["val_dice"])
-                else ""
-            )
-            print(
-                f"epoch {epoch + 1}/{planned} loss {row['loss']:.4f} lr {lr:.2e} skipped {skipped}"
-                f"{val} ({row['epoch_s']:.0f} s, total {elapsed / 60:.1f} min)",
-                flush=True,
-            )
-        _barrier(info)
-        epoch += 1
-    if status == "budget" and val_ids and history and not _finite(history[-1].get("val_dice")):
-        best_dice, best_epoch = _validate_last(model, net, store, val_ids, config, dev, info, history, out,
-                                               best_dice, best_epoch)
-    if info.is_main:
-        done = {
-            "status": status,
-            "epochs_done": len(history),
-            "best_epoch": best_epoch,
-            "best_val_dice": best_dice,
-        }
-        _write_json(out / "status.json", done)
-    return FitResult(out, len(history), best_epoch, best_dice, status, history)
+
+def _stop_reason(run: _Run, epoch: int) -> str:
+    """"stopped" (``stop_after`` epochs done in this process), "budget" (the next epoch would overrun
+    the time budget) or "finished" (go on)."""
+    if run.opts.stop_after is not None and epoch - run.start_epoch >= run.opts.stop_after:
+        return "stopped"
+    budget = run.opts.time_budget_s
+    if budget is not None and run.history and \
+            run.elapsed + _next_epoch_s(run.history, epoch + 1, run.planned, run.train) > budget:
+        return "budget"  # a safety stop: plan_epochs normally keeps the run inside the budget
+    return "finished"
+
+
+def _train_epoch(run: _Run, epoch: int, loss_fn: torch.nn.Module, inferer: SlidingWindowInferer | None
+                 ) -> dict[str, Any]:
+    """One epoch of optimiser steps; its history row (losses, lr, steps, skipped; validation still NaN)."""
+    train, info = run.train, run.info
+    seed_epoch(train.seed, epoch, info.rank, run.dataset)
+    run.dataset.set_draws(epoch_draws(len(run.train_ids), train.steps_per_epoch(len(run.train_ids), info.world)
+                                      * train.volumes_per_step, train.seed, epoch, info.rank, info.world,
+                                      weights=run.draw_weights))
+    loader = DataLoader(run.dataset, batch_size=train.volumes_per_step, shuffle=False,
+                        num_workers=run.opts.num_workers, collate_fn=list_data_collate,
+                        worker_init_fn=worker_init_fn, persistent_workers=False, pin_memory=run.dev.type == "cuda")
+    run.model.train()
+    # the DiceCE of a batch without lesion voxels is about 0.5 even when the network is right on
+    # every voxel (its lesion channel's Dice term stays ~1 until the summed squared lesion
+    # probability falls below the 1e-5 smoothing), so "loss" carries a floor set by the share of
+    # such batches; the mean over batches with lesions is the part that shows fitting
+    losses: list[float] = []
+    lesion_losses: list[float] = []
+    skipped = 0
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{run.planned}", unit="it", leave=False,
+               disable=not (run.opts.progress and info.is_main), mininterval=1.0 if sys.stderr.isatty() else 30.0)
+    for batch in bar:
+        step = train_step(run.model, batch, loss_fn, run.optimizer, run.scaler, run.dev, run.amp_dtype, info, inferer)
+        if step.applied:
+            losses.append(step.loss)
+            if step.has_lesion:
+                lesion_losses.append(step.loss)
+        else:
+            skipped += 1
+        bar.set_postfix(loss=f"{step.loss:.4f}", skipped=skipped, refresh=False)
+    lr = run.optimizer.param_groups[0]["lr"]
+    run.scheduler.step()
+    row: dict[str, Any] = {"epoch": epoch + 1, "loss": _mean_over_ranks(losses, info),
+                           "loss_lesion": _mean_over_ranks(lesion_losses, info), "lr": lr,
+                           "steps": len(losses) + skipped, "skipped": skipped, "val_dice": float("nan"),
+                           "val_fpv_ml": float("nan"), "val_fnv_ml": float("nan"), "val_cases": 0}
+    return row
+
+
+def _mean_over_ranks(values: list[float], info: DistInfo) -> float:
+    """Mean of a list over every rank's values (NaN where no rank has any)."""
+    mean = float(np.mean(values)) if values else float("nan")
+    if info.world <= 1:
+        return mean
+    t = torch.tensor([mean if values else 0.0, float(bool(values))])
+    dist.all_reduce(t)
+    return float(t[0] / t[1]) if t[1] > 0 else float("nan")
+
+
+def _validate_epoch(run: _Run, row: dict[str, Any], epoch: int, t0: float) -> float:
+    """Validate when due (and after the first epoch of a budgeted run, to plan its length); seconds spent."""
+    budgeting = run.opts.time_budget_s is not None and epoch == 0
+    val_s = 0.0
+    if run.val_ids and (budgeting or _validates(epoch + 1, run.planned, run.train.val_every)):
+        t_val = time.monotonic()
+        row.update(validate(run.model, run.store, run.val_ids, run.config, str(run.dev), run.info))
+        val_s = time.monotonic() - t_val
+    if budgeting:  # fit the cosine schedule to the budget, from the first epoch's timings
+        run.planned = _agree(plan_epochs(run.opts.time_budget_s, time.monotonic() - t0 - val_s, val_s, run.train),
+                             run.info)
+        run.scheduler.T_max = run.planned
+    return val_s
+
+
+def _save_epoch(run: _Run, row: dict[str, Any], improved: bool) -> None:
+    """``last.pt`` (and ``best.pt`` when validation improved), metrics.csv, curves.png, one log line."""
+    meta = dict(kind=STATE_KIND, epoch=row["epoch"], train_config=run.train.to_json(), history=run.history,
+                elapsed_s=run.elapsed, best_val_dice=run.best_dice, best_epoch=run.best_epoch,
+                planned_epochs=run.planned, fold=run.opts.fold, world=run.info.world,
+                data=json.dumps(run.opts.data_info or {}), val_cases=list(run.val_ids),
+                cache_dtype=run.opts.cache_dtype)
+    if improved:
+        save_checkpoint(run.out / "best.pt", run.net, run.config, **meta,
+                        val_metrics={k: row[k] for k in CSV_FIELDS})
+    save_checkpoint(run.out / "last.pt", run.net, run.config, **meta, optimizer=run.optimizer.state_dict(),
+                    scheduler=run.scheduler.state_dict(), scaler=run.scaler.state_dict(), rng=rng_state())
+    write_metrics_csv(run.history, run.out / "metrics.csv")
+    plot_curves({run.out.name: run.history}, run.out / "curves.png")
+    val = (f" val dice {row['val_dice']:.3f} fpv {row['val_fpv_ml']:.1f} ml fnv {row['val_fnv_ml']:.1f} ml"
+           if is_finite_number(row["val_dice"]) else "")
+    print(f"epoch {row['epoch']}/{run.planned} loss {row['loss']:.4f} lr {row['lr']:.2e} skipped {row['skipped']}"
+          f"{val} ({row['epoch_s']:.0f} s, total {run.elapsed / 60:.1f} min)", flush=True)
 
 
 def _validate_last(
@@ -616,7 +568,7 @@ def _validate_last(
     """A budget stop skips the planned last validation: score the final weights so best/last can be chosen."""
     row = history[-1]
     row.update(validate(model, store, val_ids, config, str(dev), info))
-    improved = row["val_dice"] > best_dice if _finite(row["val_dice"]) else False
+    improved = row["val_dice"] > best_dice if is_finite_number(row["val_dice"]) else False
     if improved:
         best_dice, best_epoch = row["val_dice"], int(row["epoch"])
     if info.is_main:
@@ -648,7 +600,7 @@ def validate_final(
     state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
     history = list(state["history"])
     val_ids = list(state.get("val_cases", []))
-    if not history or not val_ids or _finite(history[-1].get("val_dice")):
+    if not history or not val_ids or is_finite_number(history[-1].get("val_dice")):
         return False
     config, net, dev = _final_network(state, device)
     store = CaseStore(sources, config, cache_dir, cache_dtype or _trained_cache_dtype(state))
@@ -678,10 +630,10 @@ def validate_full(
     for case_id in val_ids:
         store.ensure(case_id)
     metrics = validate(net.to(dev), store, sorted(val_ids), config, str(dev), per_case=True)
-    cases = {case_id: {k: json_number(v) for k, v in row.items()} for case_id, row in metrics.pop("cases").items()}
+    cases = {case_id: {k: json_safe(v) for k, v in row.items()} for case_id, row in metrics.pop("cases").items()}
     result = {"checkpoint": "last.pt", "epoch": int(state.get("epoch", 0)), "weights": weights_digest(state["net"]),
-              **{k: json_number(v) for k, v in metrics.items()}, "cases": cases}
-    _write_json(out / "val_full.json", result)
+              **{k: json_safe(v) for k, v in metrics.items()}, "cases": cases}
+    write_json_atomic(result, out / "val_full.json")
     return result
 
 
@@ -744,12 +696,6 @@ def _agree(value: int, info: DistInfo) -> int:
 def _barrier(info: DistInfo) -> None:
     if info.world > 1:
         dist.barrier()
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def read_status(out: Path) -> dict[str, Any] | None:

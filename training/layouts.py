@@ -24,6 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from model import io as model_io
+from model.io import image_stem, is_image_file, same_geometry, write_json_atomic
 
 TCIA_PET, TCIA_CT, TCIA_LABEL = "SUV.nii.gz", "CTres.nii.gz", "SEG.nii.gz"
 NNUNET_ENDING = ".nii.gz"
@@ -58,30 +59,10 @@ def _header(path: Path) -> sitk.ImageFileReader:
         raise LayoutError(str(exc)) from None
 
 
-def _grid(reader: sitk.ImageFileReader) -> tuple:
+def _grid_text(g: sitk.ImageFileReader) -> str:
     return (
-        tuple(reader.GetSize()),
-        tuple(reader.GetSpacing()),
-        tuple(reader.GetOrigin()),
-        tuple(reader.GetDirection()),
-    )
-
-
-def _grid_text(g: tuple) -> str:
-    size, spacing, origin, direction = g
-    return (
-        f"size {size}, spacing {tuple(round(s, 4) for s in spacing)}, "
-        f"origin {tuple(round(o, 2) for o in origin)}, direction {tuple(round(d, 3) for d in direction)}"
-    )
-
-
-def same_grid(a: tuple, b: tuple, tol_mm: float = 1e-2) -> bool:
-    """Same voxel grid up to header rounding (NIfTI stores float32 geometry)."""
-    return (
-        a[0] == b[0]
-        and np.allclose(a[1], b[1], rtol=1e-4, atol=1e-4)
-        and np.allclose(a[2], b[2], atol=tol_mm)
-        and np.allclose(a[3], b[3], atol=1e-4)
+        f"size {tuple(g.GetSize())}, spacing {tuple(round(s, 4) for s in g.GetSpacing())}, "
+        f"origin {tuple(round(o, 2) for o in g.GetOrigin())}, direction {tuple(round(d, 3) for d in g.GetDirection())}"
     )
 
 
@@ -138,21 +119,20 @@ def validate_record(record: CaseRecord, check_channels: bool = True) -> None:
     Header reads are cheap; the channel check reads only a mid-volume slab of PET and CT.
     """
     pet_r = _header(record.pet)
-    pet_g = _grid(pet_r)
     ct_r = None
     if record.ct is not None:
         ct_r = _header(record.ct)
-        if not same_grid(pet_g, _grid(ct_r)):
+        if not same_geometry(pet_r, ct_r):
             raise LayoutError(
-                f"{record.ct}: CT grid ({_grid_text(_grid(ct_r))}) differs from the PET grid "
-                f"({_grid_text(pet_g)}) of {record.pet}"
+                f"{record.ct}: CT grid ({_grid_text(ct_r)}) differs from the PET grid "
+                f"({_grid_text(pet_r)}) of {record.pet}"
             )
     if record.label is not None:
         lab_r = _header(record.label)
-        if not same_grid(pet_g, _grid(lab_r)):
+        if not same_geometry(pet_r, lab_r):
             raise LayoutError(
-                f"{record.label}: label grid ({_grid_text(_grid(lab_r))}) differs from the PET "
-                f"grid ({_grid_text(pet_g)}) of {record.pet}"
+                f"{record.label}: label grid ({_grid_text(lab_r)}) differs from the PET "
+                f"grid ({_grid_text(pet_r)}) of {record.pet}"
             )
     if check_channels and ct_r is not None:
         check_pet_ct_arrays(_mid_slab(pet_r), _mid_slab(ct_r), where=f"{record.pet} / {record.ct}")
@@ -313,43 +293,29 @@ def read_challenge(root: str | Path, validate: bool = True) -> list[CaseRecord]:
     for d in (pet_dir, ct_dir):
         if not d.is_dir():
             raise LayoutError(f"missing folder: {d}")
-    pets = sorted(p for p in pet_dir.iterdir() if _is_image(p))
-    cts = sorted(p for p in ct_dir.iterdir() if _is_image(p))
+    pets = sorted(p for p in pet_dir.iterdir() if is_image_file(p))
+    cts = sorted(p for p in ct_dir.iterdir() if is_image_file(p))
     if not pets:
         raise LayoutError(f"no PET image in {pet_dir}")
     if not cts:
         raise LayoutError(f"no CT image in {ct_dir}")
-    ct_by_name = {_stem(p): p for p in cts}
-    if all(_stem(p) in ct_by_name for p in pets) and len(pets) == len(cts):
-        pairs = [(p, ct_by_name[_stem(p)]) for p in pets]
+    ct_by_name = {image_stem(p): p for p in cts}
+    if all(image_stem(p) in ct_by_name for p in pets) and len(pets) == len(cts):
+        pairs = [(p, ct_by_name[image_stem(p)]) for p in pets]
     elif len(pets) == 1 and len(cts) == 1:
         pairs = [(pets[0], cts[0])]
     else:
-        unmatched = [p for p in pets if _stem(p) not in ct_by_name] or [
-            c for c in cts if _stem(c) not in {_stem(p) for p in pets}
+        unmatched = [p for p in pets if image_stem(p) not in ct_by_name] or [
+            c for c in cts if image_stem(c) not in {image_stem(p) for p in pets}
         ]
         raise LayoutError(
             f"{unmatched[0] if unmatched else root}: cannot pair PET and CT images "
             f"({len(pets)} PET, {len(cts)} CT, names differ)"
         )
-    records = [CaseRecord(_stem(p), _stem(p), p, c, None) for p, c in pairs]
+    records = [CaseRecord(image_stem(p), image_stem(p), p, c, None) for p, c in pairs]
     if validate:
         _validate_all(records, True)
     return records
-
-
-def _is_image(p: Path) -> bool:
-    return p.is_file() and p.name.lower().endswith(
-        (".mha", ".mhd", ".nii.gz", ".nii", ".nrrd", ".tif", ".tiff")
-    )
-
-
-def _stem(p: Path) -> str:
-    name = p.name
-    for ext in (".nii.gz", ".mha", ".mhd", ".nii", ".nrrd", ".tiff", ".tif"):
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return p.stem
 
 
 def read_layout(root: str | Path, layout: str, **kwargs: Any) -> list[CaseRecord]:
@@ -471,7 +437,7 @@ def write_nnunet_dataset_json(
     }
     meta.update(extra or {})
     path = root / "dataset.json"
-    path.write_text(json.dumps(meta, indent=2) + "\n")
+    write_json_atomic(meta, path)
     return path
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.inferers import SlidingWindowInferer
 from monai.losses import DiceCELoss
 from monai.transforms import (
     Compose,
@@ -34,6 +35,9 @@ from model.config import ModelConfig
 KEYS = ("pet", "label")
 
 
+TRAIN_INFERERS = ("sliding", "simple")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation, sampling and augmentation settings of one training run."""
@@ -41,7 +45,7 @@ class TrainConfig:
     lr: float = 2e-4
     eta_min: float = 1e-8
     epochs: int = 800
-    iters_per_epoch: int = 250
+    iters_per_epoch: int = 250  # optimiser steps per epoch and process; 0 = one pass over the training cases
     batch_size: int = 2  # crops per optimiser step and process
     samples_per_volume: int = 1  # crops cut from one loaded volume (RandCropByPosNegLabeld num_samples)
     pos: float = 0.6  # share of crops centred on a lesion voxel
@@ -56,6 +60,15 @@ class TrainConfig:
     flip_prob: float = 0.1
     rot90_prob: float = 0.1
     amp: bool = True  # mixed precision: fp16 + GradScaler on CUDA, bf16 on CPUs with native bf16
+    # the forward pass: "sliding" runs the crop through a SlidingWindowInferer (the model's ROI,
+    # gaussian blending) and takes the loss on the stitched output, as the authors trained; "simple"
+    # runs the network on the whole crop at once
+    train_inferer: str = "simple"
+    train_sw_overlap: float = 0.25
+    train_sw_batch: int = 8  # windows per network call (the authors: min(windows, 8))
+    # a study shorter than the crop gives a smaller crop (RandCropByPosNegLabeld allow_smaller, as the
+    # authors) instead of one padded with zeros; needs one volume per step (crops of unequal size)
+    allow_smaller: bool = False
     val_every: int = 10
     val_max_cases: int = 0  # 0 = the whole validation fold
     seed: int = 0
@@ -67,6 +80,15 @@ class TrainConfig:
             raise ValueError(f"crop ratios must be non-negative with a positive sum, got {self}")
         if not 0.0 <= self.hot_balance <= 1.0:
             raise ValueError(f"hot_balance must be in [0, 1], got {self.hot_balance}")
+        if self.train_inferer not in TRAIN_INFERERS:
+            raise ValueError(f"train_inferer must be one of {TRAIN_INFERERS}, got {self.train_inferer!r}")
+        if not 0.0 <= self.train_sw_overlap < 1.0:
+            raise ValueError(f"train_sw_overlap must be in [0, 1), got {self.train_sw_overlap}")
+        if self.allow_smaller and self.batch_size != self.samples_per_volume:
+            raise ValueError("allow_smaller needs one volume per step (batch_size == samples_per_volume): "
+                             "crops of different studies may differ in size")
+        if self.iters_per_epoch < 0:
+            raise ValueError(f"iters_per_epoch must be >= 0 (0 = one pass over the cases), got {self.iters_per_epoch}")
         if self.batch_size % self.samples_per_volume:
             raise ValueError(
                 f"batch_size {self.batch_size} must be a multiple of samples_per_volume {self.samples_per_volume}"
@@ -80,6 +102,10 @@ class TrainConfig:
     @property
     def volumes_per_step(self) -> int:
         return self.batch_size // self.samples_per_volume
+
+    def steps_per_epoch(self, n_cases: int, world: int = 1) -> int:
+        """``iters_per_epoch``, or with 0 one pass over the training cases shared by ``world`` processes."""
+        return self.iters_per_epoch or -(-n_cases // max(1, world * self.volumes_per_step))
 
     def differences(self, other: TrainConfig) -> list[str]:
         """Settings that differ from ``other``, as "name value (now other's value)" (why a resume is refused)."""
@@ -103,8 +129,12 @@ class TrainConfig:
 
 
 def paper_train_config() -> TrainConfig:
-    """Table 7 of the paper: Adam 2e-4, cosine to 1e-8, 60/40 crops, flips/rot90 at 0.1, AMP."""
-    return TrainConfig()
+    """Table 7 of the paper: Adam 2e-4, cosine to 1e-8, 60/40 crops, flips/rot90 at 0.1, AMP; and,
+    as the authors' code trained (``get_inferers`` in their api.py), the forward pass through a
+    128^3 sliding window at overlap 0.25 over the 224^3 crop (8 windows, stitched, then DiceCE),
+    an epoch as one pass over the training cases with one crop per step, and studies shorter than
+    the crop cropped smaller, not padded (``allow_smaller``)."""
+    return TrainConfig(train_inferer="sliding", iters_per_epoch=0, batch_size=1, allow_smaller=True)
 
 
 def demo_train_config() -> TrainConfig:
@@ -316,14 +346,15 @@ def crop_transform(config: ModelConfig, train: TrainConfig) -> MapTransform:
         pos=train.pos,
         neg=train.neg,
         num_samples=train.samples_per_volume,
+        allow_smaller=train.allow_smaller,
     )
 
 
 def random_transforms(config: ModelConfig, train: TrainConfig) -> Compose:
     """After the cache point: crop, flips on each axis, 90-degree rotations in each plane, NaN -> 0 last."""
     steps: list[Any] = []
-    if not train.uses_hot_sampler:
-        # no-op for autoPET-sized volumes; lets the paper's crop run on phantoms smaller than the crop
+    if not train.uses_hot_sampler and not train.allow_smaller:
+        # a batch of several volumes needs crops of one size: pad studies shorter than the crop
         steps.append(SpatialPadd(keys=list(KEYS), spatial_size=config.crop_size))
     steps.append(crop_transform(config, train))
     steps += [RandFlipd(keys=list(KEYS), prob=train.flip_prob, spatial_axis=axis) for axis in range(3)]
@@ -342,6 +373,21 @@ def transform_names(config: ModelConfig, train: TrainConfig) -> list[str]:
         + ["<cache>"]
         + [type(t).__name__ for t in random_transforms(config, train).transforms]
     )
+
+
+def make_train_inferer(config: ModelConfig, train: TrainConfig) -> SlidingWindowInferer | None:
+    """The training forward pass's inferer (None: the network on the whole crop).
+
+    With "sliding" the crop is cut into the model's ROI-sized windows at ``train_sw_overlap``,
+    each window goes through the network and the gaussian-weighted windows are stitched; the loss
+    is taken on the stitched output, so instance-norm statistics and context are those of a
+    window, as at inference. Gradients flow through the stitching into every window.
+    """
+    if train.train_inferer == "simple":
+        return None
+    return SlidingWindowInferer(roi_size=config.roi_size, sw_batch_size=train.train_sw_batch,
+                                overlap=train.train_sw_overlap, mode=config.blend_mode,
+                                sigma_scale=config.sigma_scale)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from model.io import write_text_atomic
+
 
 class SplitError(ValueError):
     """A folds file or a dataset that cannot be split as asked (a user's input, not a bug)."""
@@ -177,8 +179,7 @@ def check_folds(folds: Sequence[Mapping[str, Any]], records: Sequence[Any] | Non
 def save_splits(folds: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     """Write the folds as JSON (a list of {fold, train, val}, like nnU-Net's splits_final.json + fold)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([dict(f) for f in folds], indent=1) + "\n")
+    write_text_atomic(json.dumps([dict(f) for f in folds], indent=1) + "\n", path)
     return path
 
 

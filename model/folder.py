@@ -1,0 +1,102 @@
+"""A folder of PETs in, a folder of masks out: the case loop behind ``process.py``.
+
+What a run over many scans needs and the pipeline does not: checks before any compute (input and
+output folders, temp files of a killed run), pairing each PET with its CT, skipping finished
+cases, one broken case never stopping the others, and one ``results.json`` entry per case in
+evalutils' format. Front-ends (the Grand-Challenge entry point, later cohort and DICOM ones)
+call this.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from .case import segment_file
+from .io import (
+    Case,
+    InputError,
+    check_writable,
+    existing_mask_problem,
+    ignored_entries,
+    list_images,
+    pair_cases,
+    remove_stale_temps,
+)
+from .predictor import InputImageError, Predictor
+
+log = logging.getLogger(__name__)
+
+#: The challenge's layout below the input and output roots (autoPET II and III).
+PET_SUBDIR = Path("images") / "pet"
+CT_SUBDIR = Path("images") / "ct"
+OUTPUT_SUBDIR = Path("images") / "automated-petct-lesion-segmentation"
+
+
+def check_folders(input_root: Path, output_root: Path) -> None:
+    """Fail in seconds, before weights or scans are read, when the run cannot work."""
+    pet_dir = input_root / PET_SUBDIR
+    if not input_root.is_dir():
+        raise InputError(f"{input_root}: input folder not found")
+    if not pet_dir.is_dir():
+        raise InputError(f"{pet_dir}: no PET folder (expected <input>/images/pet/*.mha)")
+    if not list_images(pet_dir):
+        raise InputError(f"{pet_dir}: no PET images (.mha, .mhd, .nii.gz, .nii, .nrrd) in folder")
+    output_dir = output_root / OUTPUT_SUBDIR
+    check_writable(output_dir)
+    stale = remove_stale_temps(output_dir) + remove_stale_temps(output_root, "results.json")
+    if stale:
+        log.warning("removed %d temp file(s) left by an interrupted run: %s", len(stale), ", ".join(stale))
+
+
+def find_cases(input_root: Path) -> list[Case]:
+    """The PETs of ``<input>/images/pet/`` with their CTs; other entries are named in one warning.
+
+    Only the folder itself is listed (not subfolders, which could hold an earlier run's masks).
+    """
+    pet_dir = input_root / PET_SUBDIR
+    pets = list_images(pet_dir)
+    if not pets:
+        raise InputError(f"{pet_dir}: no PET images in folder")
+    ignored = [p.name + ("/" if p.is_dir() else "") for p in ignored_entries(pet_dir)]
+    if ignored:
+        more = f" and {len(ignored) - 10} more" if len(ignored) > 10 else ""
+        log.warning("%s: ignored %d entr%s that %s not PET image(s): %s%s", pet_dir, len(ignored),
+                    "y" if len(ignored) == 1 else "ies", "is" if len(ignored) == 1 else "are",
+                    ", ".join(ignored[:10]), more)
+    cases, warnings = pair_cases(pets, input_root / CT_SUBDIR)
+    for message in warnings:
+        log.warning(message)
+    return cases
+
+
+def run_case(predictor: Predictor, case: Case, output_dir: Path, overwrite: bool = False
+             ) -> tuple[dict[str, Any], bool]:
+    """Segment one case into ``output_dir`` unless its mask is already there.
+
+    Returns its results.json entry and whether it failed; a bad input is logged in one line
+    naming the file and recorded in ``error_messages``.
+    """
+    target = output_dir / case.pet.name
+    result: dict[str, Any] = {"outputs": [dict(type="metaio_image", filename=target.name)],
+                              "inputs": [dict(type="metaio_image", filename=case.pet.name)], "error_messages": []}
+    if (target.exists() or target.is_symlink()) and not overwrite:
+        problem = existing_mask_problem(target, case.pet)
+        if problem is None:
+            log.info("%s: mask exists, skipped (use --overwrite to recompute)", case.pet.name)
+            return result, False
+        log.warning("%s; recomputing it", problem)
+    try:
+        report = segment_file(predictor, case.pet, case.ct, target)
+    except Exception as exc:  # noqa: BLE001 - one broken case must not stop the others
+        expected = isinstance(exc, (InputError, InputImageError))
+        message = str(exc) if expected else f"{case.pet}: {type(exc).__name__}: {exc}"
+        message = " ".join(message.split())  # one line, whatever ITK or torch put in it
+        log.error("%s", message)
+        log.debug("traceback", exc_info=True)
+        return {**result, "outputs": [], "error_messages": [message]}, True
+    for message in report.warnings:
+        log.warning("%s", message)
+    log.info("%s: %s", case.pet.name, report.summary())
+    return {**result, "inference": {"crop": predictor.crop, "steps": report.steps, "time_budget": report.budget}}, False
