@@ -1,7 +1,7 @@
 """Make docs/phantoms.png: coronal PET MIPs (inverted grey, SUV 0-10) with the lesion label in colour.
 
 Why: a picture is the quickest check that the phantoms look like whole-body FDG PET (and where the
-lesions are); regenerate it whenever training/phantoms.py changes.
+lesions are); regenerate it whenever training/phantoms/ changes.
 Usage: python -m scripts.make_phantom_picture [--seeds 0 1 2 3] [--out docs/phantoms.png]
 """
 

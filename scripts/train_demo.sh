@@ -16,16 +16,9 @@ THREADS=${THREADS:-2}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 
 mkdir -p "$RUN"
-# seeds 0..CASES-1; only missing ones are made, each in a staging folder moved in when complete
-# (a folder of 64 grows to 120 without re-writing; a killed write never looks like a case)
-for ((seed = 0; seed < CASES; seed++)); do
-    name=$(printf 'PHANTOM%05d' "$seed")
-    [ -d "$DATA/$name" ] && continue
-    rm -rf "$DATA/.staging"
-    python -m training.phantoms --out "$DATA/.staging" --cases 1 --seed "$seed" --layout tcia
-    mv "$DATA/.staging/$name" "$DATA/$name"
-done
-rm -rf "$DATA/.staging"
+# seeds 0..CASES-1; only missing ones are made (a folder of 64 grows to 120 without re-writing), each
+# written aside and renamed into place when complete (a killed write never looks like a case)
+python -m training.phantoms --out "$DATA" --seeds "0-$((CASES - 1))" --layout tcia --skip-existing --workers "$THREADS"
 python -m training prepare --data "$DATA" --layout tcia --preset demo --out "$RUN"
 # an existing folds file keeps its folds; new phantoms are added to them (python -m training splits --extend)
 if [ -f "$RUN/splits.json" ]; then

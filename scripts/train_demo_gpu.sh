@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train the five demo folds at once on one GPU machine and leave the exported ensemble in OUT.
 #
-# For a lent GPU with a short time limit: phantoms are made there (one process per case), the
+# For a lent GPU with a short time limit: phantoms are made there (one process per core), the
 # folds train side by side (the demo network uses under 1 GiB of GPU memory and a fraction of its
 # compute, so five processes share one card), and only the weights come back (5 x 18 MB for demo-wide).
 #
@@ -64,26 +64,11 @@ if [ -n "$extra" ]; then
 fi
 
 started=$(date +%s)
-pids=()
-seeds=()
-stop_all() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; }
-wait_oldest() {  # the oldest phantom job: on failure show its log, stop the rest, exit
-    wait "${pids[0]}" || { tail -n 5 "$WORK/phantom_${seeds[0]}.log"; stop_all; exit 1; }
-    pids=("${pids[@]:1}")
-    seeds=("${seeds[@]:1}")
-}
-for ((i = 0; i < CASES; i++)); do  # seeds 0..CASES-1, as scripts/train_demo.sh; made once per WORK
-    name=$(printf 'PHANTOM%05d' "$i")
-    [ -d "$DATA/$name" ] && continue
-    # staged, then moved in: a phantom killed mid-write never looks like a case
-    (rm -rf "$WORK/stage_$i" && python3 -m training.phantoms --out "$WORK/stage_$i" --cases 1 --seed "$i" \
-        --layout tcia ${SHAPE_ARGS[@]+"${SHAPE_ARGS[@]}"} && mv "$WORK/stage_$i/$name" "$DATA/$name") \
-        >"$WORK/phantom_$i.log" 2>&1 &
-    pids+=($!)
-    seeds+=("$i")
-    [ "${#pids[@]}" -ge "$(nproc)" ] && wait_oldest
-done
-while [ "${#pids[@]}" -gt 0 ]; do wait_oldest; done
+# seeds 0..CASES-1, as scripts/train_demo.sh; made once per WORK, one process per core; each case is
+# renamed into place when complete, so a phantom killed mid-write never looks like a case
+python3 -m training.phantoms --out "$DATA" --seeds "0-$((CASES - 1))" --layout tcia --skip-existing \
+    --workers "$(nproc)" ${SHAPE_ARGS[@]+"${SHAPE_ARGS[@]}"} >"$WORK/phantoms.log" 2>&1 \
+    || { tail -n 5 "$WORK/phantoms.log"; exit 1; }
 echo "phantoms: $CASES in $(($(date +%s) - started)) s"
 
 started=$(date +%s)

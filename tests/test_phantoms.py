@@ -1,14 +1,21 @@
-"""Synthetic phantoms: determinism, variety, tissue values, label/PET agreement and grid geometry."""
+"""Synthetic phantoms: determinism, variety, tissue values, label/PET agreement, grid geometry, pinned output,
+and the phantom command (--seeds, --workers, --skip-existing, atomic cases)."""
 
 from __future__ import annotations
 
+import hashlib
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from training.phantoms import centred_origin, make_phantom
+from training.layouts import read_layout, read_tcia
+from training.phantoms import centred_origin, make_phantom, parse_seeds
+from training.phantoms import cli as phantoms_cli
+from training.phantoms import main as phantoms_main
+from training.phantoms.cli import plan_cases
 
 SMALL = {"shape": (96, 96, 120), "spacing": (4.0, 4.0, 4.0)}
 TINY = {"shape": (8, 8, 8), "spacing": (40.0, 40.0, 40.0)}  # parameters only, rendering is negligible
@@ -199,3 +206,190 @@ def test_default_grid_is_autopet_like() -> None:
     assert np.allclose(ph.pet.GetSpacing(), (2.0364, 2.0364, 3.0))
     assert ph.info["generation_s"] < 30  # ~3-5 s on one free core; generous for a shared machine
     assert _arr(ph.label).sum() > 0
+
+
+# --------------------------------------------------------------------------------------------
+# Pinned output: a refactor must not move a single voxel
+# --------------------------------------------------------------------------------------------
+
+_OBLIQUE = (
+    math.cos(math.radians(25)),
+    -math.sin(math.radians(25)),
+    0,
+    math.sin(math.radians(25)),
+    math.cos(math.radians(25)),
+    0,
+    0,
+    0,
+    1,
+)
+_GRID = {"shape": (48, 40, 36), "spacing": (8.0, 8.0, 10.0)}
+
+# Computed with training/phantoms.py as it was before it became a package (commit 4c37a78).
+# CT and label are pinned bit for bit. The PET is pinned by its sum, sum of squares and centroid
+# (z, y, x index) instead: its texture field goes through a float32 BLAS matrix product whose
+# rounding depends on the CPU's OpenBLAS kernel (measured: up to 1e-6 SUV in ~1% of the voxels,
+# a relative change of these five numbers below 1e-9), while any real change moves them far more.
+PINNED = {
+    "seed1": (
+        1,
+        _GRID,
+        "f76906347179b4e57d95cf15d82fbd499ee57052ef37e76adca35a56bda014c6",
+        "94bea6e761e82d1d0ad055e3c2a0c4464c4c3d363f0b316e73444baa963b668f",
+        (38563.9285415052, 49724.8232529222, 14.291511192371695, 18.64452598242366, 22.76549192313173),
+        ["bone_spine", "paraaortic", "bone_spine"],
+    ),
+    "seed4_lesions": (
+        4,
+        {**_GRID, "lesions": True},
+        "af6172287cd9cdf647dfea4bd651ab766f3cfa2f77f5d5cc30229168b0ce476a",
+        "1480f57638dd2af859685532102c312a391bdc7589c68d2cb06f06bfd78e232e",
+        (42354.394312531185, 83591.46571556847, 14.088011016948323, 18.9226646899748, 19.956168609707667),
+        ["neck_node", "neck_node", "bone_femur", "iliac", "liver", "iliac", "liver", "iliac", "liver", "paraaortic"],
+    ),
+    "seed11": (
+        11,
+        _GRID,
+        "f122b7b01dd88beb8452a01c9ea1839d56392ac924ca9a4c7f12d83ecc2f4f22",
+        "972e4c54ede0b41e28b4bfd48368f2b4700d7ad28ffa513b8228d20213308c40",
+        (29076.224264391498, 61851.437786671166, 15.87454250569346, 16.499275448957082, 24.485366252364784),
+        ["near_heart", "near_heart", "near_heart", "mediastinum", "near_heart", "inguinal"],
+    ),
+    "seed5_flipped": (
+        5,
+        {**_GRID, "lesions": True, "direction": (-1, 0, 0, 0, 1, 0, 0, 0, -1)},
+        "027bb6c0b0e803b3cc75f9913105e143944a919dd1725cd249d9c46fb8b8e84d",
+        "9ca1dd2990125d9dead5238e6e9f0fe50fb68d77de83d67333fcd327cf2bf464",
+        (37863.40735884157, 72031.36086263978, 21.588993961907637, 21.281907910701058, 23.831733220433794),
+        ["axilla", "liver", "inguinal", "liver"],
+    ),
+    "seed9_oblique": (
+        9,
+        {"shape": (48, 48, 40), "spacing": (3.0, 3.0, 3.0), "lesions": True, "direction": _OBLIQUE},
+        "e15215b27294fa2fce32dfa2b1340b61edcb013b56c3240d154ac15a4b65018c",
+        "9b37d2c830cdc0dd25780e3f03ec0bd379ccc9789f9c65c2dcc6a7ded47ee42a",
+        (111266.84136491989, 553492.6177720696, 17.838053371391865, 18.788284553968577, 22.79402395533588),
+        ["bone_pelvis", "liver", "mediastinum", "liver", "near_bladder"],
+    ),
+}
+
+
+def _sha(img: sitk.Image) -> str:
+    return hashlib.sha256(_arr(img).tobytes()).hexdigest()
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_output_is_pinned(name: str) -> None:
+    seed, kwargs, ct_sha, label_sha, pet_moments, sites = PINNED[name]
+    ph = make_phantom(seed, **kwargs)
+    assert [le["site"] for le in ph.info["lesions"]] == sites
+    assert _sha(ph.label) == label_sha
+    assert _sha(ph.ct) == ct_sha
+    pet = _arr(ph.pet).astype(np.float64)
+    z, y, x = np.indices(pet.shape)
+    total = pet.sum()
+    got = (total, (pet**2).sum(), (z * pet).sum() / total, (y * pet).sum() / total, (x * pet).sum() / total)
+    assert got == pytest.approx(pet_moments, rel=1e-8)
+
+
+# --------------------------------------------------------------------------------------------
+# The command: --seeds, --workers, --skip-existing, atomic cases
+# --------------------------------------------------------------------------------------------
+
+CLI_GRID = ["--shape", "24", "20", "18", "--spacing", "16", "16", "20"]  # a few ms per case
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _mtimes(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_parse_seeds() -> None:
+    assert parse_seeds(["0-119"]) == list(range(120))
+    assert parse_seeds(["50000-50019"]) == list(range(50000, 50020))
+    assert parse_seeds(["1,5,9"]) == [1, 5, 9]
+    assert parse_seeds(["7", "0-2,10", "4"]) == [7, 0, 1, 2, 10, 4]  # order kept
+    assert parse_seeds(["3-3"]) == [3]
+    for bad in (["3-1"], ["a"], ["1-"], ["1,1"], ["0-2", "2"], [""], [","]):
+        with pytest.raises(ValueError):
+            parse_seeds(bad)
+
+
+def test_seeds_refuses_cases_and_negative_seeds(tmp_path: Path) -> None:
+    for argv in (
+        ["--seeds", "0-1", "--cases", "2"],
+        ["--seeds", "0-1", "--seed", "3"],
+        ["--seeds", "-1"],
+        ["--seeds", "2-1"],
+        ["--seeds", "0", "--workers", "0"],
+    ):
+        with pytest.raises(SystemExit) as exc:
+            phantoms_main(["--out", str(tmp_path), *argv])
+        assert exc.value.code == 2, argv
+
+
+def test_case_ids_follow_the_seeds() -> None:
+    assert [c.case_id for c in plan_cases([7, 9, 12], 1)] == ["PHANTOM00007_0", "PHANTOM00009_0", "PHANTOM00012_0"]
+    # grouped studies are named after the first seed of their patient, as --cases/--seed always did
+    planned = plan_cases([7, 9, 12], 2)
+    assert [(c.seed, c.case_id, c.patient_id) for c in planned] == [
+        (7, "PHANTOM00007_0", "PHANTOM00007"),
+        (9, "PHANTOM00007_1", "PHANTOM00007"),
+        (12, "PHANTOM00012_0", "PHANTOM00012"),
+    ]
+
+
+def test_seeds_and_workers_give_the_same_files(tmp_path: Path) -> None:
+    a, b = tmp_path / "cases_seed", tmp_path / "seeds_workers"
+    assert phantoms_main(["--out", str(a), "--cases", "3", "--seed", "3", "--workers", "1", *CLI_GRID]) == 0
+    assert phantoms_main(["--out", str(b), "--seeds", "3-5", "--workers", "2", *CLI_GRID]) == 0
+    files_a = _files(a)
+    assert sorted({name.split("/")[0] for name in files_a}) == ["PHANTOM00003", "PHANTOM00004", "PHANTOM00005"]
+    assert len(files_a) == 9
+    assert files_a == _files(b)  # byte for byte
+
+
+@pytest.mark.parametrize("layout", ["tcia", "nnunet", "gc"])
+def test_skip_existing_remakes_nothing(tmp_path: Path, layout: str, capsys) -> None:
+    argv = ["--out", str(tmp_path), "--seeds", "0-2", "--layout", layout, *CLI_GRID]
+    assert phantoms_main(argv) == 0
+    assert len(read_layout(tmp_path, layout)) == 3
+    before = _mtimes(tmp_path)
+    capsys.readouterr()
+    assert phantoms_main([*argv, "--skip-existing"]) == 0
+    assert "3 of 3 cases exist already" in capsys.readouterr().out
+    after = _mtimes(tmp_path)
+    images = {k: v for k, v in after.items() if not k.endswith(".json")}  # nnU-Net's dataset.json is rewritten
+    assert images == {k: v for k, v in before.items() if not k.endswith(".json")}
+    # a case with a file missing is made again, and only that case
+    missing = next(k for k in sorted(images) if "PHANTOM00001" in k)
+    (tmp_path / missing).unlink()
+    assert phantoms_main([*argv, "--skip-existing"]) == 0
+    again = _mtimes(tmp_path)
+    assert missing in again
+    changed = {k for k in images if again[k] != images[k]}
+    assert changed and all("PHANTOM00001" in k for k in changed)
+
+
+def test_killed_write_leaves_no_partial_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_write_case = phantoms_cli.layouts.write_case
+
+    def write_then_die(*args, **kwargs):
+        real_write_case(*args, **kwargs)
+        raise KeyboardInterrupt  # killed after the files were written, before they were moved in
+
+    monkeypatch.setattr(phantoms_cli.layouts, "write_case", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        phantoms_main(["--out", str(tmp_path), "--seeds", "0", *CLI_GRID])
+    assert list(tmp_path.iterdir()) == []
+    # a staging folder left by a process killed outright is not a case, and the next run removes it
+    stale = tmp_path / ".phantom-PHANTOM00000_0.x1y2.tmp" / "PHANTOM00000" / "0"
+    stale.mkdir(parents=True)
+    (stale / "SUV.nii.gz").write_bytes(b"partial")
+    monkeypatch.setattr(phantoms_cli.layouts, "write_case", real_write_case)
+    assert phantoms_main(["--out", str(tmp_path), "--seeds", "1", *CLI_GRID]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["PHANTOM00001"]
+    assert [r.case_id for r in read_tcia(tmp_path)] == ["PHANTOM00001_0"]
