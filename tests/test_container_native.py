@@ -1,9 +1,10 @@
 """The container's runtime, natively: non-root user, read-only input, no network, scratch in TMPDIR only.
 
 No Docker engine runs on these machines, so this test runs the same entry point as the image
-does under the platform's constraints (``unshare -n`` for no network, ``setpriv`` for an
-unprivileged user) and compares the bundled case with ``test/expected_output`` as ``test.sh``
-compares the container's output: identical geometry, Dice >= 0.99.
+does under the platform's constraints (no network, an unprivileged user, the checkout reached
+through ``tests/unprivileged.py`` so that a clone in a private home works too) and compares the
+bundled case with ``test/expected_output`` as ``test.sh`` compares the container's output:
+identical geometry, Dice >= 0.99.
 """
 
 from __future__ import annotations
@@ -11,22 +12,21 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT
+from tests.unprivileged import NOBODY, nobody_command, tools_missing
 
-NOBODY = 65534
 OUT_SUB = Path("images/automated-petct-lesion-segmentation")
 TEST_INPUT = ROOT / "test" / "input"
 EXPECTED = ROOT / "test" / "expected_output" / OUT_SUB
 
 pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("setpriv"),
-    reason="needs root to drop to an unprivileged user and a network namespace (unshare, setpriv)",
+    os.geteuid() != 0 or bool(tools_missing()),
+    reason="needs root to drop to an unprivileged user in its own mount and network namespace (unshare, setpriv)",
 )
 
 
@@ -42,8 +42,7 @@ def sandbox():
 def confined(args: list[str], tmpdir: Path, home: Path) -> subprocess.CompletedProcess:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "TMPDIR": str(tmpdir),
            "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "2"}
-    cmd = ["unshare", "-n", "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--",
-           sys.executable, str(ROOT / "process.py"), *args]
+    cmd = nobody_command(tmpdir.parent, [str(tmpdir.parent / "app" / "process.py"), *args])
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
 
 

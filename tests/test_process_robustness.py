@@ -22,6 +22,7 @@ import SimpleITK as sitk
 import process
 from model import io as mio
 from tests.conftest import HOTSPOT_WEIGHTS, ROOT, body_with_lesion
+from tests.unprivileged import nobody_command, tools_missing
 
 OUT_SUB = Path("images/automated-petct-lesion-segmentation")
 SIZE = (24, 22, 28)
@@ -175,7 +176,7 @@ def test_broken_pet_entries_fail_named_and_strays_are_listed(tmp_path, caplog):
     assert "nested" not in json.dumps(errors)
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root to drop to nobody")
+@pytest.mark.skipif(os.geteuid() != 0 or bool(tools_missing()), reason="needs root to drop to nobody")
 @pytest.mark.parametrize("locked", ["file", "folder"])
 def test_unreadable_pet_says_permission_denied(locked):
     base = Path(tempfile.mkdtemp(prefix="robustness-"))  # pytest's tmp_path is private to root
@@ -188,8 +189,8 @@ def test_unreadable_pet_says_permission_denied(locked):
         folder.chmod(0o755 if locked == "file" else 0o700)
         code = ("import sys; from pathlib import Path; from model.io import read_image, InputError\n"
                 "try: read_image(Path(sys.argv[1]), 'PET')\nexcept InputError as e: print(e)")
-        done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
-                               code, str(folder / "locked.mha")], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        done = subprocess.run(nobody_command(base, ["-c", code, str(folder / "locked.mha")]), capture_output=True,
+                              text=True, timeout=60)
         assert "locked.mha: cannot open PET file (Permission denied)" in done.stdout, done.stderr
     finally:
         shutil.rmtree(base, ignore_errors=True)
