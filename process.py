@@ -47,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="recompute cases whose mask exists (default: skip)")
     p.add_argument("--crop", choices=CROP_MODES, default=DEFAULT_CROP,
                    help="exact: the windows that touch the body, giving the uncropped pipeline's masks (the "
-                        "authors' result); body: fewer windows around the body, faster and approximate (Dice "
-                        "0.96-0.998 against exact at the paper's windowing, docs/performance.md); none: the "
+                        "authors' result); body: a quarter to a half of the windows, approximate (Dice 0.93-0.997 "
+                        "against exact at the paper's windowing, docs/performance.md); none: the "
                         f"whole field of view (default: {DEFAULT_CROP})")
     p.add_argument("--tta", default="", metavar="AXES",
                    help="test-time augmentation: average each network's logits over flips of these RAS axes, "
