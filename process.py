@@ -26,8 +26,8 @@ from tqdm import tqdm
 from model.cropping import CROP_MODES, DEFAULT_CROP
 from model.folder import OUTPUT_SUBDIR, PET_SUBDIR, check_folders, find_cases, run_case
 from model.io import write_json_atomic
+from model.network import add_weights_argument
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights"
 #: A little under autoPET II's 10 minutes per case, leaving time to read, write and start up.
 DEFAULT_TIME_BUDGET_S = 540.0
 log = logging.getLogger("process")
@@ -39,9 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input root holding images/pet/ (and optionally images/ct/) (default: /input)")
     p.add_argument("--output", type=Path, default=Path("/output"),
                    help=f"output root; masks go to {OUTPUT_SUBDIR}/ (default: /output)")
-    p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS,
-                   help="a checkpoint file, or a folder whose checkpoints form the ensemble (this project's "
-                        f"fold*.pt with manifest.json, or the authors' 0.pt..4.pt) (default: {DEFAULT_WEIGHTS})")
+    add_weights_argument(p)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where the networks run; auto = cuda when available (default: auto)")
     p.add_argument("--overwrite", action="store_true", help="recompute cases whose mask exists (default: skip)")

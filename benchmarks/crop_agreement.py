@@ -39,6 +39,7 @@ from evaluation.metrics import voxel_volume_ml
 from model import Predictor
 from model.ensemble import vote
 from model.masks import dice
+from model.network import add_weights_argument
 from tests.reference_pipeline import reference_predict
 from training.phantoms import make_phantom
 
@@ -183,7 +184,7 @@ def markdown_table(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", type=Path, default=ROOT / "weights", help="checkpoint file or folder")
+    add_weights_argument(parser)
     parser.add_argument("--models", type=int, default=1, help="use the first N networks (0 = all)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[50000, 50001, 50002, 50003, 50004],
                         help="phantom seeds (the held-out set's are 50000 and up)")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Download the wheels the GPU scripts need on a machine that has torch, numpy and scipy but no
 # network, into .whl/ (git-ignored), for Python 3.12 on x86-64: monai and SimpleITK for
-# benchmarks/inference_gpu.py and mask_agreement.py; nibabel (MONAI's NIfTI reader) and cc3d
+# benchmarks/inference_gpu.py and gpu_agreement.py; nibabel (MONAI's NIfTI reader) and cc3d
 # (validation metrics) as well for benchmarks/training_gpu.sh (TRAINING=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."

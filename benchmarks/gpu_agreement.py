@@ -22,10 +22,12 @@ import sys
 import time
 from pathlib import Path
 
+from model.network import add_weights_argument
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", type=Path, help="checkpoint file or folder (default: random paper networks)")
+    add_weights_argument(parser, None, note="; without it, seeded random paper-size networks")
     parser.add_argument("--models", type=int, default=2, help="networks (random ones) or the first N of --weights")
     parser.add_argument("--shape", type=int, nargs=3, default=[192, 192, 160], help="phantom size (x y z voxels)")
     parser.add_argument("--seed", type=int, default=50000, help="phantom seed")

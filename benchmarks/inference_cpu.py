@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from model.network import add_weights_argument
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -92,7 +94,7 @@ def mask_file_dice(a_path: Path, b_path: Path) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", type=Path, help="write the figures here")
-    parser.add_argument("--weights", type=Path, default=ROOT / "weights", help="checkpoint file or folder")
+    add_weights_argument(parser)
     parser.add_argument("--slices", type=int, default=326, help="slices of the phantom (>= 300 for the target)")
     parser.add_argument("--seed", type=int, default=3, help="phantom seed")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for both pipelines")

@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from model.network import add_weights_argument
+
 ROOT = Path(__file__).resolve().parents[1]
 
 LIMIT_GIB = 16.0
@@ -24,7 +26,7 @@ LIMIT_GIB = 16.0
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", type=Path, default=ROOT / "weights")
+    add_weights_argument(parser)
     parser.add_argument("--slices", type=int, default=677)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--json", type=Path)

@@ -9,6 +9,7 @@ Both are read with ``torch.load(weights_only=True)``: a checkpoint never runs co
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,19 @@ from .io import write_atomic
 
 CHECKPOINT_FORMAT = "autopet-sw-unet/1"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+#: The shipped ensemble: beside the packages in a checkout, /opt/app/weights in the image.
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+
+
+def add_weights_argument(parser: argparse.ArgumentParser, default: Path | None = DEFAULT_WEIGHTS,
+                         required: bool = False, note: str = "") -> None:
+    """The ``--weights`` option of every command that loads networks, said the same way everywhere."""
+    help_text = ("a checkpoint file, or a folder whose checkpoints form the ensemble (this project's fold*.pt "
+                 "with manifest.json, or the authors' 0.pt..4.pt)" + note)
+    if default is not None and not required:
+        help_text += f" (default: {default})"
+    parser.add_argument("--weights", type=Path, default=None if required else default, required=required,
+                        help=help_text)
 
 
 class CheckpointError(RuntimeError):

@@ -18,6 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from model.network import add_weights_argument
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -62,7 +64,7 @@ def _fmt(value: float | None, digits: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT / "data/phantoms/test")
-    parser.add_argument("--weights", type=Path, default=ROOT / "weights")
+    add_weights_argument(parser)
     parser.add_argument("--out", type=Path, default=ROOT / "docs/heldout")
     parser.add_argument("--limit", type=int, help="only the first N cases (sorted by case id)")
     args = parser.parse_args(argv)

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from model.network import add_weights_argument
+
 ROOT = Path(__file__).resolve().parents[1]
 
 SEED = 0
@@ -60,7 +62,7 @@ def write_expected(test_dir: Path, weights: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--test-dir", type=Path, default=ROOT / "test")
-    parser.add_argument("--weights", type=Path, default=ROOT / "weights")
+    add_weights_argument(parser)
     parser.add_argument("--input-too", action="store_true", help="rebuild test/input as well")
     args = parser.parse_args(argv)
     if args.input_too or not (args.test_dir / "input/images/pet").is_dir():

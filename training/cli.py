@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from model.config import PRESETS, preset
-from model.network import CheckpointError
+from model.network import CheckpointError, add_weights_argument
 
 from .data import CACHE_DTYPES, CaseSource, CaseStore, as_sources
 from .export import EXPORT_DTYPES
@@ -442,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("widen", help="copy trained weights into a wider preset's network (same output)")
-    p.add_argument("--weights", required=True, help="a checkpoint, or a folder of them (e.g. weights/)")
+    add_weights_argument(p, required=True)
     p.add_argument("--preset", choices=_PRESET_NAMES, required=True, help="the wider network, e.g. demo-wide")
     p.add_argument("--out", required=True, help="folder for the widened checkpoints (same file names)")
     p.add_argument("--noise", type=float, default=0.01,
