@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import time
 import traceback
@@ -23,8 +22,9 @@ from pathlib import Path
 from evalutils import SegmentationAlgorithm
 from tqdm import tqdm
 
+from model import folder
 from model.cropping import CROP_MODES, DEFAULT_CROP
-from model.folder import OUTPUT_SUBDIR, PET_SUBDIR, check_folders, find_cases, run_case
+from model.ensemble import VOTE_RULES
 from model.io import write_json_atomic
 from model.network import add_weights_argument
 
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", type=Path, default=Path("/input"),
                    help="input root holding images/pet/ (and optionally images/ct/) (default: /input)")
     p.add_argument("--output", type=Path, default=Path("/output"),
-                   help=f"output root; masks go to {OUTPUT_SUBDIR}/ (default: /output)")
+                   help=f"output root; masks go to {folder.OUTPUT_SUBDIR}/ (default: /output)")
     add_weights_argument(p)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where the networks run; auto = cuda when available (default: auto)")
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "crop, then networks, as far as needed to end inside it; the log and results.json say "
                         f"what was done; 0 = no limit (default: {DEFAULT_TIME_BUDGET_S:g})")
     p.add_argument("--sw-batch-size", type=int, default=None, help="windows per network call (default: 8 cuda, 2 cpu)")
-    p.add_argument("--vote", choices=("majority", "soft"), default=None,
+    p.add_argument("--vote", choices=VOTE_RULES, default=None,
                    help="majority of the networks' argmax (the authors') or mean softmax above 0.5 "
                         "(default: the checkpoints' config, majority for the shipped weights)")
     p.add_argument("--verbose", action="store_true", help="debug log and full tracebacks")
@@ -69,39 +69,25 @@ def _axes(text: str) -> tuple[int, ...]:
     return tuple(sorted({int(c) for c in text}))
 
 
-class Interrupted(BaseException):
-    """SIGTERM or SIGINT: a BaseException, so that no per-case ``except Exception`` swallows it."""
-
-    def __init__(self, signum: int) -> None:
-        self.signum = signum
-        super().__init__(f"interrupted by {signal.Signals(signum).name}")
-
-
-def _on_signal(signum: int, frame) -> None:
-    for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal kills at once
-        signal.signal(sig, signal.SIG_DFL)
-    raise Interrupted(signum)
-
-
 class LesionSegmentation(SegmentationAlgorithm):
     """evalutils' algorithm over ``model.folder``: each PET read once, no finished case ever lost."""
 
     def __init__(self, predictor, input_root: Path, output_root: Path, overwrite: bool = False) -> None:
-        super().__init__(input_path=input_root / PET_SUBDIR, output_path=output_root / OUTPUT_SUBDIR,
+        super().__init__(input_path=input_root / folder.PET_SUBDIR, output_path=output_root / folder.OUTPUT_SUBDIR,
                          output_file=output_root / "results.json")
         self.predictor, self.input_root, self.overwrite = predictor, input_root, overwrite
         self.failed: list[str] = []
         self.written, self.current = 0, None
 
     def load(self) -> None:  # evalutils would read and hash every image here, then again per case
-        self.cases = find_cases(self.input_root)
+        self.cases = folder.find_cases(self.input_root)
 
     def process_cases(self, file_loader_key: str | None = None) -> None:
         self._case_results = []
         log.info("%d case(s) in %s", len(self.cases), self._input_path)
         for case in tqdm(self.cases, desc="cases", unit="case", disable=len(self.cases) < 2):
             self.current = case.pet.name  # left set when interrupted: the message names the case
-            result, failed = run_case(self.predictor, case, self._output_path, self.overwrite)
+            result, failed = folder.run_case(self.predictor, case, self._output_path, self.overwrite)
             self.current = None
             self._case_results.append(result)
             self.failed += [case.pet.name] if failed else []
@@ -109,7 +95,7 @@ class LesionSegmentation(SegmentationAlgorithm):
         if self.failed:
             log.error("%d of %d case(s) failed: %s", len(self.failed), len(self.cases), ", ".join(self.failed))
 
-    def predict(self, *, input_image):  # evalutils' per-image API; run_case reads, predicts and writes
+    def predict(self, *, input_image):  # evalutils' per-image API; folder.run_case reads, predicts and writes
         return self.predictor.predict(input_image)
 
     def save(self) -> None:
@@ -120,7 +106,7 @@ def build_algorithm(args: argparse.Namespace) -> LesionSegmentation:
     """Check folders and weights before any case is read: a bad run fails in seconds."""
     from model import Predictor
 
-    check_folders(args.input, args.output)
+    folder.check_folders(args.input, args.output)
     started = time.perf_counter()
     predictor = Predictor.from_weights(args.weights, device=args.device, crop=args.crop, vote=args.vote,
                                        sw_batch_size=args.sw_batch_size, tta_axes=_axes(args.tta),
@@ -141,12 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(os.environ.get("TMPDIR", "/tmp"))  # every cache in /tmp, the only writable place but /output
     for var, sub in (("XDG_CACHE_HOME", "cache"), ("TORCH_HOME", "torch"), ("MPLCONFIGDIR", "matplotlib")):
         os.environ.setdefault(var, str(tmp / sub))
-    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     algorithm = None
     try:
-        algorithm = build_algorithm(args)
-        algorithm.process()
-    except Interrupted as exc:
+        with folder.interrupt_on_signals():
+            algorithm = build_algorithm(args)
+            algorithm.process()
+    except folder.Interrupted as exc:
         where = f" while segmenting {algorithm.current}" if algorithm is not None and algorithm.current else ""
         done = f"; {algorithm.written} mask(s) written this run" if algorithm is not None else ""
         print(f"error: {exc}{where}{done}; no partial mask left, rerun to go on", file=sys.stderr)
@@ -156,9 +142,6 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     return 1 if algorithm.failed else 0
 
 

@@ -10,6 +10,9 @@ call this.
 from __future__ import annotations
 
 import logging
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +103,29 @@ def run_case(predictor: Predictor, case: Case, output_dir: Path, overwrite: bool
         log.warning("%s", message)
     log.info("%s: %s", case.pet.name, report.summary())
     return {**result, "inference": {"crop": predictor.crop, "steps": report.steps, "time_budget": report.budget}}, False
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT: a BaseException, so that no per-case ``except Exception`` swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal kills at once
+        signal.signal(sig, signal.SIG_DFL)
+    raise Interrupted(signum)
+
+
+@contextmanager
+def interrupt_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGINT raise ``Interrupted`` inside the block (the platform stops a job with
+    SIGTERM): the case in progress leaves no partial file, finished masks stay, and a rerun goes on."""
+    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
