@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import SimpleITK as sitk
 
 from evaluation.metrics import check_same_grid
 from model import io as model_io
-from model.io import IMAGE_SUFFIXES
+from model.io import IMAGE_SUFFIXES, Case
 
 
 class CaseError(ValueError):
     """A case cannot be evaluated (missing or ambiguous file, grid mismatch); the message names files."""
-
-
-@dataclass(frozen=True)
-class CasePaths:
-    """The files of one case; ``name`` is the ground-truth file name, used as the case key."""
-
-    name: str
-    gt: Path
-    pred: Path
-    pet: Path | None = None
 
 
 def list_images(folder: Path, what: str = "image") -> dict[str, list[Path]]:
@@ -55,7 +44,7 @@ def _match(stem: str, wanted_name: str, candidates: dict[str, list[Path]], what:
 
 def pair_cases(
     gt_dir: Path, pred_dir: Path, pet_dir: Path | None = None, pet_suffix: str = ""
-) -> tuple[list[CasePaths], list[str]]:
+) -> tuple[list[Case], list[str]]:
     """Pair every ground-truth image with its prediction (and PET), by file stem.
 
     All problems are collected before raising, so one run names every missing file. Returns the
@@ -75,7 +64,7 @@ def pair_cases(
                 if pet_dir is not None:
                     pet_stem = stem + pet_suffix
                     pet = _match(pet_stem, pet_stem + model_io.image_suffix(gt_path), pets, "PET", pet_dir)
-                pairs.append(CasePaths(gt_path.name, gt_path, pred, pet))
+                pairs.append(Case(gt_path.name, pet, label=gt_path, prediction=pred))
             except CaseError as err:
                 problems.append(str(err))
     if problems:
@@ -92,12 +81,13 @@ def read_header(path: Path) -> sitk.ImageFileReader:
         raise CaseError(str(err)) from None
 
 
-def check_grids(pairs: Sequence[CasePaths], tol: float = 1e-3) -> None:
+def check_grids(pairs: Sequence[Case], tol: float = 1e-3) -> None:
     """Check every prediction against its ground truth before any voxel is read."""
     problems = []
     for case in pairs:
         try:
-            check_same_grid(read_header(case.gt), read_header(case.pred), f"{case.gt} and {case.pred}", tol)
+            check_same_grid(read_header(case.label), read_header(case.prediction),
+                            f"{case.label} and {case.prediction}", tol)
         except ValueError as err:  # CaseError or GridMismatchError
             problems.append(str(err))
     if problems:

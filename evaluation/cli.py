@@ -108,14 +108,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_grids(pairs, args.tolerance)
         results: dict[str, CaseMetrics] = {}
         for case in tqdm(pairs, desc="evaluating", unit="case", disable=True if args.no_progress else None):
-            gt, pred = read_image(case.gt), read_image(case.pred)
+            gt, pred = read_image(case.label), read_image(case.prediction)
             metrics = evaluate_images(gt, pred, args.tolerance)
-            results[case.name] = metrics
+            results[case.case_id] = metrics
             if args.pictures is not None and case.pet is not None:
                 from evaluation.mip import metrics_title, save_mip_png  # matplotlib only when needed
 
-                save_mip_png(read_image(case.pet), args.pictures / f"{image_stem(case.gt)}.png", pred=pred, gt=gt,
-                             title=metrics_title(case.name, metrics))
+                save_mip_png(read_image(case.pet), args.pictures / f"{image_stem(case.label)}.png", pred=pred, gt=gt,
+                             title=metrics_title(case.case_id, metrics))
     except (CaseError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -78,8 +78,19 @@ def ignored_entries(folder: Path) -> list[Path]:
 
 @dataclass(frozen=True)
 class Case:
-    pet: Path
-    ct: Path | None
+    """One study, wherever it comes from: its PET (SUV) and what else is known about it.
+
+    The challenge folder gives a PET and maybe a CT; a training layout adds the label (ground
+    truth) and the patient; evaluation pairs a label with a prediction. One type for all, so a
+    case found by one front-end can be handed to any other.
+    """
+
+    case_id: str
+    pet: Path | None
+    ct: Path | None = None
+    label: Path | None = None
+    patient_id: str | None = None
+    prediction: Path | None = None
 
 
 def pair_cases(pet_files: list[Path], ct_folder: Path | None) -> tuple[list[Case], list[str]]:
@@ -96,7 +107,7 @@ def pair_cases(pet_files: list[Path], ct_folder: Path | None) -> tuple[list[Case
         ct = by_stem.get(image_stem(pet))
         if ct is None and len(pet_files) == 1 and len(cts) == 1:
             ct = cts[0]
-        cases.append(Case(pet, ct))
+        cases.append(Case(image_stem(pet), pet, ct))
     unpaired = len(cts) - sum(c.ct is not None for c in cases)
     if cts and unpaired:
         warnings.append(f"{unpaired} CT file(s) in {ct_folder} could not be paired with a PET by name; "

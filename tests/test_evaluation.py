@@ -311,7 +311,7 @@ def test_pairing_prefers_same_name_and_reports_extras(tmp_path: Path) -> None:
     _write(pred, "a.mha", _mask())
     _write(pred, "b.nii", _mask())
     pairs, extra = pair_cases(gt, pred)
-    assert [(p.name, p.pred.name) for p in pairs] == [("a.nii.gz", "a.nii.gz")]
+    assert [(p.case_id, p.prediction.name) for p in pairs] == [("a.nii.gz", "a.nii.gz")]
     assert extra == ["b.nii"]
     (tmp_path / "empty").mkdir()
     with pytest.raises(CaseError, match="no ground-truth images"):

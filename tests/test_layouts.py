@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from model.io import Case
 from training.layouts import (
-    CaseRecord,
     LayoutError,
     check_pet_ct_arrays,
     load_arrays,
@@ -157,9 +157,8 @@ def test_channel_check_on_arrays() -> None:
 def test_write_case_accepts_plain_images(tmp_path: Path, phantoms: list) -> None:
     ph = phantoms[0]
     rec = write_case((ph.pet, ph.ct), tmp_path, "tcia", case_id="P_1", patient_id="P")
-    assert rec == CaseRecord(
-        "P_1", "P", tmp_path / "P" / "1" / "SUV.nii.gz", tmp_path / "P" / "1" / "CTres.nii.gz", None
-    )
+    assert rec == Case("P_1", tmp_path / "P" / "1" / "SUV.nii.gz", tmp_path / "P" / "1" / "CTres.nii.gz",
+                       patient_id="P")
     assert read_tcia(tmp_path)[0] == rec
     with pytest.raises(ValueError, match="layout"):
         write_case(ph, tmp_path, "dicom", case_id="x")

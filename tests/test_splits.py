@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from training.layouts import CaseRecord
+from model.io import Case
 from training.splits import SplitError, check_folds, extend_folds, load_splits, make_folds, save_splits
 
 
-def _records(n_patients: int = 23) -> list[CaseRecord]:
+def _records(n_patients: int = 23) -> list[Case]:
     recs = []
     for p in range(n_patients):
         for s in range(1 + (p % 4 == 0) + (p % 7 == 0)):  # some patients have 2-3 studies
-            recs.append(CaseRecord(f"P{p:03d}_{s}", f"P{p:03d}", Path(f"/x/P{p:03d}_{s}.nii.gz"), None, None))
+            recs.append(Case(f"P{p:03d}_{s}", Path(f"/x/P{p:03d}_{s}.nii.gz"), patient_id=f"P{p:03d}"))
     return recs
 
 
@@ -69,7 +69,7 @@ def test_extend_keeps_old_folds_and_places_new_cases() -> None:
     old_recs = _records(23)
     old = make_folds(old_recs, n_folds=5, seed=0)
     new_recs = _records(48)  # patients 0-22 as before, 23-47 new
-    new_recs.append(CaseRecord("P003_9", "P003", Path("/x/P003_9.nii.gz"), None, None))  # a known patient's new study
+    new_recs.append(Case("P003_9", Path("/x/P003_9.nii.gz"), patient_id="P003"))  # a known patient's new study
     positive = {r.case_id: i % 3 == 0 for i, r in enumerate(new_recs)}
     grown = extend_folds(old, new_recs, seed=0, positive=positive)
     check_folds(grown, new_recs)
@@ -91,7 +91,7 @@ def test_extend_train_only_keeps_validation_sets_and_never_leaks() -> None:
     """Extra training data: every fold trains on the new patients and validates on what it did."""
     old_recs = _records(23)
     old = make_folds(old_recs, n_folds=5, seed=0)
-    new_recs = [*_records(30), CaseRecord("P003_9", "P003", Path("/x/P003_9.nii.gz"), None, None)]
+    new_recs = [*_records(30), Case("P003_9", Path("/x/P003_9.nii.gz"), patient_id="P003")]
     grown = extend_folds(old, new_recs, train_only=True)
     check_folds(grown, new_recs)
     new_patients = {r.case_id for r in new_recs if int(r.patient_id[1:]) >= 23}
@@ -102,7 +102,7 @@ def test_extend_train_only_keeps_validation_sets_and_never_leaks() -> None:
         assert new_patients <= set(f["train"])
         assert not set(f["train"]) & set(f["val"])
     # a later study of a train-only patient stays train-only; a plain extension leaves them alone too
-    later = [*new_recs, CaseRecord("P025_5", "P025", Path("/x/P025_5.nii.gz"), None, None)]
+    later = [*new_recs, Case("P025_5", Path("/x/P025_5.nii.gz"), patient_id="P025")]
     for train_only in (True, False):
         again = extend_folds(grown, later, train_only=train_only)
         assert all("P025_5" in f["train"] and "P025_5" not in f["val"] for f in again)

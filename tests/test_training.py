@@ -16,8 +16,9 @@ import SimpleITK as sitk
 import torch
 
 from model.config import preset
+from model.io import Case
 from model.network import build_network
-from training.data import HOT_MIN_COMPONENT, CaseSource, CaseStore, CropDataset, epoch_draws, hot_pool
+from training.data import HOT_MIN_COMPONENT, CaseStore, CropDataset, epoch_draws, hot_pool
 from training.fit import DistInfo, cpu_has_native_bf16, fit, train_step
 from training.recipe import (
     RandCropByPosHotNegd,
@@ -33,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHAPE, SPACING = (64, 64, 80), (4.0, 4.0, 4.0)
 
 
-def write_tcia_phantoms(root: Path, seeds: list[int]) -> list[CaseSource]:
+def write_tcia_phantoms(root: Path, seeds: list[int]) -> list[Case]:
     """Small phantoms (64x64x80 at 4 mm) in the TCIA layout; even seeds aimed at a lesion."""
     from training.phantoms import centred_origin, make_phantom
 
@@ -49,7 +50,7 @@ def write_tcia_phantoms(root: Path, seeds: list[int]) -> list[CaseSource]:
         folder.mkdir(parents=True, exist_ok=True)
         for name, image in (("SUV", ph.pet), ("SEG", ph.label), ("CTres", ph.ct)):
             sitk.WriteImage(image, str(folder / f"{name}.nii.gz"))
-        sources.append(CaseSource(f"PETCT_{seed:04d}_study0", folder / "SUV.nii.gz", folder / "SEG.nii.gz"))
+        sources.append(Case(f"PETCT_{seed:04d}_study0", folder / "SUV.nii.gz", label=folder / "SEG.nii.gz"))
     return sources
 
 
@@ -63,7 +64,7 @@ def one_thread():
 
 
 @pytest.fixture(scope="session")
-def phantoms(tmp_path_factory: pytest.TempPathFactory) -> list[CaseSource]:
+def phantoms(tmp_path_factory: pytest.TempPathFactory) -> list[Case]:
     return write_tcia_phantoms(tmp_path_factory.mktemp("tcia"), [0, 1, 2, 3, 4, 5])
 
 
@@ -598,7 +599,7 @@ def test_parallel_prepare_writes_the_same_cache_and_names_a_bad_file(phantoms, t
     broken = tmp_path / "broken" / "SUV.nii.gz"
     broken.parent.mkdir()
     broken.write_bytes(b"not a NIfTI file")
-    sources = [*phantoms[:2], CaseSource("BROKEN_0", broken, phantoms[0].label)]
+    sources = [*phantoms[:2], Case("BROKEN_0", broken, label=phantoms[0].label)]
     store = CaseStore(sources, preset("tiny"), tmp_path / "with_broken")
     with pytest.raises(Exception, match="broken/SUV.nii.gz"):
         store.ensure_all(workers=2)
@@ -613,9 +614,9 @@ def test_killed_run_leaves_a_loadable_checkpoint_and_resumes(phantoms, cache_dir
         "import sys, torch\n"
         "torch.set_num_threads(1)\n"
         "from pathlib import Path\n"
-        "from model.config import preset\nfrom training.data import CaseSource\n"
+        "from model.config import preset\nfrom model.io import Case\n"
         "from training.fit import fit\nfrom training.recipe import train_preset\n"
-        f"src = [CaseSource(c, Path(p), Path(l)) for c, p, l in {[(s.case_id, str(s.pet), str(s.label)) for s in phantoms[:4]]!r}]\n"  # noqa: E501
+        f"src = [Case(c, Path(p), label=Path(l)) for c, p, l in {[(s.case_id, str(s.pet), str(s.label)) for s in phantoms[:4]]!r}]\n"  # noqa: E501
         "train = train_preset('tiny').with_(epochs=200, iters_per_epoch=1)\n"
         f"fit(src, [], preset('tiny'), train, Path({str(tmp_path / 'k')!r}),\n"
         f"    cache_dir=Path({str(cache_dir)!r}),\n"

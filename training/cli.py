@@ -13,9 +13,10 @@ from typing import Any
 import torch
 
 from model.config import PRESETS, preset
+from model.io import Case
 from model.network import CheckpointError, add_weights_argument
 
-from .data import CACHE_DTYPES, CaseSource, CaseStore, as_sources
+from .data import CACHE_DTYPES, CaseStore, as_sources
 from .export import EXPORT_DTYPES
 from .layouts import LayoutError
 from .recipe import TrainConfig, train_preset
@@ -26,7 +27,7 @@ LAYOUTS = ("tcia", "nnunet")
 
 
 def read_records(data: Path, layout: str, channel_order: str = "ct_pet") -> list[Any]:
-    """CaseRecords with labels from the layouts module (TCIA is the real data's layout)."""
+    """Cases with labels from the layouts module (TCIA is the real data's layout)."""
     from . import layouts
 
     if layout not in LAYOUTS:
@@ -56,7 +57,7 @@ def lesion_positive(records: Sequence[Any]) -> dict[str, bool]:
 
 def fold_sources(
     records: Sequence[Any], splits: Path, fold: int
-) -> tuple[list[CaseSource], list[CaseSource]]:
+) -> tuple[list[Case], list[Case]]:
     """Train and validation cases of one fold; the splits file is made (by patient) if missing."""
     from . import splits as splits_mod
 

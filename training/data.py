@@ -12,7 +12,6 @@ import hashlib
 import json
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from model.config import ModelConfig
-from model.io import write_atomic, write_json_atomic
+from model.io import Case, write_atomic, write_json_atomic
 
 from .layouts import LayoutError
 from .recipe import TrainConfig, deterministic_transforms, random_transforms
@@ -61,18 +60,9 @@ def hot_pool(hot_mask: np.ndarray, balance: float, rng: np.random.Generator,
     return np.sort(picked).astype(np.int64)
 
 
-@dataclass(frozen=True)
-class CaseSource:
-    """The two files training reads per case (the layouts module's CaseRecord has more)."""
-
-    case_id: str
-    pet: Path
-    label: Path
-
-
-def as_sources(records: Sequence[Any]) -> list[CaseSource]:
-    """Accept layout CaseRecords (or anything with case_id, pet, label)."""
-    return [CaseSource(str(r.case_id), Path(r.pet), Path(r.label)) for r in records]
+def as_sources(records: Sequence[Any]) -> list[Case]:
+    """The cases training reads (a PET and its label), from layout cases or anything with case_id, pet, label."""
+    return [Case(str(r.case_id), Path(r.pet), label=Path(r.label)) for r in records]
 
 
 def cache_key(config: ModelConfig, dtype: str = "float32") -> str:
@@ -99,7 +89,7 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def preprocess_case(source: CaseSource, config: ModelConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def preprocess_case(source: Case, config: ModelConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run the deterministic transforms: (pet float32 XYZ, label uint8 XYZ, RAS affine 4x4)."""
     try:
         data = deterministic_transforms(config)({"pet": str(source.pet), "label": str(source.label)})
@@ -123,7 +113,7 @@ class CaseStore:
     """
 
     def __init__(
-        self, sources: Sequence[CaseSource], config: ModelConfig, cache_dir: Path, dtype: str = "float32"
+        self, sources: Sequence[Case], config: ModelConfig, cache_dir: Path, dtype: str = "float32"
     ) -> None:
         self.sources = list(sources)
         self.config = config

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from model.allocator import keep_large_allocations_on_heap
 from model.config import ModelConfig
-from model.io import json_safe, write_json_atomic
+from model.io import Case, json_safe, write_json_atomic
 from model.network import (
     atomic_torch_save,
     build_network,
@@ -40,7 +40,7 @@ from model.network import (
     weights_digest,
 )
 
-from .data import CaseSource, CaseStore, CropDataset, epoch_draws
+from .data import CaseStore, CropDataset, epoch_draws
 from .recipe import TrainConfig, make_loss, make_optimizer, make_scheduler, make_train_inferer
 from .reporting import CSV_FIELDS, is_finite_number, plot_curves, write_metrics_csv
 
@@ -343,8 +343,8 @@ class _Run:
 
 
 def fit(
-    train_sources: Sequence[CaseSource],
-    val_sources: Sequence[CaseSource],
+    train_sources: Sequence[Case],
+    val_sources: Sequence[Case],
     config: ModelConfig,
     train: TrainConfig,
     out: Path,
@@ -393,7 +393,7 @@ def fit(
     return FitResult(run.out, len(run.history), run.best_epoch, run.best_dice, status, run.history)
 
 
-def _setup(train_sources: Sequence[CaseSource], val_sources: Sequence[CaseSource], config: ModelConfig,
+def _setup(train_sources: Sequence[Case], val_sources: Sequence[Case], config: ModelConfig,
            train: TrainConfig, out: Path, opts: FitOptions) -> _Run:
     """Device and process group, the case cache, the crop dataset, the network and its optimiser."""
     device = opts.device or _default_device()
@@ -588,7 +588,7 @@ def _validate_last(
 
 
 def validate_final(
-    out: Path, sources: Sequence[CaseSource], cache_dir: Path, device: str | None = None,
+    out: Path, sources: Sequence[Case], cache_dir: Path, device: str | None = None,
     cache_dtype: str | None = None,
 ) -> bool:
     """Validate a fold's last.pt if its last epoch has no validation (a run stopped by its budget).
@@ -610,7 +610,7 @@ def validate_final(
 
 
 def validate_full(
-    out: Path, sources: Sequence[CaseSource], val_ids: Sequence[str], cache_dir: Path, device: str | None = None,
+    out: Path, sources: Sequence[Case], val_ids: Sequence[str], cache_dir: Path, device: str | None = None,
     cache_dtype: str | None = None,
 ) -> dict[str, Any]:
     """Score a fold's final weights (``last.pt``) on every case of its validation fold.

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from model import io as model_io
-from model.io import image_stem, is_image_file, same_geometry, write_json_atomic
+from model.io import Case, image_stem, is_image_file, same_geometry, write_json_atomic
 
 TCIA_PET, TCIA_CT, TCIA_LABEL = "SUV.nii.gz", "CTres.nii.gz", "SEG.nii.gz"
 NNUNET_ENDING = ".nii.gz"
@@ -34,17 +33,6 @@ CHANNEL_ORDERS = {"ct_pet": ("CT", "PET"), "pet_ct": ("PET", "CT")}
 
 class LayoutError(ValueError):
     """A dataset layout problem (missing file, grid mismatch, swapped channels); names the path."""
-
-
-@dataclass(frozen=True)
-class CaseRecord:
-    """One study: where its PET (SUV), CT (HU, on the PET grid) and label live; ct/label may be absent."""
-
-    case_id: str
-    patient_id: str
-    pet: Path
-    ct: Path | None
-    label: Path | None
 
 
 # --------------------------------------------------------------------------------------------
@@ -113,7 +101,7 @@ def check_pet_ct_arrays(pet: np.ndarray, ct: np.ndarray, where: str = "") -> Non
     )
 
 
-def validate_record(record: CaseRecord, check_channels: bool = True) -> None:
+def validate_record(record: Case, check_channels: bool = True) -> None:
     """Check files exist and share one grid; with check_channels also check PET/CT pixel values.
 
     Header reads are cheap; the channel check reads only a mid-volume slab of PET and CT.
@@ -138,7 +126,7 @@ def validate_record(record: CaseRecord, check_channels: bool = True) -> None:
         check_pet_ct_arrays(_mid_slab(pet_r), _mid_slab(ct_r), where=f"{record.pet} / {record.ct}")
 
 
-def _validate_all(records: list[CaseRecord], check_channels: bool | int) -> None:
+def _validate_all(records: list[Case], check_channels: bool | int) -> None:
     n_check = len(records) if check_channels is True else int(check_channels)
     for i, rec in enumerate(records):
         validate_record(rec, check_channels=i < n_check)
@@ -153,8 +141,8 @@ def default_patient_of(case_id: str) -> str:
     return case_id.rsplit("_", 1)[0] if "_" in case_id else case_id
 
 
-def _check_unique(records: list[CaseRecord], root: Path) -> None:
-    seen: dict[str, CaseRecord] = {}
+def _check_unique(records: list[Case], root: Path) -> None:
+    seen: dict[str, Case] = {}
     for r in records:
         if r.case_id in seen:
             raise LayoutError(
@@ -168,7 +156,7 @@ def _check_unique(records: list[CaseRecord], root: Path) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def read_tcia(root: str | Path, validate: bool = True, check_channels: bool | int = True) -> list[CaseRecord]:
+def read_tcia(root: str | Path, validate: bool = True, check_channels: bool | int = True) -> list[Case]:
     """autoPET NIfTI release. case_id = '<patient>_<study>' (study name made filesystem-safe)."""
     root = Path(root)
     if not root.is_dir():
@@ -187,9 +175,7 @@ def read_tcia(root: str | Path, validate: bool = True, check_channels: bool | in
                 raise LayoutError(f"missing file: {ct}")
             label = sdir / TCIA_LABEL
             records.append(
-                CaseRecord(
-                    f"{pdir.name}_{_safe(sdir.name)}", pdir.name, pet, ct, label if label.is_file() else None
-                )
+                Case(f"{pdir.name}_{_safe(sdir.name)}", pet, ct, label if label.is_file() else None, pdir.name)
             )
     if not records:
         raise LayoutError(f"no studies found under {root} (expected <patient>/<study>/{TCIA_PET})")
@@ -224,7 +210,7 @@ def read_nnunet(
     check_channels: bool | int = True,
     images: str = "imagesTr",
     labels: str = "labelsTr",
-) -> list[CaseRecord]:
+) -> list[Case]:
     """nnU-Net raw dataset. channel_order "ct_pet" (autoPET III) or "pet_ct" (autoPET I/II baseline).
 
     patient_of maps a case id to its patient (default: text before the last underscore), so that
@@ -269,12 +255,12 @@ def read_nnunet(
         if lab_dir.is_dir() and not label.is_file():
             raise LayoutError(f"missing file: {label}")
         records.append(
-            CaseRecord(
+            Case(
                 case,
-                patient_of(case),
                 img_dir / f"{case}_{pet_ch:04d}{NNUNET_ENDING}",
                 img_dir / f"{case}_{1 - pet_ch:04d}{NNUNET_ENDING}",
                 label if lab_dir.is_dir() else None,
+                patient_of(case),
             )
         )
     if validate:
@@ -282,7 +268,7 @@ def read_nnunet(
     return records
 
 
-def read_challenge(root: str | Path, validate: bool = True) -> list[CaseRecord]:
+def read_challenge(root: str | Path, validate: bool = True) -> list[Case]:
     """Grand-Challenge input folder: images/pet/<uuid>.mha + images/ct/<uuid>.mha, no labels.
 
     On the platform the two uuids differ: pair by name when the names match, else when there is
@@ -312,13 +298,13 @@ def read_challenge(root: str | Path, validate: bool = True) -> list[CaseRecord]:
             f"{unmatched[0] if unmatched else root}: cannot pair PET and CT images "
             f"({len(pets)} PET, {len(cts)} CT, names differ)"
         )
-    records = [CaseRecord(image_stem(p), image_stem(p), p, c, None) for p, c in pairs]
+    records = [Case(image_stem(p), p, c, None, image_stem(p)) for p, c in pairs]
     if validate:
         _validate_all(records, True)
     return records
 
 
-def read_layout(root: str | Path, layout: str, **kwargs: Any) -> list[CaseRecord]:
+def read_layout(root: str | Path, layout: str, **kwargs: Any) -> list[Case]:
     """Dispatch on the layout name ('tcia', 'nnunet', 'gc')."""
     readers = {"tcia": read_tcia, "nnunet": read_nnunet, "gc": read_challenge}
     if layout not in readers:
@@ -360,7 +346,7 @@ def write_case(
     case_id: str,
     patient_id: str | None = None,
     channel_order: str = "ct_pet",
-) -> CaseRecord:
+) -> Case:
     """Write one case in a layout; returns the record the matching reader will produce.
 
     tcia: <root>/<patient_id>/<study>/..., study = case_id without its '<patient_id>_' prefix, so that
@@ -378,12 +364,12 @@ def write_case(
         if _safe(study) != study or not patient_id or _safe(patient_id) != patient_id:
             raise ValueError(f"patient/study names must be filesystem-safe: {patient_id!r}, {study!r}")
         sdir = root / patient_id / study
-        rec = CaseRecord(
+        rec = Case(
             f"{patient_id}_{study}",
-            patient_id,
             sdir / TCIA_PET,
             sdir / TCIA_CT if ct is not None else None,
             sdir / TCIA_LABEL if label is not None else None,
+            patient_id,
         )
     elif layout == "nnunet":
         if channel_order not in CHANNEL_ORDERS:
@@ -392,20 +378,20 @@ def write_case(
             raise ValueError("nnU-Net layout needs both PET and CT")
         pet_ch = CHANNEL_ORDERS[channel_order].index("PET")
         img = root / "imagesTr"
-        rec = CaseRecord(
+        rec = Case(
             case_id,
-            patient_id,
             img / f"{case_id}_{pet_ch:04d}{NNUNET_ENDING}",
             img / f"{case_id}_{1 - pet_ch:04d}{NNUNET_ENDING}",
             root / "labelsTr" / f"{case_id}{NNUNET_ENDING}" if label is not None else None,
+            patient_id,
         )
     elif layout == "gc":
-        rec = CaseRecord(
-            case_id,
+        rec = Case(
             case_id,
             root / GC_PET_DIR / f"{case_id}.mha",
             root / GC_CT_DIR / f"{case_id}.mha" if ct is not None else None,
             root / GC_LABEL_DIR / f"{case_id}.mha" if label is not None else None,
+            case_id,
         )
     else:
         raise ValueError(f"unknown layout {layout!r}; expected 'tcia', 'nnunet' or 'gc'")
@@ -441,7 +427,7 @@ def write_nnunet_dataset_json(
     return path
 
 
-def load_arrays(record: CaseRecord) -> dict[str, np.ndarray | None]:
+def load_arrays(record: Case) -> dict[str, np.ndarray | None]:
     """PET/CT/label arrays (z, y, x) of a record; a convenience for tests and small tools."""
     out: dict[str, np.ndarray | None] = {}
     for key in ("pet", "ct", "label"):
@@ -450,7 +436,7 @@ def load_arrays(record: CaseRecord) -> dict[str, np.ndarray | None]:
     return out
 
 
-def records_to_json(records: Iterable[CaseRecord]) -> list[dict[str, Any]]:
+def records_to_json(records: Iterable[Case]) -> list[dict[str, Any]]:
     """Plain-JSON form (paths as strings) for manifests."""
     return [
         {

@@ -46,8 +46,8 @@ class Options:
 
 
 @dataclass(frozen=True)
-class Case:
-    """One case to make: its seed and the ids it is written under."""
+class PhantomJob:
+    """One phantom to make: its seed and the ids it is written under (the written case is a model.io.Case)."""
 
     seed: int
     case_id: str
@@ -85,17 +85,17 @@ def parse_seeds(items: Sequence[str]) -> list[int]:
     return seeds
 
 
-def plan_cases(seeds: Sequence[int], studies_per_patient: int) -> list[Case]:
+def plan_cases(seeds: Sequence[int], studies_per_patient: int) -> list[PhantomJob]:
     """Ids per seed: consecutive groups of K seeds are the studies 0..K-1 of one patient named after its first."""
     k = max(1, studies_per_patient)
     cases = []
     for i, seed in enumerate(seeds):
         patient = f"PHANTOM{seeds[(i // k) * k]:05d}"
-        cases.append(Case(seed, f"{patient}_{i % k}", patient))
+        cases.append(PhantomJob(seed, f"{patient}_{i % k}", patient))
     return cases
 
 
-def case_files(case: Case, layout: str, channel_order: str) -> list[Path]:
+def case_files(case: PhantomJob, layout: str, channel_order: str) -> list[Path]:
     """Files of a case relative to --out, in the order they are moved in (label, CT, PET: PET defines a case).
 
     Mirrors the names layouts.write_case uses; _write_case checks that they still agree.
@@ -118,7 +118,7 @@ def case_files(case: Case, layout: str, channel_order: str) -> list[Path]:
     raise ValueError(f"unknown layout {layout!r}")
 
 
-def is_complete(case: Case, opts: Options) -> bool:
+def is_complete(case: PhantomJob, opts: Options) -> bool:
     return all((opts.out / rel).is_file() for rel in case_files(case, opts.layout, opts.channel_order))
 
 
@@ -139,7 +139,7 @@ def _move_in(staging: Path, out: Path, rel: Path) -> None:
     os.replace(staging / rel, out / rel)
 
 
-def make_case(case: Case, opts: Options) -> str:
+def make_case(case: PhantomJob, opts: Options) -> str:
     """Make, write and move in one case; returns its progress line. Runs in a worker process."""
     t0 = time.perf_counter()
     ph = make_phantom(case.seed, shape=opts.shape, spacing=opts.spacing, direction=opts.direction, lesions=opts.lesions)
@@ -174,7 +174,7 @@ def remove_stale_staging(out: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def make_cases(cases: Sequence[Case], opts: Options, workers: int) -> None:
+def make_cases(cases: Sequence[PhantomJob], opts: Options, workers: int) -> None:
     """Make the cases, in a pool of `workers` processes when more than one; the first failure stops all."""
     if workers <= 1 or len(cases) <= 1:
         for case in cases:
