@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", type=Path, default=Path("/input"),
                    help="input root holding images/pet/ (and optionally images/ct/) (default: /input)")
     p.add_argument("--output", type=Path, default=Path("/output"),
-                   help=f"output root; masks go to {folder.OUTPUT_SUBDIR}/ (default: /output)")
+                   help="output root; masks go to images/<output slug>/ (default: /output)")
+    p.add_argument("--output-slug", default=folder.DEFAULT_OUTPUT_SLUG,
+                   help=f"the phase's output interface (default: {folder.DEFAULT_OUTPUT_SLUG}, autoPET II/III)")
     add_weights_argument(p)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where the networks run; auto = cuda when available (default: auto)")
@@ -72,9 +74,10 @@ def _axes(text: str) -> tuple[int, ...]:
 class LesionSegmentation(SegmentationAlgorithm):
     """evalutils' algorithm over ``model.folder``: each PET read once, no finished case ever lost."""
 
-    def __init__(self, predictor, input_root: Path, output_root: Path, overwrite: bool = False) -> None:
-        super().__init__(input_path=input_root / folder.PET_SUBDIR, output_path=output_root / folder.OUTPUT_SUBDIR,
-                         output_file=output_root / "results.json")
+    def __init__(self, predictor, input_root: Path, output_root: Path, overwrite: bool = False,
+                 output_slug: str = folder.DEFAULT_OUTPUT_SLUG) -> None:
+        super().__init__(input_path=input_root / folder.PET_SUBDIR, output_file=output_root / "results.json",
+                         output_path=output_root / folder.output_subdir(output_slug))
         self.predictor, self.input_root, self.overwrite = predictor, input_root, overwrite
         self.failed: list[str] = []
         self.written, self.current = 0, None
@@ -106,7 +109,7 @@ def build_algorithm(args: argparse.Namespace) -> LesionSegmentation:
     """Check folders and weights before any case is read: a bad run fails in seconds."""
     from model import Predictor
 
-    folder.check_folders(args.input, args.output)
+    folder.check_folders(args.input, args.output, args.output_slug)
     started = time.perf_counter()
     predictor = Predictor.from_weights(args.weights, device=args.device, crop=args.crop, vote=args.vote,
                                        sw_batch_size=args.sw_batch_size, tta_axes=_axes(args.tta),
@@ -117,7 +120,7 @@ def build_algorithm(args: argparse.Namespace) -> LesionSegmentation:
         from model.allocator import keep_large_allocations_on_heap
 
         keep_large_allocations_on_heap()  # window activations reuse heap pages instead of fresh maps
-    return LesionSegmentation(predictor, args.input, args.output, overwrite=args.overwrite)
+    return LesionSegmentation(predictor, args.input, args.output, args.overwrite, args.output_slug)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,10 +9,13 @@ call this.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,19 +37,70 @@ log = logging.getLogger(__name__)
 #: The challenge's layout below the input and output roots (autoPET II and III).
 PET_SUBDIR = Path("images") / "pet"
 CT_SUBDIR = Path("images") / "ct"
-OUTPUT_SUBDIR = Path("images") / "automated-petct-lesion-segmentation"
+#: The output interface's slug: autoPET II and III; autoPET IV writes images/tumor-lesion-segmentation.
+DEFAULT_OUTPUT_SLUG = "automated-petct-lesion-segmentation"
+#: Grand-Challenge's description of a job's inputs (interface slugs -> files), where it gives one.
+INPUTS_JSON = "inputs.json"
 
 
-def check_folders(input_root: Path, output_root: Path) -> None:
+def output_subdir(slug: str = DEFAULT_OUTPUT_SLUG) -> Path:
+    """``images/<slug>``: where Grand-Challenge collects an image output interface's file."""
+    if not re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", slug):
+        raise InputError(f"output slug {slug!r}: lower-case letters, digits and single hyphens only")
+    return Path("images") / slug
+
+
+@dataclass(frozen=True)
+class InputFolders:
+    """Where a job's PETs and CTs are, and how that was found (for the log)."""
+
+    pet: Path
+    ct: Path | None
+    found_by: str
+
+
+def _slug_tokens(entry: dict[str, Any]) -> set[str]:
+    return set(str(entry.get("interface", {}).get("slug", "")).lower().split("-"))
+
+
+def input_folders(input_root: Path) -> InputFolders:
+    """``<input>/images/pet`` and ``images/ct``, or what ``<input>/inputs.json`` names for them.
+
+    In ``inputs.json`` the image inputs are those whose interface's kind is an image; the PET is
+    the one at ``images/pet`` or else the one whose slug has a ``pet`` part (the CT likewise).
+    """
+    description = input_root / INPUTS_JSON
+    if not description.is_file():
+        return InputFolders(input_root / PET_SUBDIR, input_root / CT_SUBDIR, "the folder layout")
+    try:
+        entries = json.loads(description.read_text())
+        images = [e for e in entries if str(e["interface"].get("kind", "image")).lower() == "image"]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise InputError(f"{description}: not a Grand-Challenge input description ({exc})") from None
+
+    def pick(subdir: Path, token: str) -> Path | None:
+        by_path = [e for e in images if e["interface"].get("relative_path") == str(subdir)]
+        by_slug = [e for e in images if token in _slug_tokens(e) and e["interface"].get("relative_path")]
+        chosen = (by_path or by_slug)[:1]
+        return input_root / chosen[0]["interface"]["relative_path"] if chosen else None
+
+    pet = pick(PET_SUBDIR, "pet")
+    if pet is None:
+        slugs = ", ".join(str(e.get("interface", {}).get("slug")) for e in entries if isinstance(e, dict))
+        raise InputError(f"{description}: no PET image among the inputs (slugs: {slugs or 'none'})")
+    return InputFolders(pet, pick(CT_SUBDIR, "ct"), str(description))
+
+
+def check_folders(input_root: Path, output_root: Path, output_slug: str = DEFAULT_OUTPUT_SLUG) -> None:
     """Fail in seconds, before weights or scans are read, when the run cannot work."""
-    pet_dir = input_root / PET_SUBDIR
     if not input_root.is_dir():
         raise InputError(f"{input_root}: input folder not found")
+    pet_dir = input_folders(input_root).pet
     if not pet_dir.is_dir():
         raise InputError(f"{pet_dir}: no PET folder (expected <input>/images/pet/*.mha)")
     if not list_images(pet_dir):
         raise InputError(f"{pet_dir}: no PET images (.mha, .mhd, .nii.gz, .nii, .nrrd) in folder")
-    output_dir = output_root / OUTPUT_SUBDIR
+    output_dir = output_root / output_subdir(output_slug)
     check_writable(output_dir)
     stale = remove_stale_temps(output_dir) + remove_stale_temps(output_root, "results.json")
     if stale:
@@ -54,11 +108,15 @@ def check_folders(input_root: Path, output_root: Path) -> None:
 
 
 def find_cases(input_root: Path) -> list[Case]:
-    """The PETs of ``<input>/images/pet/`` with their CTs; other entries are named in one warning.
+    """The PETs of ``<input>/images/pet/`` (or the folder ``inputs.json`` names) with their CTs;
+    other entries are named in one warning.
 
     Only the folder itself is listed (not subfolders, which could hold an earlier run's masks).
     """
-    pet_dir = input_root / PET_SUBDIR
+    folders = input_folders(input_root)
+    if folders.found_by != "the folder layout":
+        log.info("inputs found through %s: PET %s, CT %s", folders.found_by, folders.pet, folders.ct)
+    pet_dir = folders.pet
     pets = list_images(pet_dir)
     if not pets:
         raise InputError(f"{pet_dir}: no PET images in folder")
@@ -68,7 +126,7 @@ def find_cases(input_root: Path) -> list[Case]:
         log.warning("%s: ignored %d entr%s that %s not PET image(s): %s%s", pet_dir, len(ignored),
                     "y" if len(ignored) == 1 else "ies", "is" if len(ignored) == 1 else "are",
                     ", ".join(ignored[:10]), more)
-    cases, warnings = pair_cases(pets, input_root / CT_SUBDIR)
+    cases, warnings = pair_cases(pets, folders.ct)
     for message in warnings:
         log.warning(message)
     return cases

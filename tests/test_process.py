@@ -197,3 +197,50 @@ def test_bad_tta_axes_stop_the_run_with_one_line(tmp_path, capsys):
     assert run(tmp_path, "--tta", "05") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: --tta takes axes among 0, 1, 2 (e.g. 012), got '05'"]
+
+
+def _interface(slug: str, relative_path: str, kind: str = "Image") -> dict:
+    """An entry of Grand-Challenge's /input/inputs.json (the fields this project reads, and a few others)."""
+    return {"interface": {"title": slug.replace("-", " "), "slug": slug, "kind": kind,
+                          "relative_path": relative_path, "super_kind": kind}, "value": None, "file": None}
+
+
+def test_inputs_json_names_the_pet_and_ct_folders(tmp_path, caplog):
+    """A phase whose interfaces live elsewhere than images/pet: the PET is found through its slug."""
+    import logging
+
+    root = tmp_path / "input"
+    make_input(root, names=("a",))
+    (root / "images/pet").rename(root / "images/pet-scan")
+    (root / "images/ct").rename(root / "images/ct-scan")
+    (root / "inputs.json").write_text(json.dumps([
+        _interface("clinical-information", "clinical-information.json", kind="Anything"),
+        _interface("ct-scan", "images/ct-scan"),
+        _interface("pet-scan", "images/pet-scan"),
+    ]))
+    with caplog.at_level(logging.INFO):
+        assert run(tmp_path) == 0
+    assert (tmp_path / "output" / OUT_SUB / "a.mha").is_file()
+    assert "inputs found through" in caplog.text and "inputs.json" in caplog.text
+    assert "images/pet-scan" in caplog.text and "images/ct-scan" in caplog.text
+
+
+def test_inputs_json_without_a_pet_stops_with_the_slugs_it_found(tmp_path, capsys):
+    root = make_input(tmp_path / "input", names=("a",))
+    (root / "inputs.json").write_text(json.dumps([_interface("ct-image", "images/ct"),
+                                                  _interface("age-in-years", "age.json", kind="Integer")]))
+    assert run(tmp_path) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {root / 'inputs.json'}: no PET image among the inputs (slugs: ct-image, age-in-years)"]
+    assert not (tmp_path / "output" / OUT_SUB / "a.mha").exists()
+
+
+def test_autopet_inputs_json_and_another_output_slug(tmp_path):
+    """autoPET's own interfaces (images/pet, images/ct) through inputs.json, the mask under autoPET IV's slug."""
+    root = make_input(tmp_path / "input", names=("a",))
+    (root / "inputs.json").write_text(json.dumps([_interface("positron-emission-tomography-pet", "images/pet"),
+                                                  _interface("computed-tomography-ct", "images/ct")]))
+    assert run(tmp_path, "--output-slug", "tumor-lesion-segmentation") == 0
+    assert (tmp_path / "output/images/tumor-lesion-segmentation/a.mha").is_file()
+    assert not (tmp_path / "output" / OUT_SUB).exists()
+    assert run(tmp_path, "--output-slug", "Bad_Slug") == 2
