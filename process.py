@@ -22,10 +22,9 @@ from pathlib import Path
 from evalutils import SegmentationAlgorithm
 from tqdm import tqdm
 
-from model import folder
+from model import folder, sharding
 from model.cropping import CROP_MODES, DEFAULT_CROP
 from model.ensemble import VOTE_RULES
-from model.io import write_json_atomic
 from model.network import add_weights_argument
 
 #: A little under autoPET II's 10 minutes per case, leaving time to read, write and start up.
@@ -44,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_weights_argument(p)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where the networks run; auto = cuda when available (default: auto)")
+    p.add_argument("--shard", metavar="K/N", help="take the K-th of N shares of the cases (balanced by size), for "
+                   "job arrays; results.shard-K-of-N.json (under torchrun the ranks split the cases by themselves)")
     p.add_argument("--overwrite", action="store_true", help="recompute cases whose mask exists (default: skip)")
     p.add_argument("--crop", choices=CROP_MODES, default=DEFAULT_CROP,
                    help="exact: the windows that touch the body, giving the uncropped pipeline's masks (the "
@@ -75,15 +76,20 @@ class LesionSegmentation(SegmentationAlgorithm):
     """evalutils' algorithm over ``model.folder``: each PET read once, no finished case ever lost."""
 
     def __init__(self, predictor, input_root: Path, output_root: Path, overwrite: bool = False,
-                 output_slug: str = folder.DEFAULT_OUTPUT_SLUG) -> None:
-        super().__init__(input_path=input_root / folder.PET_SUBDIR, output_file=output_root / "results.json",
+                 output_slug: str = folder.DEFAULT_OUTPUT_SLUG, shard: sharding.Shard = sharding.WHOLE) -> None:
+        super().__init__(input_path=input_root / folder.PET_SUBDIR, output_file=output_root / shard.results_name,
                          output_path=output_root / folder.output_subdir(output_slug))
         self.predictor, self.input_root, self.overwrite = predictor, input_root, overwrite
+        self.output_root, self.shard, self.all_cases = output_root, shard, []
         self.failed: list[str] = []
         self.written, self.current = 0, None
 
     def load(self) -> None:  # evalutils would read and hash every image here, then again per case
-        self.cases = folder.find_cases(self.input_root)
+        self.all_cases = folder.find_cases(self.input_root)
+        self.cases = sharding.shard_cases(self.all_cases, self.shard)
+        if self.shard.count > 1:
+            log.info("shard %d of %d: %d of %d case(s)", self.shard.index + 1, self.shard.count, len(self.cases),
+                     len(self.all_cases))
 
     def process_cases(self, file_loader_key: str | None = None) -> None:
         self._case_results = []
@@ -102,7 +108,7 @@ class LesionSegmentation(SegmentationAlgorithm):
         return self.predictor.predict(input_image)
 
     def save(self) -> None:
-        write_json_atomic(self._case_results, Path(self._output_file))
+        sharding.write_results(self._case_results, self.output_root, self.shard, self.all_cases)
 
 
 def build_algorithm(args: argparse.Namespace) -> LesionSegmentation:
@@ -110,8 +116,12 @@ def build_algorithm(args: argparse.Namespace) -> LesionSegmentation:
     from model import Predictor
 
     folder.check_folders(args.input, args.output, args.output_slug)
+    shard, device = sharding.torchrun_shard(args.device)
+    if args.shard and shard.ranks:
+        raise ValueError("--shard is for job arrays; under torchrun the ranks share the cases by themselves")
+    shard = sharding.parse_shard(args.shard) if args.shard else shard
     started = time.perf_counter()
-    predictor = Predictor.from_weights(args.weights, device=args.device, crop=args.crop, vote=args.vote,
+    predictor = Predictor.from_weights(args.weights, device=device, crop=args.crop, vote=args.vote,
                                        sw_batch_size=args.sw_batch_size, tta_axes=_axes(args.tta),
                                        time_budget_s=args.time_budget or None)
     log.info("loaded %d network(s) '%s' from %s on %s in %.1f s", len(predictor.networks), predictor.config.name,
@@ -120,7 +130,7 @@ def build_algorithm(args: argparse.Namespace) -> LesionSegmentation:
         from model.allocator import keep_large_allocations_on_heap
 
         keep_large_allocations_on_heap()  # window activations reuse heap pages instead of fresh maps
-    return LesionSegmentation(predictor, args.input, args.output, args.overwrite, args.output_slug)
+    return LesionSegmentation(predictor, args.input, args.output, args.overwrite, args.output_slug, shard)
 
 
 def main(argv: list[str] | None = None) -> int:
