@@ -39,7 +39,7 @@ from evaluation.metrics import voxel_volume_ml
 from model import Predictor
 from model.ensemble import vote
 from model.masks import dice
-from model.network import add_weights_argument
+from model.network import add_weights_argument, weights_label
 from tests.reference_pipeline import reference_predict
 from training.phantoms import make_phantom
 
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     loaded = Predictor.from_weights(args.weights, device="cpu")
     config = loaded.config.with_(roi_size=(args.roi,) * 3, overlap=args.overlap)
     networks = [MemoisedNetwork(net) for net in loaded.networks[: args.models or None]]
-    result = {"weights": str(args.weights), "models": len(networks), "config": config.name,
+    result = {"weights": weights_label(args.weights), "models": len(networks), "config": config.name,
               "roi": args.roi, "overlap": args.overlap, "sigma_scale": config.sigma_scale,
               "torch_threads": torch.get_num_threads(), "phantoms": []}
     for seed in args.seeds:

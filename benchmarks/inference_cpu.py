@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from model.network import add_weights_argument
+from model.network import add_weights_argument, weights_label
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{label:36s} {run['seconds']:7.1f} s  peak RSS {run['peak_rss_mb']:6.0f} MB  "
                   f"mask Dice to seed style {run['mask_dice_to_seed_style']}", flush=True)
     result = {
-        "weights": str(args.weights), "models": len(predictor.networks), "config": predictor.config.name,
+        "weights": weights_label(args.weights), "models": len(predictor.networks), "config": predictor.config.name,
         "roi": list(predictor.config.roi_size), "overlap": predictor.config.overlap, "shape": [400, 400, args.slices],
         "runs": {mode: {k: round(v, 4 if "dice" in k else 1) for k, v in run.items()} for mode, run in runs.items()},
         "speedup_exact": round(runs["seed"]["seconds"] / runs["exact"]["seconds"], 2),

@@ -27,6 +27,12 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 
 
+def weights_label(path: Path) -> str:
+    """A weights path as recorded in results: relative to the checkout where it lies inside it (no machine paths)."""
+    path, root = Path(path).resolve(), DEFAULT_WEIGHTS.parent
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
 def add_weights_argument(parser: argparse.ArgumentParser, default: Path | None = DEFAULT_WEIGHTS,
                          required: bool = False, note: str = "") -> None:
     """The ``--weights`` option of every command that loads networks, said the same way everywhere."""
