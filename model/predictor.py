@@ -140,61 +140,69 @@ class Predictor:
 
     def predict(self, pet: sitk.Image, ct: sitk.Image | None = None) -> sitk.Image:
         """uint8 lesion mask (0/1) with exactly the PET's size, spacing, origin and direction."""
-        volume, region, scores = self._scores(pet, ct)
-        started = time.perf_counter()
-        if region is None:  # flat or empty PET: nothing can be a lesion
-            mask = np.zeros(volume.ras.size, np.uint8)
-        else:
-            mask = paste(vote(scores, self.config.vote).astype(np.uint8), region.box, volume.ras.size, 0)
-        image = volume.restore(mask, pet)
-        self.last_info.seconds["vote"] = time.perf_counter() - started
-        return image
+        started = self._start()
+        check_image(pet, "PET")
+        volume = self._prepare(pet)                            # RAS, spacing, percentiles
+        region = self._find_region(volume, ct, pet)            # the body and the windows' crop
+        if region is None:                                     # flat or empty PET: nothing can be a lesion
+            return volume.restore(np.zeros(volume.ras.size, np.uint8), pet)
+        scores = self._score(volume, region, started)          # windows, blend, back to the input grid
+        mask = vote(scores, self.config.vote)                  # the ensemble's rule
+        return volume.restore(paste(mask.astype(np.uint8), region.box, volume.ras.size, 0), pet)  # uncrop, orient
 
     def predict_scores(self, pet: sitk.Image, ct: sitk.Image | None = None) -> np.ndarray:
         """Per-network scores on the PET's own grid, (M, x, y, z) float32 (for tests and analysis)."""
-        volume, region, scores = self._scores(pet, ct)
+        started = self._start()
+        check_image(pet, "PET")
+        volume = self._prepare(pet)
+        region = self._find_region(volume, ct, pet)
         if region is None:
             return np.full((len(self.networks), *pet.GetSize()), BACKGROUND_SCORE, np.float32)
         return np.stack([volume.orientation.from_ras(paste(s, region.box, volume.ras.size, BACKGROUND_SCORE))
-                         for s in scores])
+                         for s in self._score(volume, region, started)])
 
     def predict_working(self, volume: PreparedVolume) -> np.ndarray:
         """Boolean mask of an already preprocessed volume on its own grid: the stages after
         ``prepare``, exactly as ``predict`` runs them (training's validation uses this)."""
-        self.last_info = PredictionInfo()
-        region, scores = self._region_and_scores(volume, None, time.perf_counter())
+        started = self._start()
+        region = self._find_region(volume, None, None)
         if region is None:
             return np.zeros(volume.ras.size, bool)
-        return paste(vote(scores, self.config.vote), region.box, volume.ras.size, False)
+        return paste(vote(self._score(volume, region, started), self.config.vote), region.box, volume.ras.size, False)
 
-    def _scores(self, pet: sitk.Image, ct: sitk.Image | None
-                ) -> tuple[PreparedVolume, Region | None, list[np.ndarray]]:
-        started = time.perf_counter()
-        info = self.last_info = PredictionInfo()
-        check_image(pet, "PET")
-        volume = prepare(pet, self.config.spacing, *self.config.percentiles)
-        info.nonfinite_voxels, info.resampled = volume.nonfinite_voxels, volume.resampled
-        info.seconds["preprocess"] = time.perf_counter() - started
-        usable_ct = ct if ct is not None and same_geometry(ct, pet) else None
-        region, scores = self._region_and_scores(volume, usable_ct, started)
-        return volume, region, scores
+    # -- the stages' bookkeeping -----------------------------------------------------------------
 
-    def _region_and_scores(self, volume: PreparedVolume, ct: sitk.Image | None, started: float
-                           ) -> tuple[Region | None, list[np.ndarray]]:
-        info, cfg = self.last_info, self.config
+    def _start(self) -> float:
+        self.last_info = PredictionInfo()
+        return time.perf_counter()
+
+    def _prepare(self, pet: sitk.Image) -> PreparedVolume:
         clock = time.perf_counter()
-        info.working_shape = volume.work.shape
-        info.windows_uncropped = count_windows(volume.work.shape, cfg.roi_size, cfg.overlap)
-        region = find_region(volume, body_mask(volume, ct), self.crop, cfg.roi_size, cfg.overlap,
+        volume = prepare(pet, self.config.spacing, *self.config.percentiles)
+        info = self.last_info
+        info.nonfinite_voxels, info.resampled, info.working_shape = (volume.nonfinite_voxels, volume.resampled,
+                                                                     volume.work.shape)
+        info.windows_uncropped = count_windows(volume.work.shape, self.config.roi_size, self.config.overlap)
+        info.seconds["preprocess"] = time.perf_counter() - clock
+        return volume
+
+    def _find_region(self, volume: PreparedVolume, ct: sitk.Image | None, pet: sitk.Image | None) -> Region | None:
+        """The crop mode's region; the CT counts as body too when it lies on the PET's grid."""
+        clock, cfg = time.perf_counter(), self.config
+        usable_ct = ct if ct is not None and pet is not None and same_geometry(ct, pet) else None
+        region = find_region(volume, body_mask(volume, usable_ct), self.crop, cfg.roi_size, cfg.overlap,
                              self.margin_mm, self.context_mm)
         volume.ras_array = None  # the unscaled input is not needed any more
-        info.seconds["crop"] = time.perf_counter() - clock
-        if region is None:
-            return None, []
-        crop = volume.work[region.work_box]
-        info.crop_shape = crop.shape
-        info.windows = count_windows(crop.shape, cfg.roi_size, cfg.overlap)
+        if region is not None:
+            self.last_info.crop_shape = volume.work[region.work_box].shape
+            self.last_info.windows = count_windows(self.last_info.crop_shape, cfg.roi_size, cfg.overlap)
+        self.last_info.seconds["crop"] = time.perf_counter() - clock
+        return region
 
+    def _score(self, volume: PreparedVolume, region: Region, started: float) -> list[np.ndarray]:
+        """Every network's scores over ``region.box`` of the input grid; with a time budget the first
+        network runs alone and the budget plans the rest (``model/time_budget.py``)."""
+        cfg, info = self.config, self.last_info
         first = Step(tuple(range(len(self.networks))), self.crop, self.tta_axes)
         if self.time_budget_s is not None and len(self.networks) > 1:
             first = Step((0,), self.crop, self.tta_axes)
@@ -207,7 +215,7 @@ class Predictor:
             for step in rest:
                 scores += self._run_step(step, volume, fast if step.crop == "body" else region, region)
         info.seconds["network"] = sum(s["seconds"] for s in info.steps)
-        return region, scores
+        return scores
 
     def _run_step(self, step: Step, volume: PreparedVolume, region: Region, keep: Region | None = None
                   ) -> list[np.ndarray]:
