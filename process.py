@@ -1,8 +1,9 @@
 """Grand-Challenge entry point: autoPET II lesion segmentation with a sliding-window DynUNet ensemble.
 
-Reads every PET in ``<input>/images/pet/`` (SUV; the CT in ``<input>/images/ct/`` is optional and only
-checked), writes one uint8 mask with the PET's exact geometry and file name to
-``<output>/images/automated-petct-lesion-segmentation/``, and evalutils' ``<output>/results.json``.
+Reads every PET in ``<input>/images/pet/`` (SUV; the CT in ``<input>/images/ct/`` is optional; or the
+folders ``<input>/inputs.json`` names), writes one uint8 mask with the PET's exact geometry and file name
+to ``<output>/images/<output slug>/``, and evalutils' ``<output>/results.json``. Under torchrun each
+rank takes its share of the cases. The work is done by ``model.folder`` and ``model.Predictor``.
 
 Exit status: 0 all cases written; 1 some case failed (the others are written, the failed ones are
 named); 2 the run could not start (arguments, weights, input or output folder); 130 / 143 stopped by
@@ -20,7 +21,6 @@ import traceback
 from pathlib import Path
 
 from evalutils import SegmentationAlgorithm
-from tqdm import tqdm
 
 from model import folder, sharding
 from model.cropping import CROP_MODES, DEFAULT_CROP
@@ -73,42 +73,24 @@ def _axes(text: str) -> tuple[int, ...]:
 
 
 class LesionSegmentation(SegmentationAlgorithm):
-    """evalutils' algorithm over ``model.folder``: each PET read once, no finished case ever lost."""
+    """evalutils' algorithm over ``model.folder.FolderRun``: each PET read once, no finished case lost."""
 
-    def __init__(self, predictor, input_root: Path, output_root: Path, overwrite: bool = False,
-                 output_slug: str = folder.DEFAULT_OUTPUT_SLUG, shard: sharding.Shard = sharding.WHOLE) -> None:
-        super().__init__(input_path=input_root / folder.PET_SUBDIR, output_file=output_root / shard.results_name,
-                         output_path=output_root / folder.output_subdir(output_slug))
-        self.predictor, self.input_root, self.overwrite = predictor, input_root, overwrite
-        self.output_root, self.shard, self.all_cases = output_root, shard, []
-        self.failed: list[str] = []
-        self.written, self.current = 0, None
+    def __init__(self, run: folder.FolderRun) -> None:
+        super().__init__(input_path=run.input_root / folder.PET_SUBDIR, output_path=run.output_dir,
+                         output_file=run.output_root / run.shard.results_name)
+        self.run = run
 
     def load(self) -> None:  # evalutils would read and hash every image here, then again per case
-        self.all_cases = folder.find_cases(self.input_root)
-        self.cases = sharding.shard_cases(self.all_cases, self.shard)
-        if self.shard.count > 1:
-            log.info("shard %d of %d: %d of %d case(s)", self.shard.index + 1, self.shard.count, len(self.cases),
-                     len(self.all_cases))
+        self.run.find()
 
     def process_cases(self, file_loader_key: str | None = None) -> None:
-        self._case_results = []
-        log.info("%d case(s) in %s", len(self.cases), self._input_path)
-        for case in tqdm(self.cases, desc="cases", unit="case", disable=len(self.cases) < 2):
-            self.current = case.pet.name  # left set when interrupted: the message names the case
-            result, failed = folder.run_case(self.predictor, case, self._output_path, self.overwrite)
-            self.current = None
-            self._case_results.append(result)
-            self.failed += [case.pet.name] if failed else []
-            self.written += "inference" in result
-        if self.failed:
-            log.error("%d of %d case(s) failed: %s", len(self.failed), len(self.cases), ", ".join(self.failed))
+        self.run.process()
 
-    def predict(self, *, input_image):  # evalutils' per-image API; folder.run_case reads, predicts and writes
-        return self.predictor.predict(input_image)
+    def predict(self, *, input_image):  # evalutils' per-image API; the run reads, predicts and writes
+        return self.run.predictor.predict(input_image)
 
     def save(self) -> None:
-        sharding.write_results(self._case_results, self.output_root, self.shard, self.all_cases)
+        self.run.save()
 
 
 def build_algorithm(args: argparse.Namespace) -> LesionSegmentation:
@@ -130,7 +112,8 @@ def build_algorithm(args: argparse.Namespace) -> LesionSegmentation:
         from model.allocator import keep_large_allocations_on_heap
 
         keep_large_allocations_on_heap()  # window activations reuse heap pages instead of fresh maps
-    return LesionSegmentation(predictor, args.input, args.output, args.overwrite, args.output_slug, shard)
+    return LesionSegmentation(folder.FolderRun(predictor, args.input, args.output, args.output_slug, args.overwrite,
+                                               shard))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
             algorithm = build_algorithm(args)
             algorithm.process()
     except folder.Interrupted as exc:
-        where = f" while segmenting {algorithm.current}" if algorithm is not None and algorithm.current else ""
-        done = f"; {algorithm.written} mask(s) written this run" if algorithm is not None else ""
+        run = algorithm.run if algorithm is not None else None
+        where = f" while segmenting {run.current}" if run is not None and run.current else ""
+        done = f"; {run.written} mask(s) written this run" if run is not None else ""
         print(f"error: {exc}{where}{done}; no partial mask left, rerun to go on", file=sys.stderr)
         return 128 + exc.signum
     except Exception as exc:  # noqa: BLE001 - every start-up failure ends in one clear line
@@ -155,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 1 if algorithm.failed else 0
+    return 1 if algorithm.run.failed else 0
 
 
 if __name__ == "__main__":

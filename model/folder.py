@@ -15,9 +15,11 @@ import re
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tqdm import tqdm
 
 from .case import segment_file
 from .io import (
@@ -31,6 +33,7 @@ from .io import (
     remove_stale_temps,
 )
 from .predictor import InputImageError, Predictor
+from .sharding import WHOLE, Shard, shard_cases, write_results
 
 log = logging.getLogger(__name__)
 
@@ -187,3 +190,51 @@ def interrupt_on_signals() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+@dataclass
+class FolderRun:
+    """One run over an input folder: its cases (this shard's share) and what became of them so far.
+
+    ``current`` names the case in progress (an interrupt's message uses it), ``written`` and
+    ``failed`` give the exit status; ``results`` are the results.json entries.
+    """
+
+    predictor: Predictor
+    input_root: Path
+    output_root: Path
+    output_slug: str = DEFAULT_OUTPUT_SLUG
+    overwrite: bool = False
+    shard: Shard = WHOLE
+    all_cases: list[Case] = field(default_factory=list)
+    cases: list[Case] = field(default_factory=list)
+    results: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    written: int = 0
+    current: str | None = None
+
+    @property
+    def output_dir(self) -> Path:
+        return self.output_root / output_subdir(self.output_slug)
+
+    def find(self) -> None:
+        self.all_cases = find_cases(self.input_root)
+        self.cases = shard_cases(self.all_cases, self.shard)
+        if self.shard.count > 1:
+            log.info("shard %d of %d: %d of %d case(s)", self.shard.index + 1, self.shard.count, len(self.cases),
+                     len(self.all_cases))
+
+    def process(self) -> None:
+        log.info("%d case(s) in %s", len(self.cases), input_folders(self.input_root).pet)
+        for case in tqdm(self.cases, desc="cases", unit="case", disable=len(self.cases) < 2):
+            self.current = case.pet.name  # left set when interrupted: the message names the case
+            result, failed = run_case(self.predictor, case, self.output_dir, self.overwrite)
+            self.current = None
+            self.results.append(result)
+            self.failed += [case.pet.name] if failed else []
+            self.written += "inference" in result
+        if self.failed:
+            log.error("%d of %d case(s) failed: %s", len(self.failed), len(self.cases), ", ".join(self.failed))
+
+    def save(self) -> None:
+        write_results(self.results, self.output_root, self.shard, self.all_cases)

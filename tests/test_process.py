@@ -165,7 +165,7 @@ def test_vote_option_reaches_the_predictor(tmp_path):
         "--vote", "soft", "--weights", str(HOTSPOT_WEIGHTS), "--device", "cpu",
         "--input", str(make_input(tmp_path / "input", ct=False)), "--output", str(tmp_path / "output")])
     algorithm = process.build_algorithm(args)
-    assert algorithm.predictor.config.vote == "soft"
+    assert algorithm.run.predictor.config.vote == "soft"
 
 
 def test_time_budget_is_kept_and_recorded(tmp_path, caplog):
