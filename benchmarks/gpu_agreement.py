@@ -10,7 +10,7 @@ The networks are the paper's (``--weights`` for the authors' 0.pt ... 4.pt or yo
 seeded random paper-size networks, whose near-zero logits make the mask figures a lower bound),
 run at the paper's windowing (roi 128, overlap 0.75, gaussian sigma 0.125) on a phantom cut to
 ``--shape`` on autoPET's grid, so that the CPU fp32 run (``crop="none"``, equal to MONAI's chain in
-tests/test_inference.py) stays within minutes. Prints per device: seconds, windows, peak GPU
+tests/test_predictor.py) stays within minutes. Prints per device: seconds, windows, peak GPU
 memory; then score and mask agreement (Dice, voxels that differ, the largest score difference).
 """
 

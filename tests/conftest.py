@@ -12,6 +12,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 HOTSPOT_WEIGHTS = ROOT / "tests" / "data" / "tiny_hotspot.pt"
 
+GRIDS = {
+    "identity": dict(direction=None, spacing=(4.0, 4.0, 4.0)),
+    "flipped": dict(direction=(-1, 0, 0, 0, 1, 0, 0, 0, -1), spacing=(4.0, 4.0, 4.0)),
+    "permuted-anisotropic": dict(direction=(0, 1, 0, 0, 0, -1, -1, 0, 0), spacing=(3.0, 4.5, 5.0)),
+    "ras-like-fine": dict(direction=(-1, 0, 0, 0, -1, 0, 0, 0, 1), spacing=(2.0364, 2.0364, 3.0)),
+}
+
+
+def as_xyz(image: sitk.Image) -> np.ndarray:
+    return sitk.GetArrayFromImage(image).transpose(2, 1, 0)
+
+
+def same_grid_exactly(a: sitk.Image, b: sitk.Image) -> bool:
+    """Bit-for-bit the same geometry (a mask written on the PET's grid must be exactly on it)."""
+    return (a.GetSize() == b.GetSize() and a.GetSpacing() == b.GetSpacing()
+            and a.GetOrigin() == b.GetOrigin() and a.GetDirection() == b.GetDirection())
+
 
 def body_with_lesion(size=(48, 44, 56), spacing=(4.0, 4.0, 4.0), direction=None,
                      centre_mm=(10.0, -20.0, 30.0), lesion_offset_mm=(15.0, 10.0, -20.0),
