@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 import traceback
@@ -26,6 +25,7 @@ from model import folder, sharding
 from model.cropping import CROP_MODES, DEFAULT_CROP
 from model.ensemble import VOTE_RULES
 from model.network import add_weights_argument
+from model.sliding_window import parse_axes
 
 #: A little under autoPET II's 10 minutes per case, leaving time to read, write and start up.
 DEFAULT_TIME_BUDGET_S = 540.0
@@ -46,30 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", metavar="K/N", help="take the K-th of N shares of the cases (balanced by size), for "
                    "job arrays; results.shard-K-of-N.json (under torchrun the ranks split the cases by themselves)")
     p.add_argument("--overwrite", action="store_true", help="recompute cases whose mask exists (default: skip)")
-    p.add_argument("--crop", choices=CROP_MODES, default=DEFAULT_CROP,
-                   help="exact: the windows that touch the body, giving the uncropped pipeline's masks (the "
-                        "authors' result); body: a quarter to a half of the windows, approximate (Dice 0.93-0.997 "
-                        "against exact at the paper's windowing, docs/performance.md); none: the "
-                        f"whole field of view (default: {DEFAULT_CROP})")
+    p.add_argument("--crop", choices=CROP_MODES, default=DEFAULT_CROP, help="exact (default): the authors' masks; "
+                   "body: fewer windows, Dice 0.93-0.997 against exact at the paper's windowing; none: all windows")
     p.add_argument("--tta", default="", metavar="AXES",
                    help="test-time augmentation: average each network's logits over flips of these RAS axes, "
                         "e.g. 012 for all 8 mirrorings (default: none, as the authors ran it)")
     p.add_argument("--time-budget", type=float, default=DEFAULT_TIME_BUDGET_S, metavar="SECONDS",
-                   help="seconds per case; once the first network has run, the others drop TTA, then the exact "
-                        "crop, then networks, as far as needed to end inside it; the log and results.json say "
-                        f"what was done; 0 = no limit (default: {DEFAULT_TIME_BUDGET_S:g})")
+                   help="per case: after the first network the rest drop TTA, the exact crop, then networks as needed "
+                        f"(logged, in results.json); 0 = no limit (default: {DEFAULT_TIME_BUDGET_S:g})")
     p.add_argument("--sw-batch-size", type=int, default=None, help="windows per network call (default: 8 cuda, 2 cpu)")
     p.add_argument("--vote", choices=VOTE_RULES, default=None,
-                   help="majority of the networks' argmax (the authors') or mean softmax above 0.5 "
-                        "(default: the checkpoints' config, majority for the shipped weights)")
+                   help="the networks' majority (the authors') or mean softmax > 0.5 (default: the checkpoints')")
     p.add_argument("--verbose", action="store_true", help="debug log and full tracebacks")
     return p
-
-
-def _axes(text: str) -> tuple[int, ...]:
-    if any(c not in "012" for c in text):
-        raise ValueError(f"--tta takes axes among 0, 1, 2 (e.g. 012), got {text!r}")
-    return tuple(sorted({int(c) for c in text}))
 
 
 class LesionSegmentation(SegmentationAlgorithm):
@@ -104,7 +93,7 @@ def build_algorithm(args: argparse.Namespace) -> LesionSegmentation:
     shard = sharding.parse_shard(args.shard) if args.shard else shard
     started = time.perf_counter()
     predictor = Predictor.from_weights(args.weights, device=device, crop=args.crop, vote=args.vote,
-                                       sw_batch_size=args.sw_batch_size, tta_axes=_axes(args.tta),
+                                       sw_batch_size=args.sw_batch_size, tta_axes=parse_axes(args.tta),
                                        time_budget_s=args.time_budget or None)
     log.info("loaded %d network(s) '%s' from %s on %s in %.1f s", len(predictor.networks), predictor.config.name,
              args.weights, predictor.device, time.perf_counter() - started)
@@ -120,19 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    tmp = Path(os.environ.get("TMPDIR", "/tmp"))  # every cache in /tmp, the only writable place but /output
-    for var, sub in (("XDG_CACHE_HOME", "cache"), ("TORCH_HOME", "torch"), ("MPLCONFIGDIR", "matplotlib")):
-        os.environ.setdefault(var, str(tmp / sub))
+    folder.caches_in_tmp()
     algorithm = None
     try:
         with folder.interrupt_on_signals():
             algorithm = build_algorithm(args)
             algorithm.process()
     except folder.Interrupted as exc:
-        run = algorithm.run if algorithm is not None else None
-        where = f" while segmenting {run.current}" if run is not None and run.current else ""
-        done = f"; {run.written} mask(s) written this run" if run is not None else ""
-        print(f"error: {exc}{where}{done}; no partial mask left, rerun to go on", file=sys.stderr)
+        print(f"error: {exc.explain(algorithm.run if algorithm is not None else None)}", file=sys.stderr)
         return 128 + exc.signum
     except Exception as exc:  # noqa: BLE001 - every start-up failure ends in one clear line
         if args.verbose:

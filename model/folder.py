@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import signal
 from collections.abc import Iterator
@@ -172,6 +173,19 @@ class Interrupted(BaseException):
     def __init__(self, signum: int) -> None:
         self.signum = signum
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+    def explain(self, run: FolderRun | None) -> str:
+        """One line for the user: what was interrupted, what is kept, what to do."""
+        where = f" while segmenting {run.current}" if run is not None and run.current else ""
+        done = f"; {run.written} mask(s) written this run" if run is not None else ""
+        return f"{self}{where}{done}; no partial mask left, rerun to go on"
+
+
+def caches_in_tmp() -> None:
+    """Point library caches at $TMPDIR (default /tmp): in the container the only writable place but /output."""
+    tmp = Path(os.environ.get("TMPDIR", "/tmp"))
+    for var, sub in (("XDG_CACHE_HOME", "cache"), ("TORCH_HOME", "torch"), ("MPLCONFIGDIR", "matplotlib")):
+        os.environ.setdefault(var, str(tmp / sub))
 
 
 def _raise_interrupted(signum: int, frame: Any) -> None:

@@ -22,6 +22,13 @@ from .config import ModelConfig
 log = logging.getLogger(__name__)
 
 
+def parse_axes(text: str) -> tuple[int, ...]:
+    """``"012"`` -> (0, 1, 2): the axes a command line names for test-time mirroring."""
+    if any(c not in "012" for c in text):
+        raise ValueError(f"--tta takes axes among 0, 1, 2 (e.g. 012), got {text!r}")
+    return tuple(sorted({int(c) for c in text}))
+
+
 def mirror_sets(axes: Sequence[int]) -> list[tuple[int, ...]]:
     """Every combination of flips over ``axes`` (spatial 0-2), the identity first: nnU-Net's mirroring."""
     return [combo for k in range(len(axes) + 1) for combo in itertools.combinations(sorted(axes), k)]
