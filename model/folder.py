@@ -56,11 +56,11 @@ def output_subdir(slug: str = DEFAULT_OUTPUT_SLUG) -> Path:
 
 @dataclass(frozen=True)
 class InputFolders:
-    """Where a job's PETs and CTs are, and how that was found (for the log)."""
+    """Where a job's PETs and CTs are; ``description`` is the inputs.json that named them (None: the folders)."""
 
     pet: Path
     ct: Path | None
-    found_by: str
+    description: Path | None = None
 
 
 def _slug_tokens(entry: dict[str, Any]) -> set[str]:
@@ -75,7 +75,7 @@ def input_folders(input_root: Path) -> InputFolders:
     """
     description = input_root / INPUTS_JSON
     if not description.is_file():
-        return InputFolders(input_root / PET_SUBDIR, input_root / CT_SUBDIR, "the folder layout")
+        return InputFolders(input_root / PET_SUBDIR, input_root / CT_SUBDIR)
     try:
         entries = json.loads(description.read_text())
         images = [e for e in entries if str(e["interface"].get("kind", "image")).lower() == "image"]
@@ -92,7 +92,7 @@ def input_folders(input_root: Path) -> InputFolders:
     if pet is None:
         slugs = ", ".join(str(e.get("interface", {}).get("slug")) for e in entries if isinstance(e, dict))
         raise InputError(f"{description}: no PET image among the inputs (slugs: {slugs or 'none'})")
-    return InputFolders(pet, pick(CT_SUBDIR, "ct"), str(description))
+    return InputFolders(pet, pick(CT_SUBDIR, "ct"), description)
 
 
 def check_folders(input_root: Path, output_root: Path, output_slug: str = DEFAULT_OUTPUT_SLUG) -> None:
@@ -111,15 +111,13 @@ def check_folders(input_root: Path, output_root: Path, output_slug: str = DEFAUL
         log.warning("removed %d temp file(s) left by an interrupted run: %s", len(stale), ", ".join(stale))
 
 
-def find_cases(input_root: Path) -> list[Case]:
-    """The PETs of ``<input>/images/pet/`` (or the folder ``inputs.json`` names) with their CTs;
-    other entries are named in one warning.
+def find_cases(folders: InputFolders) -> list[Case]:
+    """The PETs of ``folders.pet`` with their CTs; other entries are named in one warning.
 
     Only the folder itself is listed (not subfolders, which could hold an earlier run's masks).
     """
-    folders = input_folders(input_root)
-    if folders.found_by != "the folder layout":
-        log.info("inputs found through %s: PET %s, CT %s", folders.found_by, folders.pet, folders.ct)
+    if folders.description is not None:
+        log.info("inputs found through %s: PET %s, CT %s", folders.description, folders.pet, folders.ct)
     pet_dir = folders.pet
     pets = list_images(pet_dir)
     if not pets:
@@ -226,20 +224,22 @@ class FolderRun:
     failed: list[str] = field(default_factory=list)
     written: int = 0
     current: str | None = None
+    folders: InputFolders | None = None
 
     @property
     def output_dir(self) -> Path:
         return self.output_root / output_subdir(self.output_slug)
 
     def find(self) -> None:
-        self.all_cases = find_cases(self.input_root)
+        self.folders = input_folders(self.input_root)
+        self.all_cases = find_cases(self.folders)
         self.cases = shard_cases(self.all_cases, self.shard)
         if self.shard.count > 1:
             log.info("shard %d of %d: %d of %d case(s)", self.shard.index + 1, self.shard.count, len(self.cases),
                      len(self.all_cases))
 
     def process(self) -> None:
-        log.info("%d case(s) in %s", len(self.cases), input_folders(self.input_root).pet)
+        log.info("%d case(s) in %s", len(self.cases), self.folders.pet)
         for case in tqdm(self.cases, desc="cases", unit="case", disable=len(self.cases) < 2):
             self.current = case.pet.name  # left set when interrupted: the message names the case
             result, failed = run_case(self.predictor, case, self.output_dir, self.overwrite)

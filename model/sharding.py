@@ -84,12 +84,12 @@ def shard_cases(cases: Sequence[Case], shard: Shard) -> list[Case]:
     """
     if shard.count == 1:
         return list(cases)
+    sizes = [voxels(case) for case in cases]  # one header read per case
     load = [0] * shard.count
     mine: set[int] = set()
-    order = sorted(range(len(cases)), key=lambda i: (-voxels(cases[i]), i))
-    for i in order:
+    for i in sorted(range(len(cases)), key=lambda i: (-sizes[i], i)):
         target = min(range(shard.count), key=lambda k: (load[k], k))
-        load[target] += max(1, voxels(cases[i]))
+        load[target] += max(1, sizes[i])
         if target == shard.index:
             mine.add(i)
     return [case for i, case in enumerate(cases) if i in mine]
