@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sw-batch-size", type=int, default=None, help="windows per network call (default: 8 cuda, 2 cpu)")
     p.add_argument("--vote", choices=VOTE_RULES, default=None,
                    help="the networks' majority (the authors') or mean softmax > 0.5 (default: the checkpoints')")
+    p.add_argument("--report", action="store_true", help="lesion report: per-lesion SUVmax/mean/peak, volume, TLG; "
+                   "TMTV, Dmax; QA pictures, CSVs and an HTML page in <output>/lesion-report/")
+    p.add_argument("--save-votes", action="store_true",
+                   help="uint8 map of how many networks voted lesion, in <output>/votes/")
+    p.add_argument("--save-probabilities", action="store_true",
+                   help="float32 mean lesion probability, in <output>/probabilities/")
     p.add_argument("--verbose", action="store_true", help="debug log and full tracebacks")
     return p
 
@@ -86,7 +92,8 @@ def build_algorithm(args: argparse.Namespace) -> LesionSegmentation:
     """Check folders and weights before any case is read: a bad run fails in seconds."""
     from model import Predictor
 
-    folder.check_folders(args.input, args.output, args.output_slug)
+    extras = folder.Extras(args.report, args.save_votes, args.save_probabilities)
+    folder.check_folders(args.input, args.output, args.output_slug, extras)
     shard, device = sharding.torchrun_shard(args.device)
     if args.shard and shard.ranks:
         raise ValueError("--shard is for job arrays; under torchrun the ranks share the cases by themselves")
@@ -102,7 +109,7 @@ def build_algorithm(args: argparse.Namespace) -> LesionSegmentation:
 
         keep_large_allocations_on_heap()  # window activations reuse heap pages instead of fresh maps
     return LesionSegmentation(folder.FolderRun(predictor, args.input, args.output, args.output_slug, args.overwrite,
-                                               shard))
+                                               shard, extras=extras))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import SimpleITK as sitk
@@ -20,8 +21,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
-from evaluation.metrics import CaseMetrics
 from model.io import grid_differences
+
+if TYPE_CHECKING:
+    from evaluation.metrics import CaseMetrics
+    from model.lesions import Lesion
 
 #: SUV display window: 0 white, >= 10 black.
 SUV_WINDOW = (0.0, 10.0)
@@ -31,6 +35,8 @@ PRED_COLOUR = "red"
 #: Layout in pixels: two text lines on top, a thin margin around and between the panels.
 HEADER_PX, MARGIN_PX, GAP_PX = 40, 6, 10
 GT_COLOUR = "lime"
+#: Width of the lesion list on the right of the views.
+LEGEND_PX = 150
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,19 @@ def _overlay(ax: Axes, mask: np.ndarray, colour: str, fill_alpha: float) -> None
     ax.contour(mask.astype(np.float32), levels=[0.5], colors=[colour], linewidths=0.8)
 
 
+def lesion_positions(pet: sitk.Image, lesions: Sequence[Lesion]) -> dict[str, list[tuple[float, float]]]:
+    """Each lesion's centroid as (column, row) in the coronal and the sagittal view of ``projections``."""
+    pet_o = orient(pet)
+    nz = pet_o.GetSize()[2]
+    out: dict[str, list[tuple[float, float]]] = {"coronal": [], "sagittal": []}
+    for lesion in lesions:
+        x, y, z = pet_o.TransformPhysicalPointToContinuousIndex(lesion.centroid_mm)
+        row = nz - 1 - z  # the views are flipped so that the head is row 0
+        out["coronal"].append((x, row))
+        out["sagittal"].append((y, row))
+    return out
+
+
 def save_mip_png(
     pet: sitk.Image,
     path: str | Path,
@@ -116,17 +135,23 @@ def save_mip_png(
     title: str = "",
     height_px: int = 800,
     dpi: int = 100,
+    lesions: Sequence[Lesion] = (),
+    more_lesions: int = 0,
 ) -> Path:
     """Write a PNG with coronal and sagittal PET MIPs, prediction in red and ground truth in green.
 
     The picture is ``height_px`` pixels high; its width follows the body's physical proportions.
+    ``lesions`` (model/lesions.py) are numbered at their centroids and listed with volume and
+    SUVmax in a column on the right, ``more_lesions`` counted below the list.
     """
     views = projections(pet, pred, gt)
     header, margin, gap = HEADER_PX / dpi, MARGIN_PX / dpi, GAP_PX / dpi  # inches
     fig_h = height_px / dpi
     panel_h = fig_h - header - 2 * margin
     widths = [panel_h * v.width_mm / v.height_mm for v in views]
-    fig_w = sum(widths) + gap * (len(views) + 1)
+    legend_w = LEGEND_PX / dpi if lesions else 0.0
+    fig_w = sum(widths) + gap * (len(views) + 1) + legend_w
+    positions = lesion_positions(pet, lesions)
     # A bare Figure on the Agg canvas: no pyplot state, no display, safe in threads and containers.
     fig = Figure(figsize=(fig_w, fig_h), dpi=dpi)
     FigureCanvasAgg(fig)
@@ -148,6 +173,9 @@ def save_mip_png(
         ax.set_ylim(view.pet.shape[0] - 0.5, -0.5)  # row 0 (head) at the top
         ax.set_axis_off()
         ax.text(0.02, 0.99, view.name, transform=ax.transAxes, va="top", fontsize=8, color="tab:blue")
+        for lesion, (col, row) in zip(lesions, positions[view.name], strict=True):
+            ax.annotate(str(lesion.id), (col, row), xytext=(4, 4), textcoords="offset points", fontsize=7,
+                        color="darkred", bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.7))
     legend = [f"SUV {SUV_WINDOW[0]:g}-{SUV_WINDOW[1]:g}"]
     if pred is not None:
         legend.append("prediction: red")
@@ -157,9 +185,15 @@ def save_mip_png(
     fig.text(0.5, top, title, ha="center", va="top", fontsize=9)
     fig.text(0.5, top - 0.45 * header / fig_h, "   ".join(legend), ha="center", va="top", fontsize=8,
              color="dimgray")
+    if lesions:
+        lines = ["#   ml      SUVmax"] + [f"{lesion.id:<3d} {lesion.volume_ml:<7.1f} {lesion.suv_max:.1f}"
+                                          for lesion in lesions]
+        lines += [f"... {more_lesions} more"] if more_lesions else []
+        fig.text(1 - legend_w / fig_w, 1 - (header + margin) / fig_h, "\n".join(lines), ha="left", va="top",
+                 fontsize=7, family="monospace")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, facecolor="white")
+    fig.savefig(path, dpi=dpi, facecolor="white", format="png")
     return path
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .io import read_header, read_image, same_geometry, write_image_atomic
-from .predictor import Predictor
+from .predictor import NETWORKS_KEY, Predictor
 
 if TYPE_CHECKING:
     import SimpleITK as sitk
@@ -26,6 +26,8 @@ class CaseReport:
     #: The networks' groups as scored (crop mode, TTA, windows, seconds) and the time budget's decision.
     steps: list[dict] = field(default_factory=list)
     budget: dict | None = None
+    #: The lesion report's per-case summary, when one was asked for.
+    lesions: dict | None = None
 
     def summary(self) -> str:
         total = sum(self.seconds.values())
@@ -34,12 +36,39 @@ class CaseReport:
                 f"{total:.1f} s ({parts})")
 
 
-def segment_file(predictor: Predictor, pet_path: Path, ct_path: Path | None, mask_path: Path) -> CaseReport:
-    """Segment one PET file into ``mask_path``; raise InputError naming the file on bad input."""
+@dataclass(frozen=True)
+class ExtraOutputs:
+    """Where one case's optional outputs go; None = not asked for.
+
+    votes: uint8 count of networks that voted lesion; probability: float32 mean lesion probability;
+    report: the lesion report's JSON (its QA picture beside it, same stem, ``.png``).
+    """
+
+    votes: Path | None = None
+    probability: Path | None = None
+    report: Path | None = None
+
+    @property
+    def picture(self) -> Path | None:
+        return None if self.report is None else self.report.with_suffix(".png")
+
+    def missing(self) -> list[Path]:
+        """The asked-for files that do not exist (yet)."""
+        asked = (self.votes, self.probability, self.report, self.picture)
+        return [p for p in asked if p is not None and not p.exists()]
+
+
+def segment_file(predictor: Predictor, pet_path: Path, ct_path: Path | None, mask_path: Path,
+                 extras: ExtraOutputs | None = None) -> CaseReport:
+    """Segment one PET file into ``mask_path`` (and ``extras``); raise InputError naming the file on bad input.
+
+    The mask is written after the vote and probability maps and before the report: a case whose
+    mask exists has its maps, and a missing report is made from the files (``write_report_from_files``).
+    """
     import numpy as np
     import SimpleITK as sitk
 
-    report = CaseReport(pet_path, mask_path)
+    report, extras = CaseReport(pet_path, mask_path), extras or ExtraOutputs()
     started = time.perf_counter()
     pet = read_image(pet_path, "PET")
     ct = None
@@ -49,8 +78,9 @@ def segment_file(predictor: Predictor, pet_path: Path, ct_path: Path | None, mas
             report.warnings.append(warning)
     report.seconds["read"] = time.perf_counter() - started
 
-    mask = predictor.predict(pet, ct)
-    info = predictor.last_info
+    prediction = predictor.predict_all(pet, ct, votes=extras.votes is not None or extras.report is not None,
+                                       probability=extras.probability is not None)
+    mask, info = prediction.mask, predictor.last_info
     if info.nonfinite_voxels:
         report.warnings.append(f"{pet_path}: {info.nonfinite_voxels} NaN/Inf voxel(s) treated as 0")
     report.seconds.update(info.seconds)
@@ -63,9 +93,41 @@ def segment_file(predictor: Predictor, pet_path: Path, ct_path: Path | None, mas
     report.lesion_voxels = int(np.count_nonzero(sitk.GetArrayViewFromImage(mask)))
 
     started = time.perf_counter()
+    if extras.votes is not None:
+        write_image_atomic(prediction.votes, extras.votes)
+    if extras.probability is not None:
+        write_image_atomic(prediction.probability, extras.probability)
     write_image_atomic(mask, mask_path)
     report.seconds["write"] = time.perf_counter() - started
+    if extras.report is not None:
+        from .report import write_case_report
+
+        started = time.perf_counter()
+        report.lesions = write_case_report(pet, mask, extras.report, prediction.votes, prediction.networks,
+                                           report.warnings)
+        report.seconds["report"] = time.perf_counter() - started
     return report
+
+
+def write_report_from_files(pet_path: Path, mask_path: Path, extras: ExtraOutputs) -> dict:
+    """The lesion report of a case whose mask (and maybe vote map) an earlier run wrote: no inference.
+
+    The vote share needs the vote map and the number of networks; both come from the files when the
+    vote map is there (its largest value bounds the networks from below, so the count is taken from
+    the map's recorded metadata ``networks``); without them the share is left out.
+    """
+    from .report import write_case_report
+
+    pet = read_image(pet_path, "PET")
+    mask = read_image(mask_path, "mask")
+    votes, networks = None, None
+    if extras.votes is not None and extras.votes.exists():
+        votes = read_image(extras.votes, "vote map")
+        if votes.HasMetaDataKey(NETWORKS_KEY):
+            networks = int(votes.GetMetaData(NETWORKS_KEY))
+        else:
+            votes = None
+    return write_case_report(pet, mask, extras.report, votes, networks, [])
 
 
 def _read_ct(ct_path: Path, pet: sitk.Image) -> tuple[sitk.Image | None, str | None]:

@@ -22,18 +22,20 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .case import segment_file
+from .case import ExtraOutputs, segment_file, write_report_from_files
 from .io import (
     Case,
     InputError,
     check_writable,
     existing_mask_problem,
     ignored_entries,
+    image_stem,
     list_images,
     pair_cases,
     remove_stale_temps,
 )
 from .predictor import InputImageError, Predictor
+from .report import PROBABILITY_SUBDIR, REPORT_SUBDIR, VOTES_SUBDIR, CaseEntry, write_run_report
 from .sharding import WHOLE, Shard, shard_cases, write_results
 
 log = logging.getLogger(__name__)
@@ -95,7 +97,8 @@ def input_folders(input_root: Path) -> InputFolders:
     return InputFolders(pet, pick(CT_SUBDIR, "ct"), description)
 
 
-def check_folders(input_root: Path, output_root: Path, output_slug: str = DEFAULT_OUTPUT_SLUG) -> None:
+def check_folders(input_root: Path, output_root: Path, output_slug: str = DEFAULT_OUTPUT_SLUG,
+                  extras: Extras | None = None) -> None:
     """Fail in seconds, before weights or scans are read, when the run cannot work."""
     if not input_root.is_dir():
         raise InputError(f"{input_root}: input folder not found")
@@ -105,8 +108,12 @@ def check_folders(input_root: Path, output_root: Path, output_slug: str = DEFAUL
     if not list_images(pet_dir):
         raise InputError(f"{pet_dir}: no PET images (.mha, .mhd, .nii.gz, .nii, .nrrd) in folder")
     output_dir = output_root / output_subdir(output_slug)
-    check_writable(output_dir)
-    stale = remove_stale_temps(output_dir) + remove_stale_temps(output_root, "results.json")
+    extra_dirs = (extras or NO_EXTRAS).folders(output_root)
+    for folder in (output_dir, *extra_dirs):
+        check_writable(folder)
+    stale = remove_stale_temps(output_root, "results.json")
+    for folder in (output_dir, *extra_dirs):
+        stale += remove_stale_temps(folder)
     if stale:
         log.warning("removed %d temp file(s) left by an interrupted run: %s", len(stale), ", ".join(stale))
 
@@ -134,35 +141,76 @@ def find_cases(folders: InputFolders) -> list[Case]:
     return cases
 
 
-def run_case(predictor: Predictor, case: Case, output_dir: Path, overwrite: bool = False
-             ) -> tuple[dict[str, Any], bool]:
-    """Segment one case into ``output_dir`` unless its mask is already there.
+@dataclass(frozen=True)
+class Extras:
+    """The optional outputs a run writes beside the masks (``--report``, ``--save-votes``,
+    ``--save-probabilities``), each in a folder of its own under the output root."""
 
-    Returns its results.json entry and whether it failed; a bad input is logged in one line
-    naming the file and recorded in ``error_messages``.
+    report: bool = False
+    votes: bool = False
+    probabilities: bool = False
+
+    def for_case(self, output_root: Path, case: Case) -> ExtraOutputs:
+        return ExtraOutputs(
+            votes=output_root / VOTES_SUBDIR / case.pet.name if self.votes else None,
+            probability=output_root / PROBABILITY_SUBDIR / case.pet.name if self.probabilities else None,
+            report=output_root / REPORT_SUBDIR / f"{image_stem(case.pet)}.json" if self.report else None)
+
+    def folders(self, output_root: Path) -> list[Path]:
+        asked = ((self.report, REPORT_SUBDIR), (self.votes, VOTES_SUBDIR), (self.probabilities, PROBABILITY_SUBDIR))
+        return [output_root / sub for on, sub in asked if on]
+
+
+NO_EXTRAS = Extras()
+
+
+def _one_line_error(exc: Exception, case: Case) -> str:
+    expected = isinstance(exc, (InputError, InputImageError))
+    message = str(exc) if expected else f"{case.pet}: {type(exc).__name__}: {exc}"
+    return " ".join(message.split())  # one line, whatever ITK or torch put in it
+
+
+def run_case(predictor: Predictor, case: Case, output_dir: Path, overwrite: bool = False,
+             extras: ExtraOutputs | None = None) -> tuple[dict[str, Any], bool]:
+    """Segment one case into ``output_dir`` unless its mask (and the asked-for extras) are there.
+
+    A finished mask whose lesion report alone is missing gets the report from the files, without
+    inference. Returns its results.json entry and whether it failed; a bad input is logged in one
+    line naming the file and recorded in ``error_messages``.
     """
-    target = output_dir / case.pet.name
+    target, extras = output_dir / case.pet.name, extras or ExtraOutputs()
     result: dict[str, Any] = {"outputs": [dict(type="metaio_image", filename=target.name)],
                               "inputs": [dict(type="metaio_image", filename=case.pet.name)], "error_messages": []}
     if (target.exists() or target.is_symlink()) and not overwrite:
         problem = existing_mask_problem(target, case.pet)
-        if problem is None:
+        missing = extras.missing()
+        if problem is None and not missing:
             log.info("%s: mask exists, skipped (use --overwrite to recompute)", case.pet.name)
             return result, False
-        log.warning("%s; recomputing it", problem)
+        if problem is None and set(missing) <= {extras.report, extras.picture}:
+            try:
+                summary = write_report_from_files(case.pet, target, extras)
+            except Exception as exc:  # noqa: BLE001 - one broken case must not stop the others
+                message = _one_line_error(exc, case)
+                log.error("%s", message)
+                return {**result, "error_messages": [message]}, True
+            log.info("%s: mask exists; lesion report made from it (%d lesion(s))", case.pet.name, summary["lesions"])
+            return {**result, "lesion_report": summary}, False
+        log.warning("%s; recomputing it", problem or f"{target}: mask exists but not {', '.join(map(str, missing))}")
     try:
-        report = segment_file(predictor, case.pet, case.ct, target)
+        report = segment_file(predictor, case.pet, case.ct, target, extras)
     except Exception as exc:  # noqa: BLE001 - one broken case must not stop the others
-        expected = isinstance(exc, (InputError, InputImageError))
-        message = str(exc) if expected else f"{case.pet}: {type(exc).__name__}: {exc}"
-        message = " ".join(message.split())  # one line, whatever ITK or torch put in it
+        message = _one_line_error(exc, case)
         log.error("%s", message)
         log.debug("traceback", exc_info=True)
         return {**result, "outputs": [], "error_messages": [message]}, True
     for message in report.warnings:
         log.warning("%s", message)
     log.info("%s: %s", case.pet.name, report.summary())
-    return {**result, "inference": {"crop": predictor.crop, "steps": report.steps, "time_budget": report.budget}}, False
+    result["inference"] = {"crop": predictor.crop, "steps": report.steps, "time_budget": report.budget}
+    if report.lesions is not None:
+        result["lesion_report"] = report.lesions
+    return result, False
 
 
 class Interrupted(BaseException):
@@ -225,6 +273,7 @@ class FolderRun:
     written: int = 0
     current: str | None = None
     folders: InputFolders | None = None
+    extras: Extras = NO_EXTRAS
 
     @property
     def output_dir(self) -> Path:
@@ -242,7 +291,8 @@ class FolderRun:
         log.info("%d case(s) in %s", len(self.cases), self.folders.pet)
         for case in tqdm(self.cases, desc="cases", unit="case", disable=len(self.cases) < 2):
             self.current = case.pet.name  # left set when interrupted: the message names the case
-            result, failed = run_case(self.predictor, case, self.output_dir, self.overwrite)
+            result, failed = run_case(self.predictor, case, self.output_dir, self.overwrite,
+                                      self.extras.for_case(self.output_root, case))
             self.current = None
             self.results.append(result)
             self.failed += [case.pet.name] if failed else []
@@ -252,3 +302,18 @@ class FolderRun:
 
     def save(self) -> None:
         write_results(self.results, self.output_root, self.shard, self.all_cases)
+        if self.extras.report and (not self.shard.ranks or self.shard.index == 0):
+            self.save_run_report()
+
+    def save_run_report(self) -> None:
+        """The run's CSVs and page over every case of the run (all shards' finished reports)."""
+        results = self.results
+        if self.shard.ranks:  # rank 0 lists the other ranks' errors too, from the merged results.json
+            results = json.loads((self.output_root / "results.json").read_text())
+        errors = {r["inputs"][0]["filename"]: tuple(r["error_messages"]) for r in results}
+        entries = []
+        for case in self.all_cases:
+            report = self.extras.for_case(self.output_root, case).report
+            entries.append(CaseEntry(image_stem(case.pet), report, errors.get(case.pet.name, ())))
+        written = write_run_report(self.output_root / REPORT_SUBDIR, entries)
+        log.info("lesion report: %s", ", ".join(str(p) for p in written))

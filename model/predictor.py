@@ -36,7 +36,7 @@ from .cropping import (
     find_region,
     paste,
 )
-from .ensemble import vote
+from .ensemble import mean_probability, vote, vote_counts
 from .io import same_geometry
 from .manifest import read_manifest, verify_manifest
 from .network import checkpoint_files, load_ensemble
@@ -84,6 +84,28 @@ class PredictionInfo:
     steps: list[dict] = field(default_factory=list)
     #: What the time budget decided, when one was set.
     budget: dict | None = None
+
+
+#: Metadata key of the vote map (MetaImage headers keep it): how many networks voted.
+NETWORKS_KEY = "networks"
+
+
+@dataclass
+class Prediction:
+    """What ``Predictor.predict_all`` returns, every image on the PET's grid.
+
+    ``networks``: how many networks voted (fewer than loaded when the time budget dropped some);
+    ``votes``: uint8 count of them that voted lesion; ``probability``: float32 mean lesion softmax.
+    """
+
+    mask: sitk.Image
+    networks: int
+    votes: sitk.Image | None = None
+    probability: sitk.Image | None = None
+
+    def __post_init__(self) -> None:
+        if self.votes is not None:  # the vote map's file says what its counts are out of
+            self.votes.SetMetaData(NETWORKS_KEY, str(self.networks))
 
 
 class Predictor:
@@ -140,15 +162,30 @@ class Predictor:
 
     def predict(self, pet: sitk.Image, ct: sitk.Image | None = None) -> sitk.Image:
         """uint8 lesion mask (0/1) with exactly the PET's size, spacing, origin and direction."""
+        return self.predict_all(pet, ct).mask
+
+    def predict_all(self, pet: sitk.Image, ct: sitk.Image | None = None, votes: bool = False,
+                    probability: bool = False) -> Prediction:
+        """The mask and, when asked, how many networks voted lesion and their mean lesion
+        probability, all with exactly the PET's geometry."""
         started = self._start()
         check_image(pet, "PET")
         volume = self._prepare(pet)                            # RAS, spacing, percentiles
         region = self._find_region(volume, ct, pet)            # the body and the windows' crop
         if region is None:                                     # flat or empty PET: nothing can be a lesion
-            return volume.restore(np.zeros(volume.ras.size, np.uint8), pet)
+            empty = np.zeros(volume.ras.size, np.uint8)
+            return Prediction(volume.restore(empty, pet), len(self.networks),
+                              volume.restore(empty, pet) if votes else None,
+                              volume.restore(empty.astype(np.float32), pet) if probability else None)
         scores = self._score(volume, region, started)          # windows, blend, back to the input grid
         mask = vote(scores, self.config.vote)                  # the ensemble's rule
-        return volume.restore(paste(mask.astype(np.uint8), region.box, volume.ras.size, 0), pet)  # uncrop, orient
+
+        def on_pet(box_array: np.ndarray) -> sitk.Image:       # uncrop, orient
+            return volume.restore(paste(box_array, region.box, volume.ras.size, 0), pet)
+
+        return Prediction(on_pet(mask.astype(np.uint8)), len(scores),
+                          on_pet(vote_counts(scores)) if votes else None,
+                          on_pet(mean_probability(scores)) if probability else None)
 
     def predict_scores(self, pet: sitk.Image, ct: sitk.Image | None = None) -> np.ndarray:
         """Per-network scores on the PET's own grid, (M, x, y, z) float32 (for tests and analysis)."""

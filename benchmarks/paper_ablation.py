@@ -1,0 +1,225 @@
+"""The paper's ablations on phantoms: training through the sliding window or not (Tables 3 and 4),
+inference overlap 0 / 0.25 / 0.5 / 0.75, and the sliding window against one plain pass (Table 1).
+
+    python -m benchmarks.paper_ablation --work /tmp/ablation --json docs/benchmarks/paper_ablation.json \\
+        --plot docs/paper_ablation.png
+
+Two demo-scale networks (the ``demo`` preset's DynUNet, 64^3 windows at 4 mm) are trained on the same
+phantoms with the same seed, sampler and number of optimiser steps of one crop each (the authors'
+batch). They differ in one thing, the training forward pass: ``sliding`` runs each 96^3 crop through MONAI's SlidingWindowInferer (64^3
+windows at overlap 0.25, gaussian: 2 x 2 x 2 windows, as the authors' 128^3 windows over 224^3 crops;
+112^3 would keep their 25 % overlap between the two windows but is no multiple of the network's
+stride of 32, which the ``simple`` variant needs) and takes DiceCE on the stitched output; ``simple``
+runs the network on the whole crop at once. Both are then scored on held-out phantoms through
+``Predictor`` (the container's code) at overlap 0, 0.25, 0.5 and 0.75, and with a plain inferer (the
+network once over the body's box, padded to a multiple of the network's stride). Each training runs
+in its own process (its peak RSS is its own) and resumes where a killed run stopped; scores are kept
+per case, so a rerun goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = ("sliding", "simple")
+OVERLAPS = (0.0, 0.25, 0.5, 0.75)
+CROP = (96, 96, 96)
+#: The paper's figures (validation Dice, autoPET): Table 1 (interactive code), Tables 3 and 4.
+PAPER = {"table1": {"sliding": 83.83, "simple inferer": 81.02},
+         "table3_trained_overlap_0.25": {0.0: 66.33, 0.25: 73.04, 0.5: 73.54, 0.75: 74.07},
+         "table4_trained_overlap_0": {0.0: 66.57, 0.25: 71.35, 0.5: 71.99, 0.75: 72.86}}
+
+
+def configs(variant: str, epochs: int, iters: int):
+    from model.config import preset
+    from training.recipe import demo_train_config
+
+    config = preset("demo").with_(crop_size=CROP, name="demo-ablation")
+    train = demo_train_config().with_(train_inferer=variant, epochs=epochs, iters_per_epoch=iters, batch_size=1,
+                                      val_every=10 ** 6, seed=0, name=f"ablation-{variant}")
+    return config, train
+
+
+def make_phantoms(folder: Path, seeds: str) -> list[Any]:
+    from training.layouts import read_layout
+
+    subprocess.run([sys.executable, "-m", "training.phantoms", "--out", str(folder), "--seeds", seeds,
+                    "--layout", "tcia", "--skip-existing", "--workers", "2"], check=True, cwd=ROOT)
+    return read_layout(folder, "tcia")
+
+
+def train_variant(args: argparse.Namespace) -> int:
+    """One network (run in its own process); prints one JSON line with its cost."""
+    from training.data import as_sources
+    from training.fit import fit
+
+    torch.set_num_threads(args.threads)
+    records = make_phantoms(args.work / "train", args.train_seeds)
+    config, train = configs(args.variant, args.epochs, args.iters)
+    started = time.monotonic()
+    result = fit(as_sources(records), [], config, train, args.work / args.variant, cache_dir=args.work / "cache",
+                 resume=True, device="cpu", progress=False)
+    state = torch.load(args.work / args.variant / "last.pt", map_location="cpu", weights_only=True)
+    history = state["history"]
+    steps = sum(int(row.get("steps", 0)) for row in history)
+    seconds = sum(float(row.get("epoch_s", 0.0)) for row in history)
+    print(json.dumps({"variant": args.variant, "status": result.status, "epochs": result.epochs_done, "steps": steps,
+                      "train_s": round(seconds, 1), "s_per_step": round(seconds / max(1, steps), 3),
+                      "this_process_s": round(time.monotonic() - started, 1),
+                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))
+    return 0
+
+
+class PlainInferer:
+    """The network once over the whole input, zero-padded at the far end to a multiple of its stride
+    (MONAI's SimpleInferer needs that of a DynUNet): Table 1's "simple inferer"."""
+
+    def __init__(self, divisor: tuple[int, int, int]) -> None:
+        self.divisor = divisor
+
+    def __call__(self, inputs: torch.Tensor, network, device=None) -> torch.Tensor:
+        from monai.inferers import SimpleInferer
+
+        size = inputs.shape[2:]
+        pad = [(-s) % d for s, d in zip(size, self.divisor, strict=True)]
+        padded = torch.nn.functional.pad(inputs, [p for q in reversed(pad) for p in (0, q)])
+        out = SimpleInferer()(padded, network)
+        return out[..., : size[0], : size[1], : size[2]]
+
+
+def score(args: argparse.Namespace) -> dict[str, Any]:
+    """Dice / FPV / FNV of both networks at every overlap and with the plain inferer; cached per case."""
+    import SimpleITK as sitk
+
+    from evaluation.metrics import aggregate, evaluate_images
+    from model import Predictor
+    from model.network import load_ensemble
+
+    torch.set_num_threads(args.threads)
+    tests = make_phantoms(args.work / "test", args.test_seeds)
+    cache_path = args.work / "scores.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    table: dict[str, Any] = {}
+    for variant in VARIANTS:
+        (loaded,) = load_ensemble([args.work / variant / "last.pt"])
+        for inferer in [*(f"overlap {ov:g}" for ov in OVERLAPS), "plain"]:
+            overlap = 0.5 if inferer == "plain" else float(inferer.split()[1])
+            predictor = Predictor([loaded.network], loaded.config.with_(overlap=overlap), device="cpu", crop="exact",
+                                  sw_batch_size=4)
+            if inferer == "plain":
+                predictor.inferer = PlainInferer(loaded.config.size_divisor)
+            rows = []
+            for case in tests:
+                key = f"{variant}/{inferer}/{case.case_id}"
+                if key not in cache:
+                    clock = time.perf_counter()
+                    pred = predictor.predict(sitk.ReadImage(str(case.pet)))
+                    metrics = evaluate_images(sitk.ReadImage(str(case.label)), pred)
+                    cache[key] = {**metrics.to_dict(), "seconds": time.perf_counter() - clock}
+                    cache_path.write_text(json.dumps(cache, indent=1))
+                    print(f"{key}: Dice {cache[key]['dice']:.3f} ({cache[key]['seconds']:.0f} s)", flush=True)
+                rows.append(cache[key])
+            from evaluation.metrics import CaseMetrics
+
+            fields = set(CaseMetrics.__dataclass_fields__)
+            summary = aggregate(CaseMetrics(**{k: v for k, v in r.items() if k in fields}) for r in rows).to_dict()
+            summary["seconds_per_case"] = float(np.mean([r["seconds"] for r in rows]))
+            summary["dice_per_case"] = [r["dice"] for r in rows]
+            table[f"{variant}/{inferer}"] = summary
+    return table
+
+
+def markdown(result: dict[str, Any]) -> str:
+    s = result["scores"]
+    lines = ["| trained | " + " | ".join(f"overlap {ov:g}" for ov in OVERLAPS) + " | plain |",
+             "| --- |" + " --- |" * (len(OVERLAPS) + 1)]
+    for variant in VARIANTS:
+        cells = [f"{100 * s[f'{variant}/overlap {ov:g}']['mean_dice']:.2f} %" for ov in OVERLAPS]
+        cells.append(f"{100 * s[f'{variant}/plain']['mean_dice']:.2f} %")
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    p3, p4 = PAPER["table3_trained_overlap_0.25"], PAPER["table4_trained_overlap_0"]
+    lines.append("| paper, Table 3 (trained at overlap 0.25) | " + " | ".join(f"{p3[o]:.2f} %" for o in OVERLAPS)
+                 + " | — |")
+    lines.append("| paper, Table 4 (trained at overlap 0) | " + " | ".join(f"{p4[o]:.2f} %" for o in OVERLAPS)
+                 + " | — |")
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 3.6), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    s = result["scores"]
+    for variant, colour in zip(VARIANTS, ("tab:blue", "tab:orange"), strict=True):
+        ax.plot(OVERLAPS, [100 * s[f"{variant}/overlap {ov:g}"]["mean_dice"] for ov in OVERLAPS], "o-", color=colour,
+                label=f"phantoms, trained {variant}")
+        ax.axhline(100 * s[f"{variant}/plain"]["mean_dice"], color=colour, ls=":", lw=1,
+                   label=f"phantoms, trained {variant}: plain inferer")
+    for name, style in (("table3_trained_overlap_0.25", "s--"), ("table4_trained_overlap_0", "^--")):
+        ax.plot(OVERLAPS, [PAPER[name][ov] for ov in OVERLAPS], style, color="grey", ms=4,
+                label=f"paper {name.split('_')[0].replace('table', 'Table ')} (autoPET)")
+    ax.set_xlabel("inference overlap")
+    ax.set_ylabel("mean Dice (%)")
+    ax.set_xticks(OVERLAPS)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6.5, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.paper_ablation", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", type=Path, default=Path("/tmp/paper_ablation"))
+    p.add_argument("--train-seeds", default="0-39")
+    p.add_argument("--test-seeds", default="50000-50003")
+    p.add_argument("--epochs", type=int, default=16)
+    p.add_argument("--iters", type=int, default=25, help="optimiser steps per epoch")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)  # internal: train one, in a child
+    p.add_argument("--json", type=Path)
+    p.add_argument("--plot", type=Path)
+    args = p.parse_args(argv)
+    if args.variant:
+        return train_variant(args)
+    args.work.mkdir(parents=True, exist_ok=True)
+    training = {}
+    for variant in VARIANTS:
+        child = [sys.executable, "-m", "benchmarks.paper_ablation", "--variant", variant, "--work", str(args.work),
+                 "--train-seeds", args.train_seeds, "--epochs", str(args.epochs), "--iters", str(args.iters),
+                 "--threads", str(args.threads)]
+        out = subprocess.run(child, check=True, cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}).stdout
+        training[variant] = json.loads(out.strip().splitlines()[-1])
+        print(json.dumps(training[variant]), flush=True)
+    result = {"command": "python -m benchmarks.paper_ablation " + " ".join(argv or sys.argv[1:]),
+              "train_seeds": args.train_seeds, "test_seeds": args.test_seeds, "crop": CROP,
+              "epochs": args.epochs, "iters_per_epoch": args.iters, "training": training, "scores": score(args),
+              "paper": {k: {str(kk): vv for kk, vv in v.items()} for k, v in PAPER.items()}}
+    print(markdown(result))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    if args.plot:
+        plot(result, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
