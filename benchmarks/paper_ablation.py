@@ -6,15 +6,15 @@ inference overlap 0 / 0.25 / 0.5 / 0.75, and the sliding window against one plai
 
 Two demo-scale networks (the ``demo`` preset's DynUNet, 64^3 windows at 4 mm) are trained on the same
 phantoms with the same seed, sampler and number of optimiser steps of one crop each (the authors'
-batch). They differ in one thing, the training forward pass: ``sliding`` runs each 96^3 crop through MONAI's SlidingWindowInferer (64^3
-windows at overlap 0.25, gaussian: 2 x 2 x 2 windows, as the authors' 128^3 windows over 224^3 crops;
-112^3 would keep their 25 % overlap between the two windows but is no multiple of the network's
-stride of 32, which the ``simple`` variant needs) and takes DiceCE on the stitched output; ``simple``
-runs the network on the whole crop at once. Both are then scored on held-out phantoms through
-``Predictor`` (the container's code) at overlap 0, 0.25, 0.5 and 0.75, and with a plain inferer (the
-network once over the body's box, padded to a multiple of the network's stride). Each training runs
-in its own process (its peak RSS is its own) and resumes where a killed run stopped; scores are kept
-per case, so a rerun goes on.
+batch). They differ in one thing, the training forward pass: ``sliding`` runs each 96^3 crop through
+MONAI's SlidingWindowInferer (64^3 windows at overlap 0.25, gaussian: 2 x 2 x 2 windows, as the
+authors' 128^3 windows over 224^3 crops; 112^3 would keep their 25 % overlap between the two windows
+but is no multiple of the network's stride of 32, which the ``simple`` variant needs) and takes DiceCE
+on the stitched output; ``simple`` runs the network on the whole crop at once. Both are then scored on
+held-out phantoms through ``Predictor`` (the container's code) at overlap 0, 0.25, 0.5 and 0.75, and
+with a plain inferer (the network once over the body's box, padded to a multiple of the network's
+stride). Each training runs in its own process (its peak RSS is its own) and resumes where a killed
+run stopped; scores are kept per case, so a rerun goes on.
 """
 
 from __future__ import annotations
