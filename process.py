@@ -5,15 +5,17 @@ folders ``<input>/inputs.json`` names), writes one uint8 mask with the PET's exa
 to ``<output>/images/<output slug>/``, and evalutils' ``<output>/results.json``. Under torchrun each
 rank takes its share of the cases. The work is done by ``model.folder`` and ``model.Predictor``.
 
-Exit status: 0 all cases written; 1 some case failed (the others are written, the failed ones are
-named); 2 the run could not start (arguments, weights, input or output folder); 130 / 143 stopped by
-SIGINT / SIGTERM (finished masks are kept, no partial one is left; a rerun goes on from there).
+Exit status: 0 all cases written; 1 some case failed or results.json could not be written (the
+others are written, the failed ones are named); 2 the run could not start (arguments, weights, input
+or output folder); 130 / 143 stopped by SIGINT / SIGTERM (finished masks are kept, no partial one is
+left; a rerun goes on from there).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 import traceback
@@ -24,6 +26,7 @@ from evalutils import SegmentationAlgorithm
 from model import folder, sharding
 from model.cropping import CROP_MODES, DEFAULT_CROP
 from model.ensemble import VOTE_RULES
+from model.io import OutputError
 from model.network import add_weights_argument
 from model.sliding_window import parse_axes
 
@@ -57,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sw-batch-size", type=int, default=None, help="windows per network call (default: 8 cuda, 2 cpu)")
     p.add_argument("--vote", choices=VOTE_RULES, default=None,
                    help="the networks' majority (the authors') or mean softmax > 0.5 (default: the checkpoints')")
+    p.add_argument("--case-timeout", type=float, default=None, metavar="SECONDS",
+                   help="give up a case with no result after this long (a stuck read or loader) and go on "
+                        "(default: no limit)")
     p.add_argument("--report", action="store_true", help="lesion report: per-lesion SUVmax/mean/peak, volume, TLG; "
                    "TMTV, Dmax; QA pictures, CSVs and an HTML page in <output>/lesion-report/")
     p.add_argument("--save-votes", action="store_true",
@@ -109,7 +115,7 @@ def build_algorithm(args: argparse.Namespace) -> LesionSegmentation:
 
         keep_large_allocations_on_heap()  # window activations reuse heap pages instead of fresh maps
     return LesionSegmentation(folder.FolderRun(predictor, args.input, args.output, args.output_slug, args.overwrite,
-                                               shard, extras=extras))
+                                               shard, extras=extras, case_timeout_s=args.case_timeout))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         with folder.interrupt_on_signals():
             algorithm = build_algorithm(args)
             algorithm.process()
+    except OutputError as exc:  # results.json (or the run's report) could not be written; the masks are kept
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except folder.Interrupted as exc:
         print(f"error: {exc.explain(algorithm.run if algorithm is not None else None)}", file=sys.stderr)
         return 128 + exc.signum
@@ -133,5 +142,16 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if algorithm.run.failed else 0
 
 
+def exit_with(code: int) -> None:
+    """``sys.exit``, or ``os._exit`` when a case given up by ``--case-timeout`` is still stuck in ITK:
+    a normal exit would run C++ destructors under it and abort (exit 134) instead of giving ``code``."""
+    if any(thread.is_alive() for thread in folder.ABANDONED):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,8 @@ class CaseReport:
     #: The networks' groups as scored (crop mode, TTA, windows, seconds) and the time budget's decision.
     steps: list[dict] = field(default_factory=list)
     budget: dict | None = None
+    #: Steps down after running out of memory (model/sliding_window.py ``out_of_memory_attempts``).
+    fallbacks: list[str] = field(default_factory=list)
     #: The lesion report's per-case summary, when one was asked for.
     lesions: dict | None = None
 
@@ -59,7 +62,7 @@ class ExtraOutputs:
 
 
 def segment_file(predictor: Predictor, pet_path: Path, ct_path: Path | None, mask_path: Path,
-                 extras: ExtraOutputs | None = None) -> CaseReport:
+                 extras: ExtraOutputs | None = None, cancelled: threading.Event | None = None) -> CaseReport:
     """Segment one PET file into ``mask_path`` (and ``extras``); raise InputError naming the file on bad input.
 
     The mask is written after the vote and probability maps and before the report: a case whose
@@ -78,20 +81,24 @@ def segment_file(predictor: Predictor, pet_path: Path, ct_path: Path | None, mas
             report.warnings.append(warning)
     report.seconds["read"] = time.perf_counter() - started
 
-    prediction = predictor.predict_all(pet, ct, votes=extras.votes is not None or extras.report is not None,
-                                       probability=extras.probability is not None)
-    mask, info = prediction.mask, predictor.last_info
+    with predictor.lock:  # its last_info is this prediction's until released
+        prediction = predictor.predict_all(pet, ct, votes=extras.votes is not None or extras.report is not None,
+                                           probability=extras.probability is not None)
+        mask, info = prediction.mask, predictor.last_info
     if info.nonfinite_voxels:
         report.warnings.append(f"{pet_path}: {info.nonfinite_voxels} NaN/Inf voxel(s) treated as 0")
     report.seconds.update(info.seconds)
     report.windows, report.windows_uncropped = info.windows, info.windows_uncropped
-    report.steps, report.budget = info.steps, info.budget
+    report.steps, report.budget, report.fallbacks = info.steps, info.budget, list(info.fallbacks)
+    report.warnings += [f"{pet_path}: {event}" for event in info.fallbacks]
     if info.budget is not None and info.budget["action"] != "as asked":
         report.warnings.append(f"{pet_path}: time budget {info.budget['budget_s']:g} s: {info.budget['action']} "
                                f"(first network {info.budget['first_network_s']:g} s, whole ensemble as asked "
                                f"projected at {info.budget['projected_full_s']:g} s)")
     report.lesion_voxels = int(np.count_nonzero(sitk.GetArrayViewFromImage(mask)))
 
+    if cancelled is not None and cancelled.is_set():  # given up by the watchdog: an abandoned case writes nothing
+        raise RuntimeError(f"{pet_path}: abandoned after --case-timeout; nothing written")
     started = time.perf_counter()
     if extras.votes is not None:
         write_image_atomic(prediction.votes, extras.votes)

@@ -14,11 +14,12 @@ import logging
 import os
 import re
 import signal
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tqdm import tqdm
 
@@ -26,6 +27,7 @@ from .case import ExtraOutputs, segment_file, write_report_from_files
 from .io import (
     Case,
     InputError,
+    OutputError,
     check_writable,
     existing_mask_problem,
     ignored_entries,
@@ -39,6 +41,7 @@ from .report import PROBABILITY_SUBDIR, REPORT_SUBDIR, VOTES_SUBDIR, CaseEntry, 
 from .sharding import WHOLE, Shard, shard_cases, write_results
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: The challenge's layout below the input and output roots (autoPET II and III).
 PET_SUBDIR = Path("images") / "pet"
@@ -164,14 +167,54 @@ class Extras:
 NO_EXTRAS = Extras()
 
 
+#: Worker threads of cases given up by ``within``; a process that has any ends with ``os._exit``
+#: (process.py), since a thread still inside ITK makes the C++ runtime abort at a normal exit.
+ABANDONED: list[threading.Thread] = []
+
+
+class CaseTimeout(RuntimeError):
+    """A case that gave no result within ``--case-timeout`` seconds (a stuck read, a hung loader)."""
+
+
+def within(seconds: float | None, work: Callable[[threading.Event], T], what: str) -> T:
+    """``work(cancelled)`` in a worker thread, given up after ``seconds`` (None: run it here, no limit).
+
+    A thread blocked in C (ITK waiting on a dead network mount) cannot be stopped; it is left behind
+    as a daemon with ``cancelled`` set, and ``segment_file`` checks that before it writes anything,
+    so an abandoned case never writes later. The predictor runs one prediction at a time, so a case
+    hung inside the network step makes the next ones time out too, each named.
+    """
+    cancelled = threading.Event()
+    if not seconds:
+        return work(cancelled)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = work(cancelled)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name=f"case {what}", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        cancelled.set()
+        ABANDONED.append(thread)
+        raise CaseTimeout(f"{what}: no result after {seconds:g} s (--case-timeout); abandoned, the run goes on")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 def _one_line_error(exc: Exception, case: Case) -> str:
-    expected = isinstance(exc, (InputError, InputImageError))
+    expected = isinstance(exc, (InputError, InputImageError, OutputError, CaseTimeout))
     message = str(exc) if expected else f"{case.pet}: {type(exc).__name__}: {exc}"
     return " ".join(message.split())  # one line, whatever ITK or torch put in it
 
 
 def run_case(predictor: Predictor, case: Case, output_dir: Path, overwrite: bool = False,
-             extras: ExtraOutputs | None = None) -> tuple[dict[str, Any], bool]:
+             extras: ExtraOutputs | None = None, timeout_s: float | None = None) -> tuple[dict[str, Any], bool]:
     """Segment one case into ``output_dir`` unless its mask (and the asked-for extras) are there.
 
     A finished mask whose lesion report alone is missing gets the report from the files, without
@@ -198,7 +241,8 @@ def run_case(predictor: Predictor, case: Case, output_dir: Path, overwrite: bool
             return {**result, "lesion_report": summary}, False
         log.warning("%s; recomputing it", problem or f"{target}: mask exists but not {', '.join(map(str, missing))}")
     try:
-        report = segment_file(predictor, case.pet, case.ct, target, extras)
+        report = within(timeout_s, lambda cancelled: segment_file(predictor, case.pet, case.ct, target, extras,
+                                                                  cancelled), str(case.pet))
     except Exception as exc:  # noqa: BLE001 - one broken case must not stop the others
         message = _one_line_error(exc, case)
         log.error("%s", message)
@@ -207,7 +251,8 @@ def run_case(predictor: Predictor, case: Case, output_dir: Path, overwrite: bool
     for message in report.warnings:
         log.warning("%s", message)
     log.info("%s: %s", case.pet.name, report.summary())
-    result["inference"] = {"crop": predictor.crop, "steps": report.steps, "time_budget": report.budget}
+    result["inference"] = {"crop": predictor.crop, "steps": report.steps, "time_budget": report.budget,
+                           "out_of_memory_fallbacks": report.fallbacks, "seconds": report.seconds}
     if report.lesions is not None:
         result["lesion_report"] = report.lesions
     return result, False
@@ -274,6 +319,7 @@ class FolderRun:
     current: str | None = None
     folders: InputFolders | None = None
     extras: Extras = NO_EXTRAS
+    case_timeout_s: float | None = None
 
     @property
     def output_dir(self) -> Path:
@@ -292,7 +338,7 @@ class FolderRun:
         for case in tqdm(self.cases, desc="cases", unit="case", disable=len(self.cases) < 2):
             self.current = case.pet.name  # left set when interrupted: the message names the case
             result, failed = run_case(self.predictor, case, self.output_dir, self.overwrite,
-                                      self.extras.for_case(self.output_root, case))
+                                      self.extras.for_case(self.output_root, case), self.case_timeout_s)
             self.current = None
             self.results.append(result)
             self.failed += [case.pet.name] if failed else []

@@ -34,6 +34,24 @@ class InputError(RuntimeError):
     """An input that stops one case (or the whole run, where it is a folder)."""
 
 
+class OutputError(RuntimeError):
+    """An output that could not be written whole (disk full, quota, I/O error): nothing partial is left,
+    the case fails with this one line and the run goes on."""
+
+
+def write_failure(path: Path, reason: str) -> OutputError:
+    """The one line for a failed write: the file, why, and the free space where it was going."""
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2 ** 20:.0f} MB free on {path.parent}"
+    except OSError:
+        free = f"free space of {path.parent} unknown"
+    return OutputError(f"{path}: not written ({reason}; {free})")
+
+
+def _os_reason(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
 def image_suffix(path: Path) -> str | None:
     """The image suffix of a file name, lower case ("A.NII.GZ" -> ".nii.gz"), or None."""
     name = path.name.lower()
@@ -288,7 +306,10 @@ def write_image_atomic(image: sitk.Image, path: Path, compress: bool = True) -> 
     header's data file is moved in before the header, so a header never names a missing file.
     """
     suffix = image_suffix(path) or path.suffix.lower()
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as exc:
+        raise write_failure(path, _os_reason(exc)) from None
     try:
         tmp = tmp_dir / f"{image_stem(path)}{suffix}"
         writer = sitk.ImageFileWriter()
@@ -296,15 +317,33 @@ def write_image_atomic(image: sitk.Image, path: Path, compress: bool = True) -> 
         if suffix in IMAGE_IOS:
             writer.SetImageIO(IMAGE_IOS[suffix])
         writer.SetUseCompression(compress)
-        writer.Execute(image)
+        try:
+            writer.Execute(image)
+        except RuntimeError as exc:
+            reason = "no space left on device" if "No space left" in str(exc) else _first_line(exc)
+            raise write_failure(path, reason) from None
+        _check_written(tmp, image, path)
         for extra in sorted(tmp_dir.iterdir()):
             if extra != tmp:
                 os.chmod(extra, 0o644)
                 os.replace(extra, path.parent / extra.name)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise write_failure(path, _os_reason(exc)) from None
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def _check_written(tmp: Path, image: sitk.Image, path: Path) -> None:
+    """Read the written file back: ITK's NIfTI writer reports a full disk only on stderr and leaves an
+    empty or cut file, which must never be renamed into place as a finished output."""
+    try:
+        back = _reader(tmp).Execute()  # the format's own ImageIO: no factory probing
+    except RuntimeError:
+        back = None
+    if back is None or back.GetSize() != image.GetSize() or back.GetPixelID() != image.GetPixelID():
+        raise write_failure(path, "the written file does not read back whole; the disk may be full")
 
 
 def remove_stale_temps(folder: Path, name: str = "") -> list[str]:
@@ -349,12 +388,18 @@ def write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise write_failure(path, _os_reason(exc)) from None
     os.close(fd)
     try:
         write(Path(tmp))
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise write_failure(path, _os_reason(exc)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -13,6 +13,7 @@ networks after the first may cost (``model/time_budget.py``).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -84,6 +85,8 @@ class PredictionInfo:
     steps: list[dict] = field(default_factory=list)
     #: What the time budget decided, when one was set.
     budget: dict | None = None
+    #: Each step down after running out of memory (smaller window batches, CPU stitching, CPU).
+    fallbacks: list[str] = field(default_factory=list)
 
 
 #: Metadata key of the vote map (MetaImage headers keep it): how many networks voted.
@@ -141,6 +144,9 @@ class Predictor:
         self.inferer = make_inferer(self.config, self.sw_batch_size, self.device)
         self.last_info = PredictionInfo()
         self.files: list[Path] = []
+        # held by callers around a prediction and its last_info: a case abandoned by the watchdog
+        # (model/folder.py ``within``) may still be inside; the next waits rather than share it
+        self.lock = threading.Lock()
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
@@ -261,7 +267,7 @@ class Predictor:
         clock = time.perf_counter()
         networks = [self.networks[i] for i in step.networks]
         scores = sliding_window_scores(volume.work[region.work_box], networks, cfg, self.device, self.sw_batch_size,
-                                       self.inferer, step.tta_axes).numpy()
+                                       self.inferer, step.tta_axes, self.last_info.fallbacks).numpy()
         seconds = time.perf_counter() - clock
         clock = time.perf_counter()
         out = crop_scores(scores, volume, region)

@@ -9,9 +9,11 @@ the blend is accumulated in fp32.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -71,29 +73,69 @@ def make_inferer(config: ModelConfig, sw_batch_size: int, device: str | torch.de
     )
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One way to run the windows: how many per network call, where they run, where they are stitched."""
+
+    sw_batch_size: int
+    sw_device: torch.device
+    device: torch.device
+
+    def describe(self) -> str:
+        where = ("on the CPU" if self.sw_device.type == "cpu" else
+                 "stitched on the CPU" if self.device.type == "cpu" else f"on {self.sw_device}")
+        return f"{self.sw_batch_size} window(s) per call {where}"
+
+
+def out_of_memory_attempts(device: torch.device, sw_batch_size: int) -> list[Attempt]:
+    """What to try, in order, when the network step runs out of memory: the window batch halved down
+    to 1, then (on a GPU) the stitching on the CPU, then everything on the CPU. Same windows and blend
+    each time, so the same mask (the CPU runs in fp32 where the GPU ran fp16)."""
+    attempts, batch = [], max(1, sw_batch_size)
+    while True:
+        attempts.append(Attempt(batch, device, device))
+        if batch == 1:
+            break
+        batch = max(1, batch // 2)
+    if device.type == "cuda":
+        cpu = torch.device("cpu")
+        attempts += [Attempt(1, device, cpu), Attempt(1, cpu, cpu)]
+    return attempts
+
+
 @torch.inference_mode()
 def sliding_window_scores(volume: torch.Tensor | np.ndarray, networks: Sequence[torch.nn.Module],
                           config: ModelConfig, device: str | torch.device = "cpu", sw_batch_size: int = 4,
-                          inferer: SlidingWindowInferer | None = None, tta_axes: Sequence[int] = ()
-                          ) -> torch.Tensor:
+                          inferer: SlidingWindowInferer | None = None, tta_axes: Sequence[int] = (),
+                          fallbacks: list[str] | None = None) -> torch.Tensor:
     """Per-network lesion-minus-background logits over a preprocessed (X, Y, Z) volume.
 
     Returns (M, X, Y, Z) float32 on the CPU; a positive score means that network's argmax is
-    lesion. Windows are stitched on the device; if that runs out of GPU memory the stitching moves
-    to the CPU and the volume is redone.
+    lesion. When the network step runs out of memory the volume is redone the next way of
+    ``out_of_memory_attempts``; each step down is logged and appended to ``fallbacks``.
     """
     device = torch.device(device)
     tensor = torch.as_tensor(volume, dtype=torch.float32)
     while tensor.dim() < 5:
         tensor = tensor.unsqueeze(0)
-    fn = score_function(networks, config.lesion_class, device.type == "cuda", tta_axes)
     inferer = inferer or make_inferer(config, sw_batch_size, device)
-    try:
-        out = inferer(tensor.to(device), fn, device=device)
-    except torch.OutOfMemoryError:
-        if device.type != "cuda":
-            raise
-        log.warning("GPU memory ran out while stitching; stitching on the CPU instead")
-        torch.cuda.empty_cache()
-        out = inferer(tensor, fn, device=torch.device("cpu"))
-    return out[0].float().cpu()
+    attempts = out_of_memory_attempts(device, getattr(inferer, "sw_batch_size", sw_batch_size))
+    for i, attempt in enumerate(attempts):
+        nets = networks if attempt.sw_device == device else [copy.deepcopy(n).to(attempt.sw_device) for n in networks]
+        fn = score_function(nets, config.lesion_class, attempt.sw_device.type == "cuda", tta_axes)
+        runner = copy.copy(inferer)
+        if hasattr(runner, "sw_batch_size"):
+            runner.sw_batch_size, runner.sw_device = attempt.sw_batch_size, attempt.sw_device
+        try:
+            out = runner(tensor.to(attempt.device), fn, device=attempt.device)
+            return out[0].float().cpu()
+        except torch.OutOfMemoryError:
+            if i + 1 == len(attempts):
+                raise
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            event = f"out of memory with {attempt.describe()}; retrying with {attempts[i + 1].describe()}"
+            log.warning("%s", event)
+            if fallbacks is not None:
+                fallbacks.append(event)
+    raise AssertionError("unreachable")
