@@ -331,10 +331,10 @@ def test_sigint_in_process_stops_with_130_and_restores_handlers(tmp_path, capsys
 
     real = model.folder.segment_file
 
-    def segment_then_signal(predictor, pet_path, ct_path, mask_path):
+    def segment_then_signal(predictor, pet_path, ct_path, mask_path, *extras):
         if pet_path.name == "b.mha":
             os.kill(os.getpid(), signal.SIGINT)
-        return real(predictor, pet_path, ct_path, mask_path)
+        return real(predictor, pet_path, ct_path, mask_path, *extras)
 
     monkeypatch.setattr(model.folder, "segment_file", segment_then_signal)
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
