@@ -64,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sw-batch-size", type=int, nargs="+", default=[8],
                         help="windows per batch; several values run each (T4-sized memory: try 4)")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs after one warm-up")
+    parser.add_argument("--memory-cap-gb", type=float, default=3.0,
+                        help="last, one model again with the process capped at this much GPU memory "
+                             "(set_per_process_memory_fraction): the out-of-memory steps down must give the "
+                             "same mask (0 = skip)")
     args = parser.parse_args(argv)
     check_packages()
 
@@ -125,10 +129,39 @@ def main(argv: list[str] | None = None) -> int:
         del predictor
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    if args.memory_cap_gb and device.type == "cuda":
+        results["memory_cap"] = memory_capped_run(networks[0], config, phantom.pet, device, args.memory_cap_gb)
+        print(json.dumps(results["memory_cap"]), flush=True)
     print(json.dumps(results, indent=2))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def memory_capped_run(network, config, pet, device, cap_gb: float) -> dict:
+    """One model uncapped, then under a GPU memory cap: the steps down taken, and whether the mask is the same."""
+    import numpy as np
+    import SimpleITK as sitk
+    import torch
+
+    from model import Predictor
+
+    free = Predictor([network], config, device=device, sw_batch_size=8).predict(pet)
+    torch.cuda.empty_cache()
+    total = torch.cuda.get_device_properties(device).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, cap_gb * 1e9 / total), device)
+    try:
+        capped = Predictor([network], config, device=device, sw_batch_size=8)
+        started = time.perf_counter()
+        mask = capped.predict(pet)
+        seconds = time.perf_counter() - started
+        same = bool(np.array_equal(sitk.GetArrayViewFromImage(mask), sitk.GetArrayViewFromImage(free)))
+        return {"cap_gb": cap_gb, "fallbacks": capped.last_info.fallbacks, "seconds": round(seconds, 2),
+                "same_mask": same}
+    except torch.OutOfMemoryError as exc:
+        return {"cap_gb": cap_gb, "error": str(exc).splitlines()[0]}
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, device)
 
 
 if __name__ == "__main__":
