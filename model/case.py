@@ -104,6 +104,9 @@ def segment_file(predictor: Predictor, pet_path: Path, ct_path: Path | None, mas
         write_image_atomic(prediction.votes, extras.votes)
     if extras.probability is not None:
         write_image_atomic(prediction.probability, extras.probability)
+    if extras.votes is not None or extras.probability is not None:
+        report.seconds["write_maps"] = time.perf_counter() - started
+        started = time.perf_counter()
     write_image_atomic(mask, mask_path)
     report.seconds["write"] = time.perf_counter() - started
     if extras.report is not None:

@@ -105,16 +105,18 @@ def make_phantom(
     direction: Sequence[float] | None = None,
     origin: Sequence[float] | None = None,
     lesions: bool | None = None,
+    lesion_count: int | None = None,
 ) -> Phantom:
     """Make one deterministic phantom.
 
     shape is (x, y, z) as Image.GetSize(); None gives autoPET's 400x400 in-plane matrix and as many
     slices as this body's field of view needs. origin None centres the grid on the field of view.
     lesions None: about half of the seeds are lesion-free; True: >= 1 lesion; False: none.
+    lesion_count: exactly this many lesions drawn (some may overlap into one, or fall outside the grid).
     """
     t0 = time.perf_counter()
     patient = sample_patient(np.random.default_rng([int(seed), 0]))
-    les = sample_lesions(np.random.default_rng([int(seed), 1]), patient, lesions)
+    les = sample_lesions(np.random.default_rng([int(seed), 1]), patient, lesions, lesion_count)
     grid = _image_grid(patient, shape, spacing, direction, origin)
     rg = plan_render_grid(grid, signed_permutation(grid.direction))
     arrays, organs = _render_arrays(seed, patient, les, rg)

@@ -298,9 +298,11 @@ def _draw_lesion(rng: np.random.Generator, site: str, p: Patient, org: Organs) -
     return Lesion(site, tuple(float(v) for v in c), float(d), shape, contrast)
 
 
-def sample_lesions(rng: np.random.Generator, p: Patient, want: bool | None) -> list[Lesion]:
-    """0-10 lesions at plausible sites (body-relative coordinates; converted to physical later)."""
-    n = _lesion_count(rng, want)
+def sample_lesions(rng: np.random.Generator, p: Patient, want: bool | None, count: int | None = None
+                   ) -> list[Lesion]:
+    """0-10 lesions at plausible sites (body-relative coordinates; converted to physical later);
+    exactly ``count`` when given (a benchmark's disease burden; the seeds' default draws are unchanged)."""
+    n = _lesion_count(rng, want) if count is None else count
     if n == 0:
         return []
     org = organ_layout(p)
