@@ -842,4 +842,6 @@ def test_paper_preset_trains_through_the_sliding_window() -> None:
     assert isinstance(inferer, SlidingWindowInferer)
     assert (tuple(inferer.roi_size), inferer.overlap, inferer.mode, inferer.sw_batch_size) == ((128,) * 3, 0.25,
                                                                                                  "gaussian", 8)
-    assert make_train_inferer(preset("demo"), train_preset("demo")) is None  # its crop is one window
+    demo = make_train_inferer(preset("demo"), train_preset("demo"))  # the scaled equivalent: 2 x 2 x 2 windows
+    assert (tuple(demo.roi_size), demo.overlap, preset("demo").crop_size) == ((64,) * 3, 0.25, (96,) * 3)
+    assert make_train_inferer(preset("demo"), train_preset("demo").with_(train_inferer="simple")) is None

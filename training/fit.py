@@ -454,7 +454,7 @@ def _resume_or_start(run: _Run) -> None:
         return
     if run.opts.init is not None:
         warm = load_checkpoint(Path(run.opts.init))
-        if warm.config.to_json() != run.config.to_json():
+        if not warm.config.same_network(run.config):  # the training crop may differ
             raise SystemExit(f"{run.opts.init}: saved with a different model config; cannot warm-start from it")
         run.net.load_state_dict(warm.network.state_dict())
         if run.info.is_main:
