@@ -54,7 +54,7 @@ RUN set -eu; \
         -r /opt/app/requirements.txt -c /tmp/torch-constraint.txt; \
     rm -f /tmp/torch-constraint.txt; \
     test "$(python -c 'import torch; print(torch.__version__)')" = "$torch_version"; \
-    python -c 'import torch, monai, SimpleITK, evalutils, numpy, scipy, cc3d, matplotlib; print("torch", torch.__version__, "cuda", torch.version.cuda, "monai", monai.__version__)'
+    python -c 'import torch, monai, SimpleITK, evalutils, numpy, scipy, cc3d, matplotlib, pydicom, highdicom; print("torch", torch.__version__, "cuda", torch.version.cuda, "monai", monai.__version__)'
 
 # Code and baked-in weights (root-owned, read-only for the user).
 COPY model/ /opt/app/model/

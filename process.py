@@ -1,9 +1,11 @@
 """Grand-Challenge entry point: autoPET II lesion segmentation with a sliding-window DynUNet ensemble.
 
-Reads every PET in ``<input>/images/pet/`` (SUV; the CT in ``<input>/images/ct/`` is optional; or the
-folders ``<input>/inputs.json`` names), writes one uint8 mask with the PET's exact geometry and file name
-to ``<output>/images/<output slug>/``, and evalutils' ``<output>/results.json``. Under torchrun each
-rank takes its share of the cases. The work is done by ``model.folder`` and ``model.Predictor``.
+Reads every PET in ``<input>/images/pet/`` (SUV; the CT in ``<input>/images/ct/`` is optional; or
+the folders ``<input>/inputs.json`` names; or a folder per case of DICOM series, SUV from the
+headers), writes one uint8 mask with the PET's exact geometry and file name (a DICOM-SEG for DICOM
+input) to ``<output>/images/<output slug>/``, and evalutils' ``<output>/results.json``. Under
+torchrun each rank takes its share of the cases. The work is done by ``model.folder`` and
+``model.Predictor``.
 
 Exit status: 0 all cases written; 1 some case failed or results.json could not be written (the
 others are written, the failed ones are named); 2 the run could not start (arguments, weights, input
@@ -46,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_weights_argument(p)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where the networks run; auto = cuda when available (default: auto)")
+    p.add_argument("--output-format", choices=folder.OUTPUT_FORMATS, default=None,
+                   help="mask format; default: the PET's own (DICOM series in: a DICOM-SEG referencing them)")
     p.add_argument("--shard", metavar="K/N", help="take the K-th of N shares of the cases (balanced by size), for "
                    "job arrays; results.shard-K-of-N.json (under torchrun the ranks split the cases by themselves)")
     p.add_argument("--overwrite", action="store_true", help="recompute cases whose mask exists (default: skip)")
@@ -99,7 +103,7 @@ def build_algorithm(args: argparse.Namespace) -> LesionSegmentation:
     from model import Predictor
 
     extras = folder.Extras(args.report, args.save_votes, args.save_probabilities)
-    folder.check_folders(args.input, args.output, args.output_slug, extras)
+    folder.check_folders(args.input, args.output, args.output_slug, extras, args.output_format)
     shard, device = sharding.torchrun_shard(args.device)
     if args.shard and shard.ranks:
         raise ValueError("--shard is for job arrays; under torchrun the ranks share the cases by themselves")
@@ -115,13 +119,16 @@ def build_algorithm(args: argparse.Namespace) -> LesionSegmentation:
 
         keep_large_allocations_on_heap()  # window activations reuse heap pages instead of fresh maps
     return LesionSegmentation(folder.FolderRun(predictor, args.input, args.output, args.output_slug, args.overwrite,
-                                               shard, extras=extras, case_timeout_s=args.case_timeout))
+                                               shard, extras=extras, case_timeout_s=args.case_timeout,
+                                               output_format=args.output_format))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    if not args.verbose:
+        logging.getLogger("highdicom").setLevel(logging.WARNING)  # a line per copied DICOM module
     folder.caches_in_tmp()
     algorithm = None
     try:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .io import read_header, read_image, same_geometry, write_image_atomic
+from .io import InputError, read_header, read_image, same_geometry, write_image_atomic
 from .predictor import NETWORKS_KEY, Predictor
 
 if TYPE_CHECKING:
@@ -73,7 +73,18 @@ def segment_file(predictor: Predictor, pet_path: Path, ct_path: Path | None, mas
 
     report, extras = CaseReport(pet_path, mask_path), extras or ExtraOutputs()
     started = time.perf_counter()
-    pet = read_image(pet_path, "PET")
+    series = None
+    if pet_path.is_dir():  # a case folder of DICOM series: SUV from the PET series' headers
+        from .dicom import pet_series, read_pet_series
+
+        try:
+            series = read_pet_series(pet_series(pet_path))
+        except InputError as exc:  # the case folder first, then the series and the tag
+            message = str(exc)
+            raise InputError(message if message.startswith(str(pet_path)) else f"{pet_path}: {message}") from None
+        pet = series.image
+    else:
+        pet = read_image(pet_path, "PET")
     ct = None
     if ct_path is not None:
         ct, warning = _read_ct(ct_path, pet)
@@ -107,7 +118,14 @@ def segment_file(predictor: Predictor, pet_path: Path, ct_path: Path | None, mas
     if extras.votes is not None or extras.probability is not None:
         report.seconds["write_maps"] = time.perf_counter() - started
         started = time.perf_counter()
-    write_image_atomic(mask, mask_path)
+    if mask_path.suffix == ".dcm":
+        if series is None:
+            raise InputError(f"{pet_path}: a DICOM-SEG needs a DICOM PET series to refer to")
+        from .dicom import write_seg
+
+        write_seg(mask, series, mask_path)
+    else:
+        write_image_atomic(mask, mask_path)
     report.seconds["write"] = time.perf_counter() - started
     if extras.report is not None:
         from .report import write_case_report
@@ -128,6 +146,9 @@ def write_report_from_files(pet_path: Path, mask_path: Path, extras: ExtraOutput
     """
     from .report import write_case_report
 
+    if pet_path.is_dir() or mask_path.suffix == ".dcm":
+        raise InputError(f"{pet_path}: the report of a DICOM case is made with its segmentation; rerun with "
+                         "--overwrite")
     pet = read_image(pet_path, "PET")
     mask = read_image(mask_path, "mask")
     votes, networks = None, None

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import SimpleITK as sitk
 from tqdm import tqdm
 
 from .case import ExtraOutputs, segment_file, write_report_from_files
@@ -34,6 +35,7 @@ from .io import (
     image_stem,
     list_images,
     pair_cases,
+    read_header,
     remove_stale_temps,
 )
 from .predictor import InputImageError, Predictor
@@ -59,13 +61,40 @@ def output_subdir(slug: str = DEFAULT_OUTPUT_SLUG) -> Path:
     return Path("images") / slug
 
 
+#: ``--output-format`` choices; None follows the input (DICOM in: DICOM-SEG out; an image: its own format).
+OUTPUT_FORMATS = ("mha", "nifti", "dicom-seg")
+_SUFFIX = {"mha": ".mha", "nifti": ".nii.gz", "dicom-seg": ".dcm"}
+
+
 @dataclass(frozen=True)
 class InputFolders:
-    """Where a job's PETs and CTs are; ``description`` is the inputs.json that named them (None: the folders)."""
+    """Where a job's PETs and CTs are; ``description`` is the inputs.json that named them (None: the folders).
+
+    ``dicom``: the input holds a folder per case of DICOM series (``pet`` is the input root).
+    """
 
     pet: Path
     ct: Path | None
     description: Path | None = None
+    dicom: bool = False
+
+
+def is_dicom_case(case: Case) -> bool:
+    """A case read from a folder of DICOM series rather than an image file."""
+    return case.pet is not None and case.pet.is_dir()
+
+
+def mask_name(case: Case, output_format: str | None = None) -> str:
+    """The output file's name: the PET's own name by default (the challenge's rule), the case's name
+    with the asked format's suffix otherwise; a DICOM case gets a DICOM-SEG by default."""
+    if output_format is None:
+        return f"{case.case_id}.dcm" if is_dicom_case(case) else case.pet.name
+    return f"{case.case_id if is_dicom_case(case) else image_stem(case.pet)}{_SUFFIX[output_format]}"
+
+
+def map_name(case: Case) -> str:
+    """The name of a case's vote or probability map: its PET's, or ``<case>.mha`` for DICOM."""
+    return f"{case.case_id}.mha" if is_dicom_case(case) else case.pet.name
 
 
 def _slug_tokens(entry: dict[str, Any]) -> set[str]:
@@ -80,6 +109,8 @@ def input_folders(input_root: Path) -> InputFolders:
     """
     description = input_root / INPUTS_JSON
     if not description.is_file():
+        if not (input_root / PET_SUBDIR).exists() and input_root.is_dir() and dicom_case_folders(input_root):
+            return InputFolders(input_root, None, dicom=True)
         return InputFolders(input_root / PET_SUBDIR, input_root / CT_SUBDIR)
     try:
         entries = json.loads(description.read_text())
@@ -100,15 +131,31 @@ def input_folders(input_root: Path) -> InputFolders:
     return InputFolders(pet, pick(CT_SUBDIR, "ct"), description)
 
 
+def dicom_case_folders(input_root: Path) -> list[Path]:
+    """The case folders of a DICOM input: each subfolder holding DICOM files, or the root itself."""
+    from .dicom import has_dicom, is_dicom_file
+
+    if any(p.is_file() and is_dicom_file(p) for p in input_root.iterdir()):
+        return [input_root]
+    return [d for d in sorted(input_root.iterdir()) if d.is_dir() and not d.name.startswith(".") and has_dicom(d)]
+
+
 def check_folders(input_root: Path, output_root: Path, output_slug: str = DEFAULT_OUTPUT_SLUG,
-                  extras: Extras | None = None) -> None:
+                  extras: Extras | None = None, output_format: str | None = None) -> None:
     """Fail in seconds, before weights or scans are read, when the run cannot work."""
     if not input_root.is_dir():
         raise InputError(f"{input_root}: input folder not found")
-    pet_dir = input_folders(input_root).pet
-    if not pet_dir.is_dir():
-        raise InputError(f"{pet_dir}: no PET folder (expected <input>/images/pet/*.mha)")
-    if not list_images(pet_dir):
+    folders = input_folders(input_root)
+    if output_format == "dicom-seg" and not folders.dicom:
+        raise InputError(f"{input_root}: --output-format dicom-seg needs DICOM input (a folder of DICOM series "
+                         "per case)")
+    pet_dir = folders.pet
+    if folders.dicom:
+        pass
+    elif not pet_dir.is_dir():
+        raise InputError(f"{pet_dir}: no PET folder (expected <input>/images/pet/*.mha, or a folder of DICOM "
+                         "series per case)")
+    elif not list_images(pet_dir):
         raise InputError(f"{pet_dir}: no PET images (.mha, .mhd, .nii.gz, .nii, .nrrd) in folder")
     output_dir = output_root / output_subdir(output_slug)
     extra_dirs = (extras or NO_EXTRAS).folders(output_root)
@@ -128,6 +175,10 @@ def find_cases(folders: InputFolders) -> list[Case]:
     """
     if folders.description is not None:
         log.info("inputs found through %s: PET %s, CT %s", folders.description, folders.pet, folders.ct)
+    if folders.dicom:
+        cases = [Case(d.name if d != folders.pet else d.resolve().name, d) for d in dicom_case_folders(folders.pet)]
+        log.info("DICOM input: %d case folder(s) in %s", len(cases), folders.pet)
+        return cases
     pet_dir = folders.pet
     pets = list_images(pet_dir)
     if not pets:
@@ -154,10 +205,11 @@ class Extras:
     probabilities: bool = False
 
     def for_case(self, output_root: Path, case: Case) -> ExtraOutputs:
+        name = map_name(case)
         return ExtraOutputs(
-            votes=output_root / VOTES_SUBDIR / case.pet.name if self.votes else None,
-            probability=output_root / PROBABILITY_SUBDIR / case.pet.name if self.probabilities else None,
-            report=output_root / REPORT_SUBDIR / f"{image_stem(case.pet)}.json" if self.report else None)
+            votes=output_root / VOTES_SUBDIR / name if self.votes else None,
+            probability=output_root / PROBABILITY_SUBDIR / name if self.probabilities else None,
+            report=output_root / REPORT_SUBDIR / f"{image_stem(Path(name))}.json" if self.report else None)
 
     def folders(self, output_root: Path) -> list[Path]:
         asked = ((self.report, REPORT_SUBDIR), (self.votes, VOTES_SUBDIR), (self.probabilities, PROBABILITY_SUBDIR))
@@ -213,19 +265,37 @@ def _one_line_error(exc: Exception, case: Case) -> str:
     return " ".join(message.split())  # one line, whatever ITK or torch put in it
 
 
+def existing_output_problem(target: Path, case: Case) -> str | None:
+    """Why an output left by an earlier run cannot be kept (None: a complete one for this case)."""
+    if target.suffix == ".dcm":
+        from .dicom import seg_problem
+
+        return seg_problem(target)
+    if is_dicom_case(case):  # no PET file to compare grids with: a readable 0/1 uint8 image will do
+        try:
+            image = read_header(target, "mask")
+        except InputError as exc:
+            return str(exc)
+        return None if image.GetPixelID() == sitk.sitkUInt8 else f"{target}: not an 8-bit unsigned mask"
+    return existing_mask_problem(target, case.pet)
+
+
 def run_case(predictor: Predictor, case: Case, output_dir: Path, overwrite: bool = False,
-             extras: ExtraOutputs | None = None, timeout_s: float | None = None) -> tuple[dict[str, Any], bool]:
+             extras: ExtraOutputs | None = None, timeout_s: float | None = None,
+             output_format: str | None = None) -> tuple[dict[str, Any], bool]:
     """Segment one case into ``output_dir`` unless its mask (and the asked-for extras) are there.
 
     A finished mask whose lesion report alone is missing gets the report from the files, without
     inference. Returns its results.json entry and whether it failed; a bad input is logged in one
     line naming the file and recorded in ``error_messages``.
     """
-    target, extras = output_dir / case.pet.name, extras or ExtraOutputs()
-    result: dict[str, Any] = {"outputs": [dict(type="metaio_image", filename=target.name)],
-                              "inputs": [dict(type="metaio_image", filename=case.pet.name)], "error_messages": []}
+    target, extras = output_dir / mask_name(case, output_format), extras or ExtraOutputs()
+    kind = "dicom_seg" if target.suffix == ".dcm" else "metaio_image"
+    result: dict[str, Any] = {"outputs": [dict(type=kind, filename=target.name)],
+                              "inputs": [dict(type="dicom_folder" if is_dicom_case(case) else "metaio_image",
+                                              filename=case.pet.name)], "error_messages": []}
     if (target.exists() or target.is_symlink()) and not overwrite:
-        problem = existing_mask_problem(target, case.pet)
+        problem = existing_output_problem(target, case)
         missing = extras.missing()
         if problem is None and not missing:
             log.info("%s: mask exists, skipped (use --overwrite to recompute)", case.pet.name)
@@ -320,6 +390,7 @@ class FolderRun:
     folders: InputFolders | None = None
     extras: Extras = NO_EXTRAS
     case_timeout_s: float | None = None
+    output_format: str | None = None
 
     @property
     def output_dir(self) -> Path:
@@ -338,7 +409,8 @@ class FolderRun:
         for case in tqdm(self.cases, desc="cases", unit="case", disable=len(self.cases) < 2):
             self.current = case.pet.name  # left set when interrupted: the message names the case
             result, failed = run_case(self.predictor, case, self.output_dir, self.overwrite,
-                                      self.extras.for_case(self.output_root, case), self.case_timeout_s)
+                                      self.extras.for_case(self.output_root, case), self.case_timeout_s,
+                                      self.output_format)
             self.current = None
             self.results.append(result)
             self.failed += [case.pet.name] if failed else []

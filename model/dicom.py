@@ -1,0 +1,288 @@
+"""Hospital data: a DICOM PET series in (body-weight SUV from its headers), a DICOM-SEG out.
+
+Outside the challenge, scans arrive as DICOM series in Bq/ml, not as SUV ``.mha`` files, and the
+conversion is where mistakes are made (decay correction, units, weight in g or kg). Here it is done
+from the headers with every input checked; a missing or implausible tag is a one-line error naming
+the series and the tag, never a silent default:
+
+    SUV = activity concentration (Bq/ml) x body weight (g) / decay-corrected injected dose (Bq)
+
+* ``Units`` BQML (Bq/ml); CNTS only with Philips' activity concentration scale factor
+  (7053,1009); GML is already SUV. Anything else is refused.
+* ``DecayCorrection`` START: the images are decay corrected to the scan start, so the dose is
+  decayed from injection to then; ADMIN: corrected to the injection, the dose is used as is.
+* The scan start is SeriesDate/SeriesTime, or the earliest AcquisitionDate/Time when that is
+  earlier (a series re-created after the scan carries a later series time).
+* Each slice's RescaleSlope and RescaleIntercept are applied to its own pixels.
+
+The series must be one regular volume: one orientation, equal slice spacing (within 1 %), no gantry
+tilt. The volume is built on the slices' own positions, so the mask lies exactly on the PET's frames
+and the DICOM-SEG (highdicom) references each of them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import SimpleITK as sitk
+
+from .io import InputError
+
+PET_MODALITY = "PT"
+#: Philips private tag: multiply CNTS pixel values by it to get Bq/ml.
+PHILIPS_ACTIVITY_SCALE = (0x7053, 0x1009)
+#: Plausible adult or child body weight in kg (a weight in grams is the usual slip).
+WEIGHT_KG = (1.0, 400.0)
+
+
+@dataclass(frozen=True)
+class Series:
+    """One DICOM series: its UID, modality, and its files."""
+
+    uid: str
+    modality: str
+    files: tuple[Path, ...]
+    description: str = ""
+
+    def name(self) -> str:
+        return f"series {self.uid}" + (f" ({self.description})" if self.description else "")
+
+
+@dataclass
+class PetVolume:
+    """The PET as SUV on the slices' grid, and the slice datasets in the volume's z order."""
+
+    image: sitk.Image
+    slices: list[pydicom.Dataset]
+    series: Series
+
+
+def is_dicom_file(path: Path) -> bool:
+    """A DICOM Part 10 file: "DICM" after the 128-byte preamble."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def dicom_files(folder: Path) -> list[Path]:
+    """Every DICOM file below ``folder`` (nested folders allowed), sorted."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".") and is_dicom_file(p))
+
+
+def find_series(folder: Path) -> list[Series]:
+    """The series below ``folder``, grouped by SeriesInstanceUID (headers only are read)."""
+    groups: dict[str, list[Path]] = defaultdict(list)
+    info: dict[str, tuple[str, str]] = {}
+    for path in dicom_files(folder):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception as exc:  # noqa: BLE001 - a broken file is named, not a traceback
+            raise InputError(f"{path}: not a readable DICOM file ({exc})") from None
+        uid = str(ds.get("SeriesInstanceUID", ""))
+        if not uid:
+            raise InputError(f"{path}: no SeriesInstanceUID")
+        groups[uid].append(path)
+        info.setdefault(uid, (str(ds.get("Modality", "")), str(ds.get("SeriesDescription", ""))))
+    return [Series(uid, info[uid][0], tuple(files), info[uid][1]) for uid, files in sorted(groups.items())]
+
+
+def pet_series(folder: Path) -> Series:
+    """The one PET series of a case folder; a clear error for none or several."""
+    series = find_series(folder)
+    pets = [s for s in series if s.modality == PET_MODALITY]
+    if not pets:
+        found = ", ".join(sorted({s.modality or "?" for s in series})) or "no DICOM files"
+        raise InputError(f"{folder}: no PET (modality PT) series ({found})")
+    if len(pets) > 1:
+        raise InputError(f"{folder}: {len(pets)} PET series, one expected per case folder: "
+                         + ", ".join(s.uid for s in pets))
+    return pets[0]
+
+
+def _tag(ds: pydicom.Dataset, keyword: str, series: Series, where: str = "") -> object:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        raise InputError(f"{series.name()}: missing {keyword}{where}")
+    return value
+
+
+def _datetime(date: str, time: str) -> dt.datetime:
+    time = time.split(".")[0].ljust(6, "0")
+    return dt.datetime.strptime(f"{date}{time}", "%Y%m%d%H%M%S")
+
+
+def _geometry(slices: list[pydicom.Dataset], series: Series) -> tuple[list[pydicom.Dataset], np.ndarray, tuple]:
+    """Slices sorted along the normal; direction (3x3, columns = axes), spacing (x, y, z), origin."""
+    orientations = {tuple(round(float(v), 4) for v in _tag(ds, "ImageOrientationPatient", series)) for ds in slices}
+    if len(orientations) != 1:
+        raise InputError(f"{series.name()}: slices with {len(orientations)} orientations (a mixed series)")
+    iop = np.array(next(iter(orientations)), dtype=float)
+    row, col = iop[:3], iop[3:]
+    normal = np.cross(row, col)
+    positions = np.array([[float(v) for v in _tag(ds, "ImagePositionPatient", series)] for ds in slices])
+    order = np.argsort(positions @ normal)
+    slices, positions = [slices[i] for i in order], positions[order]
+    sizes = {(int(ds.Rows), int(ds.Columns)) for ds in slices}
+    spacings = {tuple(round(float(v), 5) for v in _tag(ds, "PixelSpacing", series)) for ds in slices}
+    if len(sizes) != 1 or len(spacings) != 1:
+        raise InputError(f"{series.name()}: slices of different sizes or pixel spacings (a mixed series)")
+    if len(slices) < 2:
+        raise InputError(f"{series.name()}: one slice, not a volume")
+    steps = np.diff(positions, axis=0)
+    along = steps @ normal
+    if np.any(along <= 1e-6):
+        raise InputError(f"{series.name()}: two slices at one position (a mixed series or duplicates)")
+    off_axis = np.linalg.norm(steps - np.outer(along, normal), axis=1)
+    tilt = float(ds_tilt) if (ds_tilt := slices[0].get("GantryDetectorTilt")) not in (None, "") else 0.0
+    if abs(tilt) > 1e-3 or np.any(off_axis > 0.01 * np.maximum(along, 1e-6) + 1e-3):
+        raise InputError(f"{series.name()}: gantry tilt (slices not stacked along their normal); resample it first")
+    if along.max() - along.min() > 0.01 * along.mean():
+        raise InputError(f"{series.name()}: unequal slice spacing ({along.min():.3f} to {along.max():.3f} mm)")
+    pixel = next(iter(spacings))  # (row spacing, column spacing) = (y, x)
+    direction = np.stack([row, col, normal], axis=1)
+    return slices, direction, ((float(pixel[1]), float(pixel[0]), float(along.mean())), tuple(positions[0]))
+
+
+def suv_factor(first: pydicom.Dataset, slices: Sequence[pydicom.Dataset], series: Series) -> float:
+    """Bq/ml -> SUVbw, from the headers (see the module's docstring)."""
+    units = str(_tag(first, "Units", series)).upper()
+    if units == "GML":
+        return 1.0
+    if units not in ("BQML", "CNTS"):
+        raise InputError(f"{series.name()}: Units {units}; only BQML (or CNTS with a scale factor, or GML) is read")
+    weight = float(_tag(first, "PatientWeight", series))
+    if not WEIGHT_KG[0] <= weight <= WEIGHT_KG[1]:
+        raise InputError(f"{series.name()}: implausible PatientWeight {weight:g} kg (expected "
+                         f"{WEIGHT_KG[0]:g}-{WEIGHT_KG[1]:g}; grams given as kg?)")
+    info = _tag(first, "RadiopharmaceuticalInformationSequence", series)
+    if not len(info):  # type: ignore[arg-type]
+        raise InputError(f"{series.name()}: missing RadiopharmaceuticalInformationSequence")
+    drug = info[0]  # type: ignore[index]
+    dose = float(_tag(drug, "RadionuclideTotalDose", series, " (in RadiopharmaceuticalInformationSequence)"))
+    half_life = float(_tag(drug, "RadionuclideHalfLife", series, " (in RadiopharmaceuticalInformationSequence)"))
+    if dose <= 0 or half_life <= 0:
+        raise InputError(f"{series.name()}: RadionuclideTotalDose {dose:g} Bq and RadionuclideHalfLife "
+                         f"{half_life:g} s must be positive")
+    correction = str(_tag(first, "DecayCorrection", series)).upper()
+    if correction not in ("START", "ADMIN"):
+        raise InputError(f"{series.name()}: DecayCorrection {correction}; only START and ADMIN are read")
+    scale = 1.0
+    if units == "CNTS":
+        if PHILIPS_ACTIVITY_SCALE not in first:
+            raise InputError(f"{series.name()}: Units CNTS without Philips' activity concentration scale factor "
+                             "(7053,1009)")
+        scale = float(first[PHILIPS_ACTIVITY_SCALE].value)
+    if correction == "ADMIN":
+        return scale * weight * 1000.0 / dose
+    if drug.get("RadiopharmaceuticalStartDateTime"):
+        text = str(drug.RadiopharmaceuticalStartDateTime)
+        injected = _datetime(text[:8], text[8:] or "000000")
+    else:
+        injected = _datetime(str(_tag(first, "SeriesDate", series)),
+                             str(_tag(drug, "RadiopharmaceuticalStartTime", series,
+                                      " (in RadiopharmaceuticalInformationSequence)")))
+    start = _datetime(str(_tag(first, "SeriesDate", series)), str(_tag(first, "SeriesTime", series)))
+    acquired = [_datetime(str(ds.get("AcquisitionDate") or first.SeriesDate), str(ds.AcquisitionTime))
+                for ds in slices if ds.get("AcquisitionTime")]
+    if acquired and min(acquired) < start:
+        start = min(acquired)
+    elapsed = (start - injected).total_seconds()
+    if elapsed < 0:
+        raise InputError(f"{series.name()}: injection ({injected:%Y-%m-%d %H:%M:%S}) after the scan start "
+                         f"({start:%Y-%m-%d %H:%M:%S})")
+    decayed = dose * math.pow(2.0, -elapsed / half_life)
+    return scale * weight * 1000.0 / decayed
+
+
+def read_pet_series(series: Series) -> PetVolume:
+    """The series as an SUV image (float32) on its own grid, with its slices in z order."""
+    try:
+        slices = [pydicom.dcmread(p) for p in series.files]
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"{series.name()}: a file could not be read ({exc})") from None
+    slices, direction, (spacing, origin) = _geometry(slices, series)
+    factor = suv_factor(slices[0], slices, series)
+    try:
+        planes = [ds.pixel_array.astype(np.float64) * float(ds.get("RescaleSlope", 1.0))
+                  + float(ds.get("RescaleIntercept", 0.0)) for ds in slices]
+    except Exception as exc:  # noqa: BLE001 - e.g. a compressed transfer syntax without its decoder
+        raise InputError(f"{series.name()}: pixel data could not be decoded ({exc})") from None
+    image = sitk.GetImageFromArray((np.stack(planes) * factor).astype(np.float32))
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    image.SetDirection(tuple(float(v) for v in direction.ravel()))
+    return PetVolume(image, slices, series)
+
+
+def algorithm_version() -> str:
+    """The package's version for the SEG's algorithm identification ("unknown" where not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("autopet-sw-unet")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def has_dicom(folder: Path) -> bool:
+    """Whether any DICOM file lies below ``folder`` (stops at the first)."""
+    return any(p.is_file() and is_dicom_file(p) for p in folder.rglob("*"))
+
+
+def seg_problem(path: Path) -> str | None:
+    """Why a SEG left by an earlier run cannot be kept (None: a readable DICOM-SEG)."""
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception as exc:  # noqa: BLE001
+        return f"{path}: not a readable DICOM file ({exc})"
+    if ds.get("Modality") != "SEG" or not ds.get("NumberOfFrames"):
+        return f"{path}: not a DICOM segmentation"
+    return None
+
+
+def write_seg(mask: sitk.Image, pet: PetVolume, path: Path, version: str | None = None,
+              algorithm: str = "autopet-sw-unet", description: str | None = None) -> None:
+    """A binary DICOM-SEG with one segment "lesion", referencing every PET slice, written atomically."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    from .io import write_atomic
+
+    version = version or algorithm_version()
+    frames = sitk.GetArrayFromImage(mask).astype(np.uint8)  # (z, y, x): frame k lies on pet.slices[k]
+    if frames.shape != (len(pet.slices), int(pet.slices[0].Rows), int(pet.slices[0].Columns)):
+        raise ValueError(f"mask of shape {frames.shape} is not on the PET series' frames")
+    segment = hd.seg.SegmentDescription(
+        segment_number=1, segment_label="lesion",
+        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=codes.SCT.Lesion, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=hd.AlgorithmIdentificationSequence(
+            name=algorithm, family=codes.cid7162.ArtificialIntelligence, version=version))
+    seg = hd.seg.Segmentation(
+        source_images=pet.slices, pixel_array=frames, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[segment], series_instance_uid=hd.UID(), series_number=9901,
+        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="autopet-sw-unet",
+        manufacturer_model_name=algorithm, software_versions=version, device_serial_number="0",
+        content_description=(description or "FDG-avid lesions, automatic")[:64], omit_empty_frames=False)
+    write_atomic(path, lambda tmp: seg.save_as(tmp))
+
+
+def read_seg_mask(path: Path, pet: PetVolume) -> np.ndarray:
+    """The SEG's lesion frames as a (z, y, x) uint8 array in ``pet``'s slice order (for checks and tests)."""
+    import highdicom as hd
+
+    seg = hd.seg.segread(path)
+    uids = [ds.SOPInstanceUID for ds in pet.slices]
+    frames = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[1],
+                                               assert_missing_frames_are_empty=True)
+    return np.ascontiguousarray(frames[..., 0]).astype(np.uint8)

@@ -1,0 +1,168 @@
+"""DICOM in (SUV from the headers), DICOM-SEG out, NIfTI in and out: with series the project writes
+from phantoms of known SUV (training/phantoms/dicom_export.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+
+import process
+from model.dicom import pet_series, read_pet_series, read_seg_mask, write_seg
+from model.io import InputError
+from tests.conftest import HOTSPOT_WEIGHTS, body_with_lesion
+from training.phantoms.dicom_export import Acquisition, write_dicom_study
+
+OUT_SUB = Path("images/automated-petct-lesion-segmentation")
+
+
+@pytest.fixture(scope="module")
+def phantom() -> sitk.Image:
+    pet, _ = body_with_lesion(size=(40, 36, 30), direction=(-1, 0, 0, 0, 1, 0, 0, 0, -1))
+    return pet
+
+
+def suv_back(folder: Path) -> sitk.Image:
+    return read_pet_series(pet_series(folder)).image
+
+
+@pytest.mark.parametrize("acq", [
+    Acquisition(),
+    Acquisition(weight_kg=52.5, dose_bq=2.1e8, scan_start=dt.datetime(2026, 3, 4, 11, 15, 0)),
+    Acquisition(decay_correction="ADMIN"),
+], ids=["start", "another-patient", "admin"])
+def test_suv_from_the_headers_matches_the_phantom(tmp_path, phantom, acq):
+    if acq.decay_correction == "ADMIN":  # corrected to the injection: the dose is not decayed
+        acq = Acquisition(decay_correction="ADMIN", scan_start=acq.injected)
+    write_dicom_study(phantom, tmp_path / "case", acq)
+    back = suv_back(tmp_path / "case")
+    expected = sitk.DICOMOrient(phantom, "LPS")
+    assert back.GetSize() == expected.GetSize() and back.GetSpacing() == expected.GetSpacing()
+    np.testing.assert_allclose(back.GetOrigin(), expected.GetOrigin(), atol=1e-6)
+    np.testing.assert_allclose(back.GetDirection(), expected.GetDirection(), atol=1e-9)
+    a, b = sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(expected)
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(b.max()))
+
+
+def test_cnts_with_the_philips_scale_factor(tmp_path, phantom):
+    """CNTS pixels times (7053,1009) are Bq/ml: the writer stores Bq/ml / 2 and a factor 2."""
+    acq = Acquisition(units="CNTS")
+    write_dicom_study(phantom, tmp_path / "case", acq)
+    for path in (tmp_path / "case/PT").iterdir():
+        ds = pydicom.dcmread(path)
+        ds.RescaleSlope = f"{float(ds.RescaleSlope) / 2:.10g}"
+        ds.add_new((0x7053, 0x1009), "DS", "2")
+        ds.save_as(path)
+    b = sitk.GetArrayFromImage(sitk.DICOMOrient(phantom, "LPS"))
+    np.testing.assert_allclose(sitk.GetArrayFromImage(suv_back(tmp_path / "case")), b, rtol=1e-4,
+                               atol=1e-4 * float(b.max()))
+
+
+def _edit(folder: Path, change) -> None:
+    for path in sorted((folder / "PT").iterdir()):
+        ds = pydicom.dcmread(path)
+        change(ds, int(ds.InstanceNumber) - 1)
+        ds.save_as(path)
+
+
+@pytest.mark.parametrize("name, change, message", [
+    ("units", lambda ds, k: setattr(ds, "Units", "PROPCPS"), "Units PROPCPS; only BQML"),
+    ("cnts", lambda ds, k: setattr(ds, "Units", "CNTS"), "Units CNTS without Philips' activity concentration"),
+    ("weight", lambda ds, k: delattr(ds, "PatientWeight"), "missing PatientWeight"),
+    ("grams", lambda ds, k: setattr(ds, "PatientWeight", "75000"), "implausible PatientWeight 75000 kg"),
+    ("dose", lambda ds, k: delattr(ds.RadiopharmaceuticalInformationSequence[0], "RadionuclideTotalDose"),
+     "missing RadionuclideTotalDose (in RadiopharmaceuticalInformationSequence)"),
+    ("injected-late", lambda ds, k: setattr(ds.RadiopharmaceuticalInformationSequence[0],
+                                            "RadiopharmaceuticalStartDateTime", "20260304120000"),
+     "injection (2026-03-04 12:00:00) after the scan start (2026-03-04 10:02:30)"),
+    ("decay", lambda ds, k: setattr(ds, "DecayCorrection", "NONE"), "DecayCorrection NONE; only START and ADMIN"),
+    ("tilt", lambda ds, k: setattr(ds, "ImagePositionPatient",
+                                   [float(ds.ImagePositionPatient[0]), float(ds.ImagePositionPatient[1]) + 0.5 * k,
+                                    float(ds.ImagePositionPatient[2])]), "gantry tilt"),
+    ("spacing", lambda ds, k: setattr(ds, "ImagePositionPatient",
+                                      [*map(float, ds.ImagePositionPatient[:2]),
+                                       float(ds.ImagePositionPatient[2]) + (1.0 if k > 10 else 0.0)]),
+     "unequal slice spacing"),
+])
+def test_bad_headers_give_one_clear_error(tmp_path, phantom, name, change, message):
+    write_dicom_study(phantom, tmp_path / "case")
+    _edit(tmp_path / "case", change)
+    with pytest.raises(InputError) as err:
+        suv_back(tmp_path / "case")
+    text = str(err.value)
+    assert message in text and text.startswith("series ") and "\n" not in text
+
+
+def test_two_pet_series_in_one_case_folder(tmp_path, phantom):
+    write_dicom_study(phantom, tmp_path / "case" / "first")
+    write_dicom_study(phantom, tmp_path / "case" / "second")
+    with pytest.raises(InputError, match="2 PET series, one expected per case folder"):
+        pet_series(tmp_path / "case")
+
+
+def test_dicom_seg_round_trip(tmp_path, phantom):
+    uids = write_dicom_study(phantom, tmp_path / "case")
+    pet = read_pet_series(pet_series(tmp_path / "case"))
+    mask = sitk.Cast(pet.image > 3.0, sitk.sitkUInt8)
+    assert sitk.GetArrayViewFromImage(mask).any()
+    write_seg(mask, pet, tmp_path / "seg.dcm", version="test")
+    seg = hd.seg.segread(tmp_path / "seg.dcm")
+    assert seg.Modality == "SEG" and seg.ReferencedSeriesSequence[0].SeriesInstanceUID == uids["PT"]
+    assert seg.SegmentSequence[0].SegmentLabel == "lesion"
+    assert seg.SegmentSequence[0].SegmentAlgorithmName == "autopet-sw-unet"
+    np.testing.assert_array_equal(read_seg_mask(tmp_path / "seg.dcm", pet), sitk.GetArrayFromImage(mask))
+    # geometry: each frame's position is its PET slice's
+    positions = [tuple(float(v) for v in f.PlanePositionSequence[0].ImagePositionPatient)
+                 for f in seg.PerFrameFunctionalGroupsSequence]
+    assert sorted(positions) == sorted(tuple(float(v) for v in ds.ImagePositionPatient) for ds in pet.slices)
+
+
+def test_process_on_three_dicom_studies_one_broken(tmp_path, phantom, caplog):
+    root = tmp_path / "input"
+    for name in ("study_a", "study_b"):
+        write_dicom_study(phantom, root / name / "nested", ct=sitk.Cast(phantom * 0 - 1000, sitk.sitkInt16))
+    write_dicom_study(phantom, root / "study_c")
+    _edit(root / "study_c", lambda ds, k: delattr(ds, "PatientWeight"))
+    caplog.set_level(logging.INFO)
+
+    code = process.main(["--input", str(root), "--output", str(tmp_path / "out"), "--weights", str(HOTSPOT_WEIGHTS),
+                         "--device", "cpu", "--report"])
+    assert code == 1
+    written = sorted(p.name for p in (tmp_path / "out" / OUT_SUB).iterdir())
+    assert written == ["study_a.dcm", "study_b.dcm"]
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR and "study_c" in r.getMessage()]
+    assert len(errors) == 2 and errors[0].startswith(f"{root / 'study_c'}: series ")  # the case's line, the summary
+    assert errors[0].endswith("(PET WB phantom): missing PatientWeight")
+    pet = read_pet_series(pet_series(root / "study_a"))
+    mask = read_seg_mask(tmp_path / "out" / OUT_SUB / "study_a.dcm", pet)
+    assert mask.any()  # the hot ball
+    results = json.loads((tmp_path / "out/results.json").read_text())
+    assert [r["outputs"][0]["type"] if r["outputs"] else None for r in results] == ["dicom_seg", "dicom_seg", None]
+    assert json.loads((tmp_path / "out/lesion-report/study_a.json").read_text())["summary"]["lesions"] >= 1
+
+
+def test_nifti_in_and_out_keeps_the_geometry(tmp_path, phantom):
+    (tmp_path / "input/images/pet").mkdir(parents=True)
+    sitk.WriteImage(phantom, str(tmp_path / "input/images/pet/case.nii.gz"))
+    pet = sitk.ReadImage(str(tmp_path / "input/images/pet/case.nii.gz"))
+    for fmt, name in ((None, "case.nii.gz"), ("mha", "case.mha"), ("nifti", "case.nii.gz")):
+        out = tmp_path / f"out-{fmt}"
+        args = ["--input", str(tmp_path / "input"), "--output", str(out), "--weights", str(HOTSPOT_WEIGHTS),
+                "--device", "cpu"] + (["--output-format", fmt] if fmt else [])
+        assert process.main(args) == 0
+        mask = sitk.ReadImage(str(out / OUT_SUB / name))
+        assert mask.GetSize() == pet.GetSize() and mask.GetPixelID() == sitk.sitkUInt8
+        np.testing.assert_allclose(mask.GetOrigin(), pet.GetOrigin(), atol=1e-4)
+        np.testing.assert_allclose(mask.GetDirection(), pet.GetDirection(), atol=1e-6)
+        np.testing.assert_allclose(mask.GetSpacing(), pet.GetSpacing(), atol=1e-6)
+    assert process.main(["--input", str(tmp_path / "input"), "--output", str(tmp_path / "x"), "--weights",
+                         str(HOTSPOT_WEIGHTS), "--output-format", "dicom-seg"]) == 2
+    shutil.rmtree(tmp_path / "x", ignore_errors=True)
