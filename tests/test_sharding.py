@@ -101,3 +101,57 @@ def test_two_torchrun_ranks_split_the_cases_and_merge_one_results_json(six_cases
     results = json.loads((output / "results.json").read_text())
     assert sorted(e["inputs"][0]["filename"] for e in results if "inference" in e) == ["a.mha", "c.mha", "e.mha"]
     assert all(np.array_equal(single[k], m) for k, m in _masks(output).items()) and len(_masks(output)) == 6
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (Linux /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc to find the ranks")
+def test_a_rank_killed_mid_run_loses_only_its_case_in_progress(tmp_path):
+    """SIGKILL one torchrun rank once the first mask is written: the run stops, nothing partial is
+    left, and the same command again finishes exactly the cases that are missing."""
+    import signal
+    import time
+
+    root = tmp_path / "input"
+    (root / "images/pet").mkdir(parents=True)
+    for i in range(4):
+        pet, _ = body_with_lesion(size=(112, 112, 112), seed=i)
+        sitk.WriteImage(pet, str(root / "images/pet" / f"big{i}.mha"))
+    assert _run(root, tmp_path / "single", "--crop", "none") == 0
+    output = tmp_path / "ranks"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(ROOT / "process.py"), "--input", str(root), "--output", str(output),
+           "--weights", str(HOTSPOT_WEIGHTS), "--device", "cpu", "--crop", "none"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 300
+    while not list((output / OUT_SUB).glob("*.mha")) and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.05)
+    ranks = [pid for agent in _children(run.pid) for pid in [agent, *_children(agent)]]
+    workers = [pid for pid in ranks if "process.py" in Path(f"/proc/{pid}/cmdline").read_text(errors="ignore")]
+    assert workers, "no rank found to kill"
+    os.kill(workers[-1], signal.SIGKILL)
+    run.communicate(timeout=300)
+    assert run.returncode != 0
+    before = sorted(p.name for p in (output / OUT_SUB).glob("*.mha"))
+    assert 1 <= len(before) < 4, before  # killed mid-run
+
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    results = json.loads((output / "results.json").read_text())
+    redone = sorted(e["inputs"][0]["filename"] for e in results if "inference" in e)
+    assert redone == sorted(set(f"big{i}.mha" for i in range(4)) - set(before))
+    single, ranks_masks = _masks(tmp_path / "single"), _masks(output)
+    assert sorted(ranks_masks) == sorted(single) and all(np.array_equal(single[k], ranks_masks[k]) for k in single)
+    assert not [p.name for p in (output / OUT_SUB).iterdir() if p.name.startswith(".")]
