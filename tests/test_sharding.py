@@ -126,7 +126,7 @@ def test_a_rank_killed_mid_run_loses_only_its_case_in_progress(tmp_path):
     root = tmp_path / "input"
     (root / "images/pet").mkdir(parents=True)
     for i in range(4):
-        pet, _ = body_with_lesion(size=(112, 112, 112), seed=i)
+        pet, _ = body_with_lesion(size=(80, 80, 80), seed=i)
         sitk.WriteImage(pet, str(root / "images/pet" / f"big{i}.mha"))
     assert _run(root, tmp_path / "single", "--crop", "none") == 0
     output = tmp_path / "ranks"
