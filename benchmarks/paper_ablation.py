@@ -78,6 +78,7 @@ def train_variant(args: argparse.Namespace) -> int:
     print(json.dumps({"variant": args.variant, "status": result.status, "epochs": result.epochs_done, "steps": steps,
                       "train_s": round(seconds, 1), "s_per_step": round(seconds / max(1, steps), 3),
                       "this_process_s": round(time.monotonic() - started, 1),
+                      "this_process_cpu_s": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 1),
                       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))
     return 0
 
