@@ -6,7 +6,12 @@ use, so that light users of the package (``model.io``) do not import torch and M
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
+
+# MONAI warns on import, once per process, that a GPU DICOM decoder for pydicom is missing; pydicom
+# decodes this project's DICOM itself, so the line would only alarm users (and every worker's log).
+logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
 
 if TYPE_CHECKING:
     from .config import ModelConfig

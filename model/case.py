@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .io import InputError, read_header, read_image, same_geometry, write_image_atomic
+from .io import InputError, is_dicom_folder, read_header, read_image, same_geometry, write_image_atomic
 from .predictor import NETWORKS_KEY, Predictor
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ def segment_file(predictor: Predictor, pet_path: Path, ct_path: Path | None, mas
     report, extras = CaseReport(pet_path, mask_path), extras or ExtraOutputs()
     started = time.perf_counter()
     series = None
-    if pet_path.is_dir():  # a case folder of DICOM series: SUV from the PET series' headers
+    if is_dicom_folder(pet_path):  # a case folder of DICOM series: SUV from the PET series' headers
         from .dicom import pet_series, read_pet_series
 
         try:
@@ -146,7 +146,7 @@ def write_report_from_files(pet_path: Path, mask_path: Path, extras: ExtraOutput
     """
     from .report import write_case_report
 
-    if pet_path.is_dir() or mask_path.suffix == ".dcm":
+    if is_dicom_folder(pet_path) or mask_path.suffix == ".dcm":
         raise InputError(f"{pet_path}: the report of a DICOM case is made with its segmentation; rerun with "
                          "--overwrite")
     pet = read_image(pet_path, "PET")

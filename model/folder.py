@@ -33,6 +33,7 @@ from .io import (
     existing_mask_problem,
     ignored_entries,
     image_stem,
+    is_dicom_folder,
     list_images,
     pair_cases,
     read_header,
@@ -81,7 +82,7 @@ class InputFolders:
 
 def is_dicom_case(case: Case) -> bool:
     """A case read from a folder of DICOM series rather than an image file."""
-    return case.pet is not None and case.pet.is_dir()
+    return case.pet is not None and is_dicom_folder(case.pet)
 
 
 def mask_name(case: Case, output_format: str | None = None) -> str:

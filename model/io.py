@@ -63,6 +63,11 @@ def image_stem(path: Path) -> str:
     return path.name[: -len(suffix)] if suffix else path.stem
 
 
+def is_dicom_folder(path: Path) -> bool:
+    """A case folder of DICOM series: a folder not named like an image (``x.mha/`` is a broken PET)."""
+    return path.is_dir() and image_suffix(path) is None
+
+
 def is_image_name(path: Path) -> bool:
     """Named like an image and not hidden (temp files, editors' and OSes' droppings)."""
     return image_suffix(path) is not None and not path.name.startswith(".")
