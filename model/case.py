@@ -140,9 +140,8 @@ def segment_file(predictor: Predictor, pet_path: Path, ct_path: Path | None, mas
 def write_report_from_files(pet_path: Path, mask_path: Path, extras: ExtraOutputs) -> dict:
     """The lesion report of a case whose mask (and maybe vote map) an earlier run wrote: no inference.
 
-    The vote share needs the vote map and the number of networks; both come from the files when the
-    vote map is there (its largest value bounds the networks from below, so the count is taken from
-    the map's recorded metadata ``networks``); without them the share is left out.
+    The vote share comes from the vote map and the network count its header records (MetaImage
+    keeps it, NIfTI does not); without them the share is left out.
     """
     from .report import write_case_report
 

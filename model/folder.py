@@ -151,13 +151,12 @@ def check_folders(input_root: Path, output_root: Path, output_slug: str = DEFAUL
         raise InputError(f"{input_root}: --output-format dicom-seg needs DICOM input (a folder of DICOM series "
                          "per case)")
     pet_dir = folders.pet
-    if folders.dicom:
-        pass
-    elif not pet_dir.is_dir():
-        raise InputError(f"{pet_dir}: no PET folder (expected <input>/images/pet/*.mha, or a folder of DICOM "
-                         "series per case)")
-    elif not list_images(pet_dir):
-        raise InputError(f"{pet_dir}: no PET images (.mha, .mhd, .nii.gz, .nii, .nrrd) in folder")
+    if not folders.dicom:  # a DICOM input was recognised by its case folders already
+        if not pet_dir.is_dir():
+            raise InputError(f"{pet_dir}: no PET folder (expected <input>/images/pet/*.mha, or a folder of DICOM "
+                             "series per case)")
+        if not list_images(pet_dir):
+            raise InputError(f"{pet_dir}: no PET images (.mha, .mhd, .nii.gz, .nii, .nrrd) in folder")
     output_dir = output_root / output_subdir(output_slug)
     extra_dirs = (extras or NO_EXTRAS).folders(output_root)
     for folder in (output_dir, *extra_dirs):
