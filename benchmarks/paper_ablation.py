@@ -53,11 +53,14 @@ def configs(variant: str, epochs: int, iters: int):
 
 
 def make_phantoms(folder: Path, seeds: str) -> list[Any]:
+    """The phantoms of ``seeds`` (made where missing); others in the folder are left out."""
     from training.layouts import read_layout
+    from training.phantoms.cli import parse_seeds
 
     subprocess.run([sys.executable, "-m", "training.phantoms", "--out", str(folder), "--seeds", seeds,
                     "--layout", "tcia", "--skip-existing", "--workers", "2"], check=True, cwd=ROOT)
-    return read_layout(folder, "tcia")
+    wanted = {f"PHANTOM{seed:05d}" for seed in parse_seeds([seeds])}
+    return [r for r in read_layout(folder, "tcia") if str(r.case_id).split("_")[0] in wanted]
 
 
 def train_variant(args: argparse.Namespace) -> int:
