@@ -26,6 +26,7 @@ from scipy import ndimage
 from scipy.spatial.distance import pdist
 
 from .io import grid_differences
+from .preprocessing import finite_or_zero
 
 #: Face- and edge-neighbours, not corners: the official autoPET evaluation's lesions.
 CONNECTIVITY = 18
@@ -98,7 +99,9 @@ def suv_peak_kernel(spacing: tuple[float, float, float], radius_mm: float = SUV_
 
 def _finite(values: np.ndarray) -> np.ndarray:
     """float64 copy with NaN and +-Inf as 0 (inference's rule for non-finite PET voxels)."""
-    return np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    out = values.astype(np.float64)
+    finite_or_zero(out)
+    return out
 
 
 def _peak(suv: np.ndarray, lesion: np.ndarray, box: tuple[slice, ...], kernel: np.ndarray) -> float:
