@@ -71,10 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     check_packages()
 
-    import numpy as np
     import torch
 
-    from model import Predictor
     from model.config import preset
     from model.network import build_network, count_parameters
     from training.phantoms import make_phantom
@@ -98,37 +96,11 @@ def main(argv: list[str] | None = None) -> int:
                "shape": list(phantom.pet.GetSize()),
                "conv_tflops_fp16": round(throughput, 1) if throughput else None, "runs": []}
     for n_models, sw_batch_size in itertools.product(args.models, args.sw_batch_size):
-        predictor = Predictor(networks[:n_models], config, device=device, sw_batch_size=sw_batch_size)
-        predictor.predict(phantom.pet)  # warm-up: cudnn.benchmark picks its kernels
-        times, network_times = [], []
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        for _ in range(args.repeats):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            started = time.perf_counter()
-            predictor.predict(phantom.pet)
-            times.append(time.perf_counter() - started)
-            network_times.append(predictor.last_info.seconds.get("network", float("nan")))
-        info = predictor.last_info  # window counts are the same every run; stages_s are the last run's
-        peak_gb = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
-        reserved_gb = torch.cuda.max_memory_reserved(device) / 1e9 if device.type == "cuda" else None
-        net_s = float(np.median(network_times))
-        bound = info.windows * n_models * GFLOP_PER_WINDOW / 1e3 / throughput if throughput else None
-        run = {"models": n_models, "sw_batch_size": sw_batch_size, "end_to_end_s": round(float(np.median(times)), 2),
-               "network_s": round(net_s, 2), "windows": info.windows, "windows_uncropped": info.windows_uncropped,
-               "s_per_window_per_model": round(net_s / max(1, info.windows * n_models), 4),
-               "peak_gpu_gb": round(peak_gb, 2) if peak_gb is not None else None,
-               "peak_reserved_gb": round(reserved_gb, 2) if reserved_gb is not None else None,
-               "flop_bound_s": round(bound, 2) if bound else None,
-               "stages_s": {k: round(v, 2) for k, v in info.seconds.items()}}
+        run = timed_run(networks[:n_models], config, phantom.pet, device, sw_batch_size, args.repeats, throughput)
         results["runs"].append(run)
         print(json.dumps(run), flush=True)
         if args.json:  # after every run, so a run cut off by the machine's limit keeps what it measured
             args.json.write_text(json.dumps(results, indent=2) + "\n")
-        del predictor
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
     if args.memory_cap_gb and device.type == "cuda":
         results["memory_cap"] = memory_capped_run(networks[0], config, phantom.pet, device, args.memory_cap_gb)
         print(json.dumps(results["memory_cap"]), flush=True)
@@ -136,6 +108,43 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def timed_run(networks, config, pet, device, sw_batch_size: int, repeats: int, throughput: float | None) -> dict:
+    """One ensemble size and window batch: warm-up, then ``repeats`` timed predictions and their peak memory."""
+    import numpy as np
+    import torch
+
+    from model import Predictor
+
+    n_models = len(networks)
+    predictor = Predictor(networks, config, device=device, sw_batch_size=sw_batch_size)
+    predictor.predict(pet)  # warm-up: cudnn.benchmark picks its kernels
+    times, network_times = [], []
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        predictor.predict(pet)
+        times.append(time.perf_counter() - started)
+        network_times.append(predictor.last_info.seconds.get("network", float("nan")))
+    info = predictor.last_info  # window counts are the same every run; stages_s are the last run's
+    peak_gb = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
+    reserved_gb = torch.cuda.max_memory_reserved(device) / 1e9 if device.type == "cuda" else None
+    net_s = float(np.median(network_times))
+    bound = info.windows * n_models * GFLOP_PER_WINDOW / 1e3 / throughput if throughput else None
+    del predictor
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return {"models": n_models, "sw_batch_size": sw_batch_size, "end_to_end_s": round(float(np.median(times)), 2),
+            "network_s": round(net_s, 2), "windows": info.windows, "windows_uncropped": info.windows_uncropped,
+            "s_per_window_per_model": round(net_s / max(1, info.windows * n_models), 4),
+            "peak_gpu_gb": round(peak_gb, 2) if peak_gb is not None else None,
+            "peak_reserved_gb": round(reserved_gb, 2) if reserved_gb is not None else None,
+            "flop_bound_s": round(bound, 2) if bound else None,
+            "stages_s": {k: round(v, 2) for k, v in info.seconds.items()}}
 
 
 def memory_capped_run(network, config, pet, device, cap_gb: float) -> dict:

@@ -17,6 +17,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from tqdm import tqdm
+
 from model.io import InputError, image_stem, list_images, read_image
 from model.report import CaseEntry, write_case_report, write_run_report
 
@@ -59,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     masks = {image_stem(m): m for m in list_images(args.mask)}
     entries, failed = [], 0
-    for pet_path in list_images(args.pet):
+    for pet_path in tqdm(list_images(args.pet), desc="cases", unit="case"):
         name, mask_path = image_stem(pet_path), _mask_for(pet_path, masks)
         target = args.out / f"{name}.json"
         try:
