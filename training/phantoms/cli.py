@@ -28,6 +28,7 @@ from training import layouts
 
 from .grid import AUTOPET_SPACING
 from .phantom import make_phantom
+from .ranges import PROFILES
 
 STAGING_PREFIX, STAGING_SUFFIX = ".phantom-", ".tmp"
 
@@ -43,6 +44,7 @@ class Options:
     direction: tuple[float, ...] | None
     lesions: bool | None
     channel_order: str
+    ranges: str = "standard"
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,8 @@ def _move_in(staging: Path, out: Path, rel: Path) -> None:
 def make_case(case: PhantomJob, opts: Options) -> str:
     """Make, write and move in one case; returns its progress line. Runs in a worker process."""
     t0 = time.perf_counter()
-    ph = make_phantom(case.seed, shape=opts.shape, spacing=opts.spacing, direction=opts.direction, lesions=opts.lesions)
+    ph = make_phantom(case.seed, shape=opts.shape, spacing=opts.spacing, direction=opts.direction, lesions=opts.lesions,
+                      ranges=opts.ranges)
     staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{case.case_id}.", suffix=STAGING_SUFFIX, dir=opts.out))
     try:
         rec = layouts.write_case(
@@ -165,6 +168,24 @@ def make_case(case: PhantomJob, opts: Options) -> str:
         f"{case.case_id}: {ph.pet.GetSize()} lesions={len(ph.info['lesions'])} "
         f"({time.perf_counter() - t0:.1f} s) -> {(opts.out / expected[-1]).parent}"
     )
+
+
+RANGES_MARKER = ".phantom-ranges"
+
+
+def claim_ranges(out: Path, ranges: str) -> None:
+    """Record the profile a dataset folder is made with; refuse to add another profile's cases to it.
+
+    Why: case ids name seeds, not profiles, so a ``wide`` PHANTOM00007_0 written into a ``standard``
+    folder (or skipped there by --skip-existing) would silently mix two datasets."""
+    marker = out / RANGES_MARKER
+    existing = marker.read_text().strip() if marker.is_file() else None
+    if existing is None and any(not entry.name.startswith(".") for entry in out.iterdir()):
+        existing = "standard"  # a folder without the marker holds standard phantoms (as before profiles)
+    if existing is not None and existing != ranges:
+        raise ValueError(f"{out} holds phantoms made with --ranges {existing}, not {ranges}; use another --out")
+    if ranges != "standard":  # standard folders stay as they always were
+        marker.write_text(ranges + "\n")
 
 
 def remove_stale_staging(out: Path) -> None:
@@ -230,6 +251,9 @@ def _parser() -> argparse.ArgumentParser:
         help="flip these image axes (direction cosines -1) to exercise orientation handling",
     )
     p.add_argument("--lesions", choices=["auto", "yes", "no"], default="auto")
+    p.add_argument("--ranges", choices=sorted(PROFILES), default="standard",
+                   help="the profile values are drawn from: standard (historical), wide (the demo's training "
+                        "data), shifted (outside wide: a held-out set); docs/phantoms.md#ranges")
     p.add_argument("--channel-order", choices=["ct_pet", "pet_ct"], default="ct_pet", help="nnU-Net only")
     p.add_argument(
         "--studies-per-patient",
@@ -270,8 +294,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         direction=_flip_direction(args.flip_axes),
         lesions={"auto": None, "yes": True, "no": False}[args.lesions],
         channel_order=args.channel_order,
+        ranges=args.ranges,
     )
     args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        claim_ranges(args.out, args.ranges)
+    except ValueError as exc:
+        p.error(str(exc))
     remove_stale_staging(args.out)
     cases = plan_cases(seeds, args.studies_per_patient)
     todo = [c for c in cases if not (args.skip_existing and is_complete(c, opts))]

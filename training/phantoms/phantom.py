@@ -1,8 +1,9 @@
 """make_phantom: seed and grid in, PET/CT/label images and their ground truth out.
 
-Four generators are derived from the seed, one per purpose ([seed, 0] patient, [seed, 1] lesions,
-[seed, 2] texture, [seed, 3] scanner noise), so that asking for lesions or not, or a different grid,
-does not change the patient that the seed describes.
+Five generators are derived from the seed, one per purpose ([seed, 0] patient, [seed, 1] lesions,
+[seed, 2] texture, [seed, 3] scanner noise, [seed, 4] SUV calibration), so that asking for lesions
+or not, or a different grid, does not change the patient that the seed describes. The ranges the
+values come from are a profile of ranges.py (``standard`` by default: the historical phantoms).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .canvas import Canvas
 from .geometry import centred_origin, direction_matrix, signed_permutation
 from .grid import AUTOPET_SPACING, ImageGrid, RenderGrid, body_window, default_shape, plan_render_grid, to_images
 from .params import Lesion, Patient
+from .ranges import PhantomRanges, phantom_ranges
 from .render import render
 from .sampling import sample_lesions, sample_patient
 from .scanner import apply_scanner
@@ -56,15 +58,20 @@ def _image_grid(
 
 
 def _render_arrays(
-    seed: int, patient: Patient, lesions: list[Lesion], rg: RenderGrid
+    seed: int, patient: Patient, lesions: list[Lesion], rg: RenderGrid, suv_calibration: float = 1.0
 ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], dict[str, Any]]:
-    """Render and blur the block that can hold the body; everything outside is air. Returns arrays + organ info."""
+    """Render and blur the block that can hold the body; everything outside is air. Returns arrays + organ info.
+
+    ``suv_calibration`` scales the finished PET, as a wrong weight, dose or uptake time scales a
+    real study's SUV (the label and the CT are unchanged)."""
     cidx = body_window(rg, patient)
     cv = Canvas(*(rg.coords[i][cidx[i][0] : cidx[i][1]] for i in range(3)))
     tex_rng = np.random.default_rng([int(seed), 2])
     if min(cv.act.shape) > 0:
         organs = render(cv, patient, lesions, tex_rng)
         apply_scanner(cv, patient.scanner, np.random.default_rng([int(seed), 3]), rg.spacing[::-1])
+        if suv_calibration != 1.0:
+            cv.act *= np.float32(suv_calibration)
     else:
         organs = {}
     sl = tuple(slice(int(cidx[i][0]), int(cidx[i][1])) for i in (2, 1, 0))
@@ -106,6 +113,7 @@ def make_phantom(
     origin: Sequence[float] | None = None,
     lesions: bool | None = None,
     lesion_count: int | None = None,
+    ranges: str | PhantomRanges = "standard",
 ) -> Phantom:
     """Make one deterministic phantom.
 
@@ -113,17 +121,24 @@ def make_phantom(
     slices as this body's field of view needs. origin None centres the grid on the field of view.
     lesions None: about half of the seeds are lesion-free; True: >= 1 lesion; False: none.
     lesion_count: exactly this many lesions drawn (some may overlap into one, or fall outside the grid).
+    ranges: the profile the values are drawn from (``standard``, ``wide``, ``shifted``; ranges.py).
     """
     t0 = time.perf_counter()
-    patient = sample_patient(np.random.default_rng([int(seed), 0]))
-    les = sample_lesions(np.random.default_rng([int(seed), 1]), patient, lesions, lesion_count)
+    r = phantom_ranges(ranges)
+    patient = sample_patient(np.random.default_rng([int(seed), 0]), r)
+    les = sample_lesions(np.random.default_rng([int(seed), 1]), patient, lesions, lesion_count, r)
+    calibration = 1.0
+    if r.suv_calibration != (1.0, 1.0):
+        calibration = float(np.random.default_rng([int(seed), 4]).uniform(*r.suv_calibration))
     grid = _image_grid(patient, shape, spacing, direction, origin)
     rg = plan_render_grid(grid, signed_permutation(grid.direction))
-    arrays, organs = _render_arrays(seed, patient, les, rg)
+    arrays, organs = _render_arrays(seed, patient, les, rg, calibration)
     pet_img, ct_img, lab_img = to_images(arrays, rg, grid)
     del arrays
     info = {
         "seed": int(seed),
+        "ranges": r.name,
+        "suv_calibration": calibration,  # the PET is this times the true SUV (lesion suv_max are true SUV)
         "lesions": _lesion_info(patient, les, grid),
         "body": patient.info(),
         "organs": organs,
