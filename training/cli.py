@@ -98,6 +98,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         dice_batch=args.dice_batch,
         train_inferer=args.train_inferer,
         train_sw_overlap=args.train_sw_overlap,
+        intensity_aug=args.intensity_aug,
     )
     if (
         args.hot_neg is not None and args.hot_neg > 0 and base.hot_neg == 0
@@ -372,9 +373,12 @@ def _add_training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--train-inferer", choices=("sliding", "simple"),
                    help="forward pass: sliding = the crop through the model's sliding window (roi, gaussian), loss "
-                        "on the stitched output, as the authors trained (paper preset); simple = the network on the "
-                        "whole crop (demo presets, whose crop is one window)")
+                        "on the stitched output, as the authors trained (paper and demo presets); simple = the network "
+                        "on the whole crop at once")
     p.add_argument("--train-sw-overlap", type=float, help="window overlap of --train-inferer sliding (paper: 0.25)")
+    p.add_argument("--intensity-aug", action=argparse.BooleanOptionalAction, default=None,
+                   help="gamma, contrast, brightness, noise, blur and low-resolution augmentation of the PET "
+                        "(training/augmentation.py; demo presets: on, paper: off)")
     p.add_argument("--seed", type=int)
     p.add_argument("--no-amp", action="store_true", help="no mixed precision (CUDA fp16, CPU bf16)")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")

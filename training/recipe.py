@@ -31,6 +31,7 @@ from monai.transforms import (
 )
 
 from model.config import ModelConfig
+from training.augmentation import DEMO_AUGMENTATION
 
 KEYS = ("pet", "label")
 
@@ -69,6 +70,9 @@ class TrainConfig:
     # a study shorter than the crop gives a smaller crop (RandCropByPosNegLabeld allow_smaller, as the
     # authors) instead of one padded with zeros; needs one volume per step (crops of unequal size)
     allow_smaller: bool = False
+    # demo: gamma, contrast, brightness, noise, blur and low-resolution augmentation of the PET crop
+    # (training/augmentation.py, nnU-Net's defaults); the paper's recipe has none
+    intensity_aug: bool = False
     val_every: int = 10
     val_max_cases: int = 0  # 0 = the whole validation fold
     seed: int = 0
@@ -150,6 +154,9 @@ def demo_train_config() -> TrainConfig:
     gets a few thousand steps rather than 800 epochs, and bf16 autocast where the CPU has native bf16.
     ``epochs`` is a cap: ``--time-budget-min`` plans the cosine schedule's length from measured speed.
     The forward pass is the paper's, scaled: 64^3 windows at overlap 0.25 over the 96^3 crop.
+    Each crop's PET is also perturbed in contrast, brightness, noise, sharpness and resolution
+    (``intensity_aug``, training/augmentation.py), so that the network meets more than one
+    generator's images.
     """
     return TrainConfig(
         lr=5e-4,
@@ -167,6 +174,7 @@ def demo_train_config() -> TrainConfig:
         dice_batch=True,
         amp=True,  # bf16 on CPUs with AMX / AVX-512 BF16 (2.8x faster steps), fp32 elsewhere
         train_inferer="sliding",  # 64^3 windows over the 96^3 crop: the paper's forward pass, scaled
+        intensity_aug=True,
         val_every=8,
         val_max_cases=4,
         name="demo",
@@ -353,7 +361,8 @@ def crop_transform(config: ModelConfig, train: TrainConfig) -> MapTransform:
 
 
 def random_transforms(config: ModelConfig, train: TrainConfig) -> Compose:
-    """After the cache point: crop, flips on each axis, 90-degree rotations in each plane, NaN -> 0 last."""
+    """After the cache point: crop, flips on each axis, 90-degree rotations in each plane, the demo's
+    intensity augmentation where enabled, NaN -> 0 last."""
     steps: list[Any] = []
     if not train.uses_hot_sampler and not train.allow_smaller:
         # a batch of several volumes needs crops of one size: pad studies shorter than the crop
@@ -364,6 +373,8 @@ def random_transforms(config: ModelConfig, train: TrainConfig) -> Compose:
         RandRotate90d(keys=list(KEYS), prob=train.rot90_prob, max_k=3, spatial_axes=axes)
         for axes in ((0, 1), (1, 2), (0, 2))
     ]
+    if train.intensity_aug:  # the image only, after the geometry: the label is never touched
+        steps += DEMO_AUGMENTATION.transforms(keys="pet")
     steps.append(NonFiniteToZerod(keys=list(KEYS)))
     return Compose(steps)
 
