@@ -11,7 +11,8 @@
 #        manifest.json; to warm-start a wider preset from narrower weights, first
 #        `python -m training widen --weights OLD --preset demo-wide --out W`, then INIT=W]  SPLITS [weights/splits.json if present;
 #        required with INIT]  SHAPE [autoPET's 400 x 400 x N at 2.04 x 2.04 x 3 mm; "X Y Z" gives that
-#        grid at 4 mm, for tests]  DEVICE [cuda]  WORK [/tmp/train_demo_gpu]
+#        grid at 4 mm, for tests]  RANGES [wide: the phantom profile, docs/phantoms.md#ranges]  DEVICE [cuda]
+#        WORK [/tmp/train_demo_gpu]
 # Afterwards, on the CPU machine: copy OUT/weights/* into weights/ and score them with
 # `python -m training revalidate` / `scripts/evaluate_heldout.py` (docs/training.md).
 set -uo pipefail
@@ -53,7 +54,8 @@ except SplitError as err: sys.exit(f"error: SPLITS: {err}")' "$SPLITS") || exit 
 fi
 SHAPE_ARGS=()
 [ -n "${SHAPE:-}" ] && { read -r -a dims <<<"$SHAPE"; SHAPE_ARGS=(--shape "${dims[@]}" --spacing 4 4 4); }  # tests
-DATA="$WORK/data-${SHAPE:-autopet}"
+RANGES=${RANGES:-wide}
+DATA="$WORK/data-$RANGES-${SHAPE:-autopet}"
 DATA=${DATA// /x}
 mkdir -p "$OUT" "$DATA"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
@@ -67,7 +69,7 @@ started=$(date +%s)
 # seeds 0..CASES-1, as scripts/train_demo.sh; made once per WORK, one process per core; each case is
 # renamed into place when complete, so a phantom killed mid-write never looks like a case
 python3 -m training.phantoms --out "$DATA" --seeds "0-$((CASES - 1))" --layout tcia --skip-existing \
-    --workers "$(nproc)" ${SHAPE_ARGS[@]+"${SHAPE_ARGS[@]}"} >"$WORK/phantoms.log" 2>&1 \
+    --ranges "$RANGES" --workers "$(nproc)" ${SHAPE_ARGS[@]+"${SHAPE_ARGS[@]}"} >"$WORK/phantoms.log" 2>&1 \
     || { tail -n 5 "$WORK/phantoms.log"; exit 1; }
 echo "phantoms: $CASES in $(($(date +%s) - started)) s"
 
@@ -102,7 +104,7 @@ for k in $FOLDS; do
 done
 [ "$failed" -eq 0 ] || exit 1
 python3 -m training export --runs "$WORK/run" --out "$OUT/weights" --which last --folds "$(xargs <<<"$FOLDS" | tr ' ' ,)" \
-    --description "$PRESET preset, folds $FOLDS trained side by side on one GPU for $BUDGET_MIN min each on $CASES phantoms (seeds 0-$((CASES - 1)))${INIT:+, warm-started from $INIT}" \
+    --description "$PRESET preset, folds $FOLDS trained side by side on one GPU for $BUDGET_MIN min each on $CASES $RANGES phantoms (seeds 0-$((CASES - 1)))${INIT:+, warm-started from $INIT}" \
     || exit 1
 cp "$WORK/run/splits.json" "$OUT/weights/splits.json"
 ls -la "$OUT/weights"

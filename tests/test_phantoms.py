@@ -393,3 +393,106 @@ def test_killed_write_leaves_no_partial_case(tmp_path: Path, monkeypatch: pytest
     assert phantoms_main(["--out", str(tmp_path), "--seeds", "1", *CLI_GRID]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["PHANTOM00001"]
     assert [r.case_id for r in read_tcia(tmp_path)] == ["PHANTOM00001_0"]
+
+
+# --------------------------------------------------------------------------------------------
+# Range profiles (ranges.py): standard is the default above; wide and shifted
+# --------------------------------------------------------------------------------------------
+
+
+def _drawn(profile: str, seeds: range) -> dict[str, np.ndarray]:
+    from training.phantoms.ranges import PROFILES
+    from training.phantoms.sampling import sample_lesions, sample_patient
+
+    r = PROFILES[profile]
+    out: dict[str, list] = {"psf": [], "noise": [], "brain": [], "bladder": [], "width": [], "diameter": [],
+                            "count": [], "site": []}
+    for seed in seeds:
+        p = sample_patient(np.random.default_rng([seed, 0]), r)
+        lesions = sample_lesions(np.random.default_rng([seed, 1]), p, True, None, r)
+        out["psf"].append(p.scanner.psf_fwhm_mm)
+        out["noise"].append(p.scanner.noise_level / math.sqrt(p.build.half_width_mm / 165))
+        out["brain"].append(p.suv.brain)
+        out["bladder"].append(p.suv.bladder)
+        out["width"].append(p.build.half_width_mm)
+        out["diameter"] += [le.diameter_mm for le in lesions]
+        out["count"].append(len(lesions))
+        out["site"] += [le.site for le in lesions]
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def test_wide_draws_cover_more_than_standard_and_shifted_lies_outside_wide() -> None:
+    from training.phantoms.ranges import SHIFTED, WIDE
+
+    standard, wide, shifted = (_drawn(name, range(400)) for name in ("standard", "wide", "shifted"))
+    for key, (lo, hi) in (("psf", WIDE.psf_fwhm_mm), ("noise", WIDE.noise_level), ("brain", WIDE.brain),
+                          ("bladder", WIDE.bladder)):
+        assert lo <= wide[key].min() and wide[key].max() <= hi, key
+        assert wide[key].min() < standard[key].min() and wide[key].max() > standard[key].max(), key
+    # shifted: outside wide's range on the quantities the docs mark
+    assert shifted["psf"].max() <= WIDE.psf_fwhm_mm[0] and shifted["noise"].min() >= WIDE.noise_level[1]
+    assert shifted["brain"].min() >= WIDE.brain[1] and shifted["bladder"].min() >= WIDE.bladder[1]
+    assert shifted["width"].mean() > wide["width"].max() - 10
+    assert standard["diameter"].max() <= 60 and wide["diameter"].max() > 90
+    assert shifted["diameter"].max() > WIDE.bulky_mm[1] and shifted["diameter"].max() <= SHIFTED.bulky_mm[1]
+    assert standard["count"].max() <= 10 < wide["count"].max() <= WIDE.max_lesions
+    assert {"near_spine", "near_brain"} <= set(wide["site"]) and not {"near_spine", "near_brain"} & set(
+        standard["site"])
+
+
+def test_suv_calibration_scales_the_pet_and_nothing_else() -> None:
+    from dataclasses import replace
+
+    from training.phantoms.ranges import WIDE
+
+    grid = dict(shape=(40, 36, 60), spacing=(12.0, 12.0, 12.0), lesions=True)
+    calibrated = make_phantom(8, ranges=WIDE, **grid)
+    exact = make_phantom(8, ranges=replace(WIDE, name="wide-exact", suv_calibration=(1.0, 1.0)), **grid)
+    factor = calibrated.info["suv_calibration"]
+    assert WIDE.suv_calibration[0] <= factor <= WIDE.suv_calibration[1] and factor != 1.0
+    assert exact.info["suv_calibration"] == 1.0
+    a, b = sitk.GetArrayFromImage(calibrated.pet), sitk.GetArrayFromImage(exact.pet)
+    np.testing.assert_allclose(a, b * np.float32(factor), rtol=1e-6, atol=1e-6)
+    assert np.array_equal(sitk.GetArrayFromImage(calibrated.label), sitk.GetArrayFromImage(exact.label))
+    assert np.array_equal(sitk.GetArrayFromImage(calibrated.ct), sitk.GetArrayFromImage(exact.ct))
+
+
+def test_a_bulky_wide_lesion_is_labelled_with_its_necrotic_centre() -> None:
+    """The largest wide lesion of a few seeds is painted as drawn: hundreds of ml, cold inside when necrotic."""
+    import cc3d
+
+    from training.phantoms.ranges import WIDE
+    from training.phantoms.sampling import sample_lesions, sample_patient
+
+    seed = next(s for s in range(200)
+                if any(le.diameter_mm > 70 and le.contrast.necrotic and le.site.startswith("near_")
+                       for le in sample_lesions(np.random.default_rng([s, 1]),
+                                                sample_patient(np.random.default_rng([s, 0]), WIDE), None, None, WIDE)))
+    drawn = make_phantom(seed, shape=(4, 4, 4), ranges="wide").info["lesions"]
+    big = max((le for le in drawn if le["necrotic"]), key=lambda le: le["diameter_mm"])
+    shape, spacing = (64, 64, 64), (4.0, 4.0, 4.0)
+    ph = make_phantom(seed, shape=shape, spacing=spacing, origin=centred_origin(big["centre_mm"], shape, spacing),
+                      ranges="wide")
+    label = sitk.GetArrayFromImage(ph.label)
+    components = cc3d.connected_components(label, connectivity=18)
+    index = ph.label.TransformPhysicalPointToIndex(big["centre_mm"])
+    owner = components[index[::-1]]
+    assert owner > 0
+    volume_ml = (components == owner).sum() * 0.064
+    assert volume_ml > 0.3 * math.pi / 6 * (big["diameter_mm"] * 0.65) ** 3 / 1000
+    pet = sitk.GetArrayFromImage(ph.pet)
+    assert pet[index[::-1]] < 0.6 * pet[components == owner].max()  # the necrotic core is colder than the rim
+
+
+def test_a_folder_keeps_one_profile(tmp_path: Path) -> None:
+    wide = tmp_path / "wide"
+    assert phantoms_main(["--out", str(wide), "--seeds", "3", "--ranges", "wide", *CLI_GRID]) == 0
+    assert (wide / ".phantom-ranges").read_text().strip() == "wide"
+    with pytest.raises(SystemExit):
+        phantoms_main(["--out", str(wide), "--seeds", "4", *CLI_GRID])
+    standard = tmp_path / "standard"
+    assert phantoms_main(["--out", str(standard), "--seeds", "3", *CLI_GRID]) == 0
+    assert not (standard / ".phantom-ranges").exists()
+    with pytest.raises(SystemExit):
+        phantoms_main(["--out", str(standard), "--seeds", "4", "--ranges", "shifted", *CLI_GRID])
+    assert phantoms_main(["--out", str(wide), "--seeds", "4", "--ranges", "wide", *CLI_GRID]) == 0
