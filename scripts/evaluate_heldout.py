@@ -78,6 +78,15 @@ def header(sets: list[tuple[str, Path, int, int]]) -> list[str]:
     return ["| model | " + " | ".join(names) + " |", "|" + " --- |" * (1 + len(names))]
 
 
+def table_sets(path: Path) -> list[str] | None:
+    """The set names of an existing results table's header (None: no table yet)."""
+    if not path.is_file():
+        return None
+    header_line = next((line for line in path.read_text().splitlines() if line.startswith("| model |")), "")
+    names = [cell.split(" (")[0] for cell in header_line.strip("| ").split(" | ")[1:]]
+    return list(dict.fromkeys(names))
+
+
 def update_table(path: Path, head: list[str], rows: dict[str, str], note: str) -> None:
     """Write ``rows`` into the Markdown table at ``path``: same model label replaces its row, others stay."""
     kept: dict[str, str] = {}
@@ -117,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json_dir and len(args.weights) > 1:
         parser.error("--json-dir keeps one model's per-case scores: give one --weights with it")
     sets = parse_sets(args.sets)
+    existing = table_sets(args.table) if args.table else None
+    if existing is not None and existing != [name for name, _ in sets]:
+        parser.error(f"{args.table} compares the sets {existing}; score those (--sets) or write another --table")
     rows: dict[str, str] = {}
     counts: list[tuple[str, Path, int, int]] = []
     for weights in args.weights:
