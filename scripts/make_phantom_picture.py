@@ -30,6 +30,18 @@ def coronal_mip(img: sitk.Image, reducer=np.max) -> tuple[np.ndarray, float]:
     return mip, sz / sx
 
 
+def show_phantom(ax, ph) -> None:
+    """A phantom's coronal PET MIP (SUV 0-10, inverted grey, the air beside the body cut off) with its label."""
+    pet, aspect = coronal_mip(ph.pet)
+    lab, _ = coronal_mip(ph.label)
+    cols = np.flatnonzero(pet.max(axis=0) > 0.2)
+    lo, hi = max(int(cols[0]) - 5, 0), min(int(cols[-1]) + 6, pet.shape[1])
+    pet, lab = pet[:, lo:hi], lab[:, lo:hi]
+    ax.imshow(pet, cmap="gray_r", vmin=0, vmax=10, aspect=aspect, interpolation="bilinear")
+    ax.imshow(np.ma.masked_where(lab == 0, lab), cmap="autumn", alpha=0.55, aspect=aspect, interpolation="nearest")
+    ax.set_axis_off()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
@@ -40,14 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     axs = np.atleast_1d(axs)
     for ax, seed in zip(axs, args.seeds, strict=True):
         ph = make_phantom(seed, lesions=True if args.lesions == "yes" else None)
-        pet, aspect = coronal_mip(ph.pet)
-        lab, _ = coronal_mip(ph.label)
-        cols = np.flatnonzero(pet.max(axis=0) > 0.2)  # crop the empty air left and right of the body
-        lo, hi = max(int(cols[0]) - 5, 0), min(int(cols[-1]) + 6, pet.shape[1])
-        pet, lab = pet[:, lo:hi], lab[:, lo:hi]
-        ax.imshow(pet, cmap="gray_r", vmin=0, vmax=10, aspect=aspect, interpolation="bilinear")
-        over = np.ma.masked_where(lab == 0, lab)
-        ax.imshow(over, cmap="autumn", alpha=0.55, aspect=aspect, interpolation="nearest")
+        show_phantom(ax, ph)
         n = len(ph.info["lesions"])
         b = ph.info["body"]
         ax.set_title(
@@ -55,7 +60,6 @@ def main(argv: list[str] | None = None) -> int:
             f"FWHM {b['psf_fwhm_mm']:.1f} mm, bladder SUV {b['suv_bladder']:.0f}",
             fontsize=9,
         )
-        ax.set_axis_off()
     fig.suptitle(
         "Synthetic FDG-PET phantoms: coronal MIP (SUV 0-10, inverted); lesion label in colour", fontsize=10
     )

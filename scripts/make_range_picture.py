@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from scripts.make_phantom_picture import coronal_mip
+from scripts.make_phantom_picture import show_phantom
 from training.phantoms import make_phantom
 from training.phantoms.ranges import PROFILES
 from training.phantoms.sampling import sample_lesions, sample_patient
@@ -99,17 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     for k, (name, seed) in enumerate(shown):
         ax = fig.add_subplot(grid[2, k])
         ph = make_phantom(seed, spacing=(4.0, 4.0, 4.0), shape=(200, 200, 300), lesions=True, ranges=name)
-        pet, aspect = coronal_mip(ph.pet)
-        lab, _ = coronal_mip(ph.label)
-        cols = np.flatnonzero(pet.max(axis=0) > 0.2)
-        lo, hi = max(int(cols[0]) - 3, 0), min(int(cols[-1]) + 4, pet.shape[1])
-        ax.imshow(pet[:, lo:hi], cmap="gray_r", vmin=0, vmax=10, aspect=aspect, interpolation="bilinear")
-        ax.imshow(np.ma.masked_where(lab[:, lo:hi] == 0, lab[:, lo:hi]), cmap="autumn", alpha=0.5, aspect=aspect,
-                  interpolation="nearest")
+        show_phantom(ax, ph)
         body = ph.info["body"]
         ax.set_title(f"{name} seed {seed}: {len(ph.info['lesions'])} lesions\nFWHM {body['psf_fwhm_mm']:.1f} mm, "
                      f"SUV x{ph.info['suv_calibration']:.2f}", fontsize=8, color=COLOURS[name])
-        ax.set_axis_off()
     fig.suptitle(f"Phantom profiles: drawn values of {args.seeds} patients each (lesions forced on), and coronal "
                  "PET MIPs (SUV 0-10, label in colour)", fontsize=11)
     fig.tight_layout()
