@@ -99,16 +99,6 @@ class PhantomRanges:
     def __hash__(self) -> int:  # the site table is a dict; the name identifies a profile
         return hash(self.name)
 
-    def table(self) -> dict[str, str]:
-        """Each range as text, for the docs' side-by-side table."""
-        out = {}
-        for key, value in self.__dict__.items():
-            if key in ("name", "sites"):
-                continue
-            out[key] = f"{value[0]:g}-{value[1]:g}" if isinstance(value, tuple) else f"{value:g}"
-        out["sites"] = ", ".join(sorted(set(self.sites) - set(STANDARD_SITES))) or "-"
-        return out
-
 
 STANDARD = PhantomRanges()
 
