@@ -148,7 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join([*head, *rows.values()]))
     if args.table:
         crop = args.crop or "process.py's default"
-        note = (f"Written by `python -m scripts.evaluate_heldout` (crop: {crop}). Dice: mean over the cases "
+        cases = f"the first {args.limit} cases of each set" if args.limit else "every case"
+        flags = " ".join([f"--sets {' '.join(args.sets)}", *([f"--crop {args.crop}"] if args.crop else []),
+                          *([f"--limit {args.limit}"] if args.limit else []), f"--table {args.table}"])
+        note = (f"Written by `python -m scripts.evaluate_heldout --weights MODEL {flags}` (crop: {crop}; {cases}). "
+                "Dice: mean over the cases "
                 "with lesions; FPV, FNV: means over all cases (ml). Sets: "
                 + ", ".join(f"{name} = `{folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder}`"
                             for name, folder, _, _ in counts) + ".")
