@@ -21,7 +21,7 @@ import numpy as np
 from scripts.make_phantom_picture import show_phantom
 from training.phantoms import make_phantom
 from training.phantoms.ranges import PROFILES
-from training.phantoms.sampling import sample_lesions, sample_patient
+from training.phantoms.sampling import sample_calibration, sample_lesions, sample_patient
 
 COLOURS = {"standard": "#4c72b0", "wide": "#55a868", "shifted": "#c44e52"}
 
@@ -43,10 +43,7 @@ def draws(profile: str, seeds: range) -> dict[str, list]:
         out["width"].append(patient.build.half_width_mm)
         out["bladder"].append(patient.suv.bladder)
         out["brain"].append(patient.suv.brain)
-        calibration = 1.0
-        if r.suv_calibration != (1.0, 1.0):
-            calibration = float(np.random.default_rng([seed, 4]).uniform(*r.suv_calibration))
-        out["calibration"].append(calibration)
+        out["calibration"].append(sample_calibration(np.random.default_rng([seed, 4]), r))
     return out
 
 

@@ -23,7 +23,7 @@ from .grid import AUTOPET_SPACING, ImageGrid, RenderGrid, body_window, default_s
 from .params import Lesion, Patient
 from .ranges import PhantomRanges, phantom_ranges
 from .render import render
-from .sampling import sample_lesions, sample_patient
+from .sampling import sample_calibration, sample_lesions, sample_patient
 from .scanner import apply_scanner
 
 
@@ -127,9 +127,7 @@ def make_phantom(
     r = phantom_ranges(ranges)
     patient = sample_patient(np.random.default_rng([int(seed), 0]), r)
     les = sample_lesions(np.random.default_rng([int(seed), 1]), patient, lesions, lesion_count, r)
-    calibration = 1.0
-    if r.suv_calibration != (1.0, 1.0):
-        calibration = float(np.random.default_rng([int(seed), 4]).uniform(*r.suv_calibration))
+    calibration = sample_calibration(np.random.default_rng([int(seed), 4]), r)
     grid = _image_grid(patient, shape, spacing, direction, origin)
     rg = plan_render_grid(grid, signed_permutation(grid.direction))
     arrays, organs = _render_arrays(seed, patient, les, rg, calibration)

@@ -96,9 +96,6 @@ class PhantomRanges:
     lobe_size: Span = (0.4, 0.75)
     sites: dict[str, float] = field(default_factory=lambda: dict(STANDARD_SITES))
 
-    def __hash__(self) -> int:  # the site table is a dict; the name identifies a profile
-        return hash(self.name)
-
 
 STANDARD = PhantomRanges()
 

@@ -151,6 +151,13 @@ def sample_patient(rng: np.random.Generator, r: PhantomRanges = STANDARD) -> Pat
     return Patient(build=build, suv=suv, hu=ct, variants=variants, scanner=scanner, fov_t_mm=fov, jitter=jitter)
 
 
+def sample_calibration(rng: np.random.Generator, r: PhantomRanges = STANDARD) -> float:
+    """The factor a study's SUV is off by (1 where the profile calibrates exactly: then nothing is drawn)."""
+    if r.suv_calibration == (1.0, 1.0):
+        return 1.0
+    return float(rng.uniform(*r.suv_calibration))
+
+
 # --------------------------------------------------------------------------------------------
 # Lesions
 # --------------------------------------------------------------------------------------------
