@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import cc3d
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -845,3 +846,36 @@ def test_paper_preset_trains_through_the_sliding_window() -> None:
     demo = make_train_inferer(preset("demo"), train_preset("demo"))  # the scaled equivalent: 2 x 2 x 2 windows
     assert (tuple(demo.roi_size), demo.overlap, preset("demo").crop_size) == ((64,) * 3, 0.25, (96,) * 3)
     assert make_train_inferer(preset("demo"), train_preset("demo").with_(train_inferer="simple")) is None
+
+
+def test_lesion_balance_draws_lesion_crop_centres_per_lesion(phantoms, cache_dir) -> None:
+    """Default: every lesion voxel once (the paper's per-voxel draw). Balanced: each 26-connected
+    lesion's share of the pool is size**0.5 over the sum, counted here with cc3d."""
+    store = CaseStore(phantoms, preset("tiny"), cache_dir)
+    store.ensure_all()
+    def lesion_sizes(case_id: str) -> np.ndarray:
+        components = cc3d.connected_components(np.array(store.load(case_id)[1]), connectivity=26)
+        return np.bincount(components.ravel())[1:]
+
+    def size_ratio(case_id: str) -> float:
+        sizes = lesion_sizes(case_id)
+        return float(sizes.max() / sizes.min()) if len(sizes) > 1 else 0.0
+
+    case = max((p.case_id for p in phantoms), key=size_ratio)
+    label = np.array(store.load(case)[1])
+    components = cc3d.connected_components(label, connectivity=26)
+    sizes = lesion_sizes(case)
+    assert len(sizes) >= 2 and sizes.max() > 4 * sizes.min(), sizes  # lesions of unlike sizes to balance
+    demo = train_preset("demo")
+    per_voxel = CropDataset(store, [case], preset("tiny"), demo).index[case][0]
+    assert np.array_equal(per_voxel, np.flatnonzero(label))
+    balanced = CropDataset(store, [case], preset("tiny"), demo.with_(lesion_balance=0.5)).index[case][0]
+    drawn = np.bincount(components.ravel()[balanced], minlength=len(sizes) + 1)[1:] / len(balanced)
+    weights = sizes * np.maximum(sizes, HOT_MIN_COMPONENT) ** -0.5
+    np.testing.assert_allclose(drawn, weights / weights.sum(), atol=0.02)
+    smallest = int(np.argmin(sizes))
+    assert drawn[smallest] > sizes[smallest] / sizes.sum() + 0.02  # more than its voxels' share
+    with pytest.raises(ValueError, match="lesion_balance"):
+        demo.with_(lesion_balance=1.5)
+    with pytest.raises(ValueError, match="lesion_balance"):
+        _tiny(lesion_balance=0.5)  # the paper's sampler has no per-lesion draw

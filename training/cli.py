@@ -95,6 +95,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         hot_neg=args.hot_neg,
         air=args.air,
         hot_balance=args.hot_balance,
+        lesion_balance=args.lesion_balance,
         dice_batch=args.dice_batch,
         train_inferer=args.train_inferer,
         train_sw_overlap=args.train_sw_overlap,
@@ -368,6 +369,9 @@ def _add_training(p: argparse.ArgumentParser) -> None:
                         "--hot-neg 0 --air 0 gives the paper's RandCropByPosNegLabeld")
     p.add_argument("--hot-balance", type=float,
                    help="hot crops per hot structure grow as size**B (1: per voxel; demo: 0.5)")
+    p.add_argument("--lesion-balance", type=float,
+                   help="lesion crops per lesion grow as size**B (1: per lesion voxel, the paper's; <1: bulky "
+                        "lesions centre fewer crops)")
     p.add_argument("--dice-batch", action=argparse.BooleanOptionalAction, default=None,
                    help="Dice term over the whole batch rather than per crop (demo: on; paper: off)")
     p.add_argument("--lr", type=float)

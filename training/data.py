@@ -222,6 +222,8 @@ class CropDataset(Dataset):
         fg = np.flatnonzero(flat_label).astype(np.int64)
         hot_mask = (np.asarray(pet) > self.train.hot_threshold) & (np.asarray(label) == 0)
         rng = np.random.default_rng(zlib.crc32(case_id.encode()))  # stable across processes
+        if self.train.lesion_balance < 1.0 and len(fg):  # else bulky lesions centre most lesion crops
+            fg = hot_pool(np.asarray(label) > 0, self.train.lesion_balance, rng)
         return fg, hot_pool(hot_mask, self.train.hot_balance, rng)
 
     def draw_weights(self) -> list[float] | None:

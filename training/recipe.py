@@ -55,6 +55,7 @@ class TrainConfig:
     air: float = 0.0  # demo: share centred on any non-lesion voxel, air included (with body_threshold > 0)
     hot_threshold: float = 0.3  # "hot" = percentile-scaled PET above this
     hot_balance: float = 1.0  # demo: a hot structure's share of hot crops grows as size**hot_balance (1 = per voxel)
+    lesion_balance: float = 1.0  # a lesion's share of lesion crops grows as size**lesion_balance (1 = per voxel)
     body_threshold: float = 0.0  # demo: background crops centred where scaled PET > this (0 = anywhere)
     lesion_case_share: float = 0.0  # demo: share of volume draws from lesion cases (0 = uniform, the paper)
     dice_batch: bool = False  # demo: one Dice over the whole batch (nnU-Net's batch Dice), not one per crop
@@ -82,8 +83,12 @@ class TrainConfig:
         total = self.pos + self.neg + self.hot_neg + self.air
         if min(self.pos, self.neg, self.hot_neg, self.air) < 0 or total <= 0:
             raise ValueError(f"crop ratios must be non-negative with a positive sum, got {self}")
-        if not 0.0 <= self.hot_balance <= 1.0:
-            raise ValueError(f"hot_balance must be in [0, 1], got {self.hot_balance}")
+        for name in ("hot_balance", "lesion_balance"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.lesion_balance < 1.0 and not self.uses_hot_sampler:
+            raise ValueError("lesion_balance < 1 needs the demo's crop sampler (hot_neg or air > 0); "
+                             "RandCropByPosNegLabeld draws lesion centres per voxel")
         if self.train_inferer not in TRAIN_INFERERS:
             raise ValueError(f"train_inferer must be one of {TRAIN_INFERERS}, got {self.train_inferer!r}")
         if not 0.0 <= self.train_sw_overlap < 1.0:
