@@ -19,7 +19,7 @@ import torch
 from model.config import preset
 from model.io import Case
 from model.network import build_network
-from training.data import HOT_MIN_COMPONENT, CaseStore, CropDataset, epoch_draws, hot_pool
+from training.data import HOT_MIN_COMPONENT, CaseStore, CropDataset, component_pool, epoch_draws
 from training.fit import DistInfo, cpu_has_native_bf16, fit, train_step
 from training.recipe import (
     RandCropByPosHotNegd,
@@ -220,16 +220,16 @@ def test_hot_pool_balances_structures_by_square_root_of_size() -> None:
     small[30:35, 30:35, 30:35] = True
     flat_small = set(np.flatnonzero(small).tolist())
     rng = np.random.default_rng(0)
-    uniform = hot_pool(mask, 1.0, rng, max_indices=4000)
+    uniform = component_pool(mask, 1.0, rng, max_indices=4000)
     assert len(np.unique(uniform)) == len(uniform) == 4000  # a subsample, no repeats
     share_uniform = np.mean([i in flat_small for i in uniform.tolist()])
     assert abs(share_uniform - 125 / 8126) < 0.01
-    balanced = hot_pool(mask, 0.5, rng, max_indices=20000)
+    balanced = component_pool(mask, 0.5, rng, max_indices=20000)
     assert set(balanced.tolist()) <= set(np.flatnonzero(mask).tolist())
     masses = np.array([8000**0.5, 125**0.5, 1 * HOT_MIN_COMPONENT**-0.5])
     share_balanced = np.mean([i in flat_small for i in balanced.tolist()])
     assert abs(share_balanced - masses[1] / masses.sum()) < 0.015, share_balanced  # about 0.11, not 0.015
-    assert len(hot_pool(np.zeros_like(mask), 0.5, rng)) == 0
+    assert len(component_pool(np.zeros_like(mask), 0.5, rng)) == 0
 
 
 def test_hot_sampler_avoids_air_and_uses_hot_voxels_on_lesion_free_volumes() -> None:
@@ -853,6 +853,7 @@ def test_lesion_balance_draws_lesion_crop_centres_per_lesion(phantoms, cache_dir
     lesion's share of the pool is size**0.5 over the sum, counted here with cc3d."""
     store = CaseStore(phantoms, preset("tiny"), cache_dir)
     store.ensure_all()
+
     def lesion_sizes(case_id: str) -> np.ndarray:
         components = cc3d.connected_components(np.array(store.load(case_id)[1]), connectivity=26)
         return np.bincount(components.ravel())[1:]
@@ -864,7 +865,7 @@ def test_lesion_balance_draws_lesion_crop_centres_per_lesion(phantoms, cache_dir
     case = max((p.case_id for p in phantoms), key=size_ratio)
     label = np.array(store.load(case)[1])
     components = cc3d.connected_components(label, connectivity=26)
-    sizes = lesion_sizes(case)
+    sizes = np.bincount(components.ravel())[1:]
     assert len(sizes) >= 2 and sizes.max() > 4 * sizes.min(), sizes  # lesions of unlike sizes to balance
     demo = train_preset("demo")
     per_voxel = CropDataset(store, [case], preset("tiny"), demo).index[case][0]

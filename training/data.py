@@ -37,26 +37,26 @@ HOT_MIN_COMPONENT = 27
 CACHE_DTYPES = ("float32", "float16")
 
 
-def hot_pool(hot_mask: np.ndarray, balance: float, rng: np.random.Generator,
-             max_indices: int = MAX_HOT_INDICES) -> np.ndarray:
-    """Flat indices to draw hot-crop centres from, uniformly.
+def component_pool(mask: np.ndarray, balance: float, rng: np.random.Generator,
+                   max_indices: int = MAX_HOT_INDICES) -> np.ndarray:
+    """Flat indices of ``mask`` to draw crop centres from, uniformly (hot structures, or lesions).
 
-    ``balance`` 1: every hot voxel equally likely (a subsample of them). Below 1, each 26-connected hot
+    ``balance`` 1: every masked voxel equally likely (a subsample of them). Below 1, each 26-connected
     structure of s voxels gets a share proportional to ``s ** balance`` (0.5: a 60 ml bladder is drawn
     about a fifth as often as a 1.2 l brain, not a twentieth), realised by resampling the voxels with
     weights ``max(s, HOT_MIN_COMPONENT) ** (balance - 1)``; the pool may then repeat an index.
     """
-    hot = np.flatnonzero(hot_mask)
-    if balance >= 1.0 or not len(hot):
-        if len(hot) > max_indices:
-            hot = np.sort(rng.choice(hot, max_indices, replace=False))
-        return hot.astype(np.int64)
-    components = cc3d.connected_components(np.ascontiguousarray(hot_mask, dtype=np.uint8), connectivity=26)
-    flat = components.ravel()[hot]
+    voxels = np.flatnonzero(mask)
+    if balance >= 1.0 or not len(voxels):
+        if len(voxels) > max_indices:
+            voxels = np.sort(rng.choice(voxels, max_indices, replace=False))
+        return voxels.astype(np.int64)
+    components = cc3d.connected_components(np.ascontiguousarray(mask, dtype=np.uint8), connectivity=26)
+    flat = components.ravel()[voxels]
     sizes = np.bincount(flat).astype(np.float64)
     weights = np.maximum(sizes[flat], HOT_MIN_COMPONENT) ** (balance - 1.0)
-    size = min(max_indices, 8 * len(hot))  # a few hot voxels need no 50 000-entry pool
-    picked = rng.choice(hot, size, replace=True, p=weights / weights.sum())
+    size = min(max_indices, 8 * len(voxels))  # a few voxels need no 50 000-entry pool
+    picked = rng.choice(voxels, size, replace=True, p=weights / weights.sum())
     return np.sort(picked).astype(np.int64)
 
 
@@ -216,15 +216,15 @@ class CropDataset(Dataset):
                 self.index[case_id] = self._pools(case_id)
 
     def _pools(self, case_id: str) -> tuple[np.ndarray, np.ndarray]:
-        """Flat indices of lesion voxels and a pool of hot non-lesion voxels (see ``hot_pool``)."""
+        """Pools of lesion voxels and of hot non-lesion voxels to centre crops on (see ``component_pool``)."""
         pet, label, _ = self.store.load(case_id)
         flat_label = np.asarray(label).ravel()
         fg = np.flatnonzero(flat_label).astype(np.int64)
         hot_mask = (np.asarray(pet) > self.train.hot_threshold) & (np.asarray(label) == 0)
         rng = np.random.default_rng(zlib.crc32(case_id.encode()))  # stable across processes
         if self.train.lesion_balance < 1.0 and len(fg):  # else bulky lesions centre most lesion crops
-            fg = hot_pool(np.asarray(label) > 0, self.train.lesion_balance, rng)
-        return fg, hot_pool(hot_mask, self.train.hot_balance, rng)
+            fg = component_pool(np.asarray(label) > 0, self.train.lesion_balance, rng)
+        return fg, component_pool(hot_mask, self.train.hot_balance, rng)
 
     def draw_weights(self) -> list[float] | None:
         """Per-case draw weights giving lesion cases ``lesion_case_share`` of the draws (None: uniform)."""
