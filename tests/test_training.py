@@ -880,3 +880,26 @@ def test_lesion_balance_draws_lesion_crop_centres_per_lesion(phantoms, cache_dir
         demo.with_(lesion_balance=1.5)
     with pytest.raises(ValueError, match="lesion_balance"):
         _tiny(lesion_balance=0.5)  # the paper's sampler has no per-lesion draw
+
+
+def test_cli_crop_size_sets_the_training_crop_and_refuses_sizes_the_network_cannot_take(phantoms, cache_dir) -> None:
+    """--crop-size changes only the training crop (the same network, so warm starts and exports still fit);
+    the crops served have that size; a size the strides do not divide is refused in one line."""
+    from training.cli import _model_config, build_parser
+
+    def args(*flags: str):
+        return build_parser().parse_args(["fit", "--data", "d", "--out", "o", "--splits", "s.json", "--fold", "0",
+                                          "--preset", "tiny", *flags])
+
+    assert _model_config(args()).crop_size == preset("tiny").crop_size == (32, 32, 32)
+    config = _model_config(args("--crop-size", "48", "48", "48"))  # cubic: the 90-degree rotations keep it
+    assert config.crop_size == (48, 48, 48) and config.same_network(preset("tiny"))
+    store = CaseStore(phantoms, config, cache_dir)
+    store.ensure_all()
+    ds = CropDataset(store, [p.case_id for p in phantoms[:2]], config, _tiny(samples_per_volume=2))
+    ds.set_draws([0, 1])
+    shapes = {tuple(c["pet"].shape) for i in range(2) for c in ds[i]} | {tuple(c["label"].shape) for c in ds[0]}
+    assert shapes == {(1, 48, 48, 48)}
+    with pytest.raises(SystemExit) as exc:
+        _model_config(args("--crop-size", "30", "32", "32"))
+    assert str(exc.value).startswith("error: --crop-size: ") and "divisible by" in str(exc.value)
