@@ -25,6 +25,19 @@ def tools_missing() -> list[str]:
     return [tool for tool in TOOLS if shutil.which(tool) is None]
 
 
+def private_paths() -> list[str]:
+    """Checkout or interpreter paths that others cannot read (a clone made under umask 077).
+
+    The bind mounts below make a private *home* harmless, but not a checkout whose own folders and
+    files are private: nobody could not read it, just as the image build refuses such a context
+    (Dockerfile: ``chmod -R a+rX``). Tests that run as nobody skip with these paths named.
+    """
+    prefix = Path(sys.prefix).resolve()
+    wanted = [(ROOT, 0o005), (ROOT / "process.py", 0o004), (ROOT / "model", 0o005),
+              (ROOT / "model" / "__init__.py", 0o004), (prefix, 0o005), (Path(sys.executable).resolve(), 0o005)]
+    return [str(path) for path, bits in wanted if path.exists() and path.stat().st_mode & bits != bits]
+
+
 def nobody_command(scratch: Path, python_args: list[str], network: bool = False) -> list[str]:
     """argv that runs ``python <python_args>`` as nobody, with the checkout at ``scratch/app``.
 
