@@ -18,19 +18,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tests.unprivileged import NOBODY, nobody_command, private_paths, tools_missing
+from tests.unprivileged import NOBODY, as_nobody, nobody_command
 
 OUT_SUB = Path("images/automated-petct-lesion-segmentation")
 TEST_INPUT = ROOT / "test" / "input"
 EXPECTED = ROOT / "test" / "expected_output" / OUT_SUB
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or bool(tools_missing()),
-    reason="needs root to drop to an unprivileged user in its own mount and network namespace (unshare, setpriv)",
-)
-_PRIVATE = private_paths()
-pytestmark = [pytestmark, pytest.mark.skipif(
-    bool(_PRIVATE), reason=f"others cannot read {_PRIVATE[:2]} (a clone made under umask 077); chmod -R a+rX it")]
+pytestmark = as_nobody
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import SimpleITK as sitk
 import process
 from model import io as mio
 from tests.conftest import HOTSPOT_WEIGHTS, ROOT, body_with_lesion
-from tests.unprivileged import nobody_command, private_paths, tools_missing
+from tests.unprivileged import as_nobody, nobody_command
 
 OUT_SUB = Path("images/automated-petct-lesion-segmentation")
 SIZE = (24, 22, 28)
@@ -176,8 +176,7 @@ def test_broken_pet_entries_fail_named_and_strays_are_listed(tmp_path, caplog):
     assert "nested" not in json.dumps(errors)
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or bool(tools_missing()), reason="needs root to drop to nobody")
-@pytest.mark.skipif(bool(private_paths()), reason="others cannot read the checkout (a clone made under umask 077)")
+@as_nobody
 @pytest.mark.parametrize("locked", ["file", "folder"])
 def test_unreadable_pet_says_permission_denied(locked):
     base = Path(tempfile.mkdtemp(prefix="robustness-"))  # pytest's tmp_path is private to root

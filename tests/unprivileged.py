@@ -9,10 +9,13 @@ run sees exactly what an unprivileged user of a readable install would see.
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import ROOT
 
@@ -36,6 +39,20 @@ def private_paths() -> list[str]:
     wanted = [(ROOT, 0o005), (ROOT / "process.py", 0o004), (ROOT / "model", 0o005),
               (ROOT / "model" / "__init__.py", 0o004), (prefix, 0o005), (Path(sys.executable).resolve(), 0o005)]
     return [str(path) for path, bits in wanted if path.exists() and path.stat().st_mode & bits != bits]
+
+
+def _why_not_as_nobody() -> str | None:
+    if os.geteuid() != 0 or tools_missing():
+        return "needs root to drop to nobody in its own mount and network namespace (unshare, setpriv)"
+    private = private_paths()
+    if private:
+        return f"others cannot read {private[:2]} (a clone made under umask 077); chmod -R a+rX it"
+    return None
+
+
+_WHY_NOT = _why_not_as_nobody()
+#: The mark for tests that run commands as nobody: skipped, with the reason, where they cannot.
+as_nobody = pytest.mark.skipif(_WHY_NOT is not None, reason=_WHY_NOT or "")
 
 
 def nobody_command(scratch: Path, python_args: list[str], network: bool = False) -> list[str]:

@@ -116,7 +116,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
 def _model_config(args: argparse.Namespace) -> ModelConfig:
     """The preset's network, with ``--crop-size`` as its training crop (the weights are the same)."""
     config = preset(args.preset)
-    if getattr(args, "crop_size", None):
+    if args.crop_size:
         try:
             config = config.with_(crop_size=tuple(args.crop_size))
         except ValueError as err:  # e.g. not a multiple of the network's strides
