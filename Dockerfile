@@ -57,8 +57,11 @@ RUN set -eu; \
     python -c 'import torch, monai, SimpleITK, evalutils, numpy, scipy, cc3d, matplotlib, pydicom, highdicom; print("torch", torch.__version__, "cuda", torch.version.cuda, "monai", monai.__version__)'
 
 # Code and baked-in weights (root-owned, read-only for the user).
+# the packages process.py imports (tests/test_layering.py checks the list against its imports)
+COPY common/ /opt/app/common/
 COPY model/ /opt/app/model/
-COPY evaluation/ /opt/app/evaluation/
+COPY lesion_report/ /opt/app/lesion_report/
+COPY runner/ /opt/app/runner/
 COPY weights/ /opt/app/weights/
 COPY process.py /opt/app/process.py
 

@@ -24,14 +24,14 @@ source scripts/container_lib.sh
 pick_engine "Install Docker (https://docs.docker.com/engine/install/) or podman (apt-get install -y podman runc),
 or run the native test instead: python -m pytest tests/test_container_native.py"
 
-for f in Dockerfile requirements.txt process.py model weights; do
+for f in Dockerfile requirements.txt process.py common model lesion_report runner weights; do
     [[ -e "$f" ]] || die "'$f' is missing from $HERE; the image cannot be built without it."
 done
 # The image runs as an unprivileged user and COPY keeps the files' modes, so
 # everything copied in must be world-readable. Checkpoints written through
 # tempfile.mkstemp() are 0600; make them readable here rather than ship an image
 # that cannot open its own weights (the Dockerfile checks this again).
-mapfile -t unreadable < <(find process.py model weights \( -type f ! -perm -o=r \) -o \( -type d ! -perm -o=rx \))
+mapfile -t unreadable < <(find process.py common model lesion_report runner weights \( -type f ! -perm -o=r \) -o \( -type d ! -perm -o=rx \))
 if [[ ${#unreadable[@]} -gt 0 ]]; then
     printf 'build.sh: making %d file(s) world-readable for the container user (chmod a+rX): %s\n' \
         "${#unreadable[@]}" "${unreadable[*]:0:5}" >&2

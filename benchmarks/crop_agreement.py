@@ -1,6 +1,6 @@
 """Crop modes at the paper's windowing: windows, time and agreement with the uncropped pipeline.
 
-For each whole-body phantom this runs MONAI's own chain (``tests/reference_pipeline.py``: the
+For each whole-body phantom this runs MONAI's own chain (``benchmarks/monai_reference.py``: the
 authors' transforms, ``SlidingWindowInferer``, ``Invertd``) and ``Predictor`` in every crop mode
 with the same trained networks, re-windowed to the paper's settings (roi 128, overlap 0.75,
 gaussian sigma 0.125; the networks are fully convolutional). It prints, per mode: windows,
@@ -35,12 +35,12 @@ import SimpleITK as sitk
 import torch
 from scipy import ndimage
 
+from benchmarks.monai_reference import reference_predict
+from common.masks import dice
 from evaluation.metrics import voxel_volume_ml
 from model import Predictor
 from model.ensemble import vote
-from model.masks import dice
 from model.network import add_weights_argument, weights_label
-from tests.reference_pipeline import reference_predict
 from training.phantoms import make_phantom
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -37,10 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
+    from common.masks import dice
     from model import Predictor
     from model.config import paper_config
     from model.ensemble import vote
-    from model.masks import dice
     from model.network import build_network
     from training.phantoms import make_phantom
 

@@ -1,7 +1,7 @@
 """CPU benchmark: process.py in its default (exact) and fast (body) crop against the seed-style pipeline.
 
 Builds a whole-body phantom on the autoPET grid (400 x 400 in-plane, 2.0364 x 2.0364 x 3 mm),
-runs the MONAI chain as the authors ran it (``tests/reference_pipeline.py``) and ``process.py``
+runs the MONAI chain as the authors ran it (``benchmarks/monai_reference.py``) and ``process.py``
 with ``--crop exact`` (the default) and ``--crop body`` on it with the same weights, each in its own
 process so that its peak RSS is its own, and prints / writes per pipeline: seconds, peak RSS and
 the mask's Dice against the seed style's.
@@ -35,8 +35,8 @@ def run_seed(pet: Path, weights: Path, out: Path, threads: int) -> dict:
     import SimpleITK as sitk
     import torch
 
+    from benchmarks.monai_reference import reference_predict
     from model import Predictor
-    from tests.reference_pipeline import reference_predict
 
     torch.set_num_threads(threads)
     started = time.perf_counter()
@@ -53,7 +53,7 @@ def run_ours(pet: Path, weights: Path, out: Path, threads: int, crop: str) -> di
     import torch
 
     import process
-    from model.io import InputError
+    from common.errors import InputError
 
     torch.set_num_threads(threads)
     root = out.parent / "ours_io"
@@ -86,7 +86,7 @@ def child(mode: str, pet: Path, weights: Path, out: Path, threads: int) -> dict:
 def mask_file_dice(a_path: Path, b_path: Path) -> float:
     import SimpleITK as sitk
 
-    from model.masks import dice
+    from common.masks import dice
 
     return dice(*(sitk.GetArrayFromImage(sitk.ReadImage(str(path))) for path in (a_path, b_path)), both_empty=1.0)
 

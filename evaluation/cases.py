@@ -1,4 +1,8 @@
-"""Pairing ground-truth, prediction and PET files by name (image names and JSON from ``model.io``)."""
+"""Pairing ground-truth, prediction and PET files by name; reading them with errors as ``CaseError``.
+
+The names differ from ``common.images``'s on purpose: these return other types (files grouped by
+stem) or raise ``CaseError``, which the evaluation CLI collects over a whole folder.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +11,25 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
+from common import images
+from common.cases import Case
+from common.errors import InputError
+from common.images import IMAGE_SUFFIXES
 from evaluation.metrics import check_same_grid
-from model import io as model_io
-from model.io import IMAGE_SUFFIXES, Case
 
 
 class CaseError(ValueError):
     """A case cannot be evaluated (missing or ambiguous file, grid mismatch); the message names files."""
 
 
-def list_images(folder: Path, what: str = "image") -> dict[str, list[Path]]:
+def images_by_stem(folder: Path, what: str = "image") -> dict[str, list[Path]]:
     """Image files of a folder grouped by stem (a stem may exist as both .mha and .nii.gz)."""
     if not folder.is_dir():
         raise CaseError(f"{what} folder is not a folder: {folder}")
     found: dict[str, list[Path]] = {}
-    for path in model_io.list_images(folder):
+    for path in images.list_images(folder):
         if path.is_file():
-            found.setdefault(model_io.image_stem(path), []).append(path)
+            found.setdefault(images.image_stem(path), []).append(path)
     return found
 
 
@@ -50,9 +56,9 @@ def pair_cases(
     All problems are collected before raising, so one run names every missing file. Returns the
     pairs and the names of predictions that have no ground truth (worth a warning, not an error).
     """
-    gts = list_images(gt_dir, "ground-truth")
-    preds = list_images(pred_dir, "prediction")
-    pets = list_images(pet_dir, "PET") if pet_dir is not None else {}
+    gts = images_by_stem(gt_dir, "ground-truth")
+    preds = images_by_stem(pred_dir, "prediction")
+    pets = images_by_stem(pet_dir, "PET") if pet_dir is not None else {}
     if not gts:
         raise CaseError(f"no ground-truth images ({', '.join(IMAGE_SUFFIXES)}) in {gt_dir}")
     pairs, problems = [], []
@@ -63,7 +69,7 @@ def pair_cases(
                 pet = None
                 if pet_dir is not None:
                     pet_stem = stem + pet_suffix
-                    pet = _match(pet_stem, pet_stem + model_io.image_suffix(gt_path), pets, "PET", pet_dir)
+                    pet = _match(pet_stem, pet_stem + images.image_suffix(gt_path), pets, "PET", pet_dir)
                 pairs.append(Case(gt_path.name, pet, label=gt_path, prediction=pred))
             except CaseError as err:
                 problems.append(str(err))
@@ -73,11 +79,11 @@ def pair_cases(
     return pairs, extra
 
 
-def read_header(path: Path) -> sitk.ImageFileReader:
+def read_mask_header(path: Path) -> sitk.ImageFileReader:
     """Reader holding only the header, so grids of a whole folder are checked in seconds."""
     try:
-        return model_io.read_header(path, "mask", dims=3)
-    except model_io.InputError as err:
+        return images.read_header(path, "mask", dims=3)
+    except InputError as err:
         raise CaseError(str(err)) from None
 
 
@@ -86,7 +92,7 @@ def check_grids(pairs: Sequence[Case], tol: float = 1e-3) -> None:
     problems = []
     for case in pairs:
         try:
-            check_same_grid(read_header(case.label), read_header(case.prediction),
+            check_same_grid(read_mask_header(case.label), read_mask_header(case.prediction),
                             f"{case.label} and {case.prediction}", tol)
         except ValueError as err:  # CaseError or GridMismatchError
             problems.append(str(err))
@@ -94,9 +100,9 @@ def check_grids(pairs: Sequence[Case], tol: float = 1e-3) -> None:
         raise CaseError("\n".join(problems))
 
 
-def read_image(path: Path, what: str = "image") -> sitk.Image:
+def read_case_image(path: Path, what: str = "image") -> sitk.Image:
     """Read an image; a broken one is a CaseError in one line that names the file."""
     try:
-        return model_io.read_image(path, what)
-    except model_io.InputError as err:
+        return images.read_image(path, what)
+    except InputError as err:
         raise CaseError(str(err)) from None

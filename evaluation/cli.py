@@ -13,9 +13,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from evaluation.cases import CaseError, check_grids, pair_cases, read_image
+from common.atomic import write_json_atomic
+from common.images import IMAGE_SUFFIXES, image_stem
+from evaluation.cases import CaseError, check_grids, pair_cases, read_case_image
 from evaluation.metrics import Aggregate, CaseMetrics, aggregate, evaluate_images
-from model.io import IMAGE_SUFFIXES, image_stem, write_json_atomic
 
 EPILOG = """\
 metrics (autoPET II definitions; lesion = voxel > 0; components use 18-connectivity):
@@ -108,14 +109,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_grids(pairs, args.tolerance)
         results: dict[str, CaseMetrics] = {}
         for case in tqdm(pairs, desc="evaluating", unit="case", disable=True if args.no_progress else None):
-            gt, pred = read_image(case.label), read_image(case.prediction)
+            gt, pred = read_case_image(case.label), read_case_image(case.prediction)
             metrics = evaluate_images(gt, pred, args.tolerance)
             results[case.case_id] = metrics
             if args.pictures is not None and case.pet is not None:
-                from evaluation.mip import metrics_title, save_mip_png  # matplotlib only when needed
+                from evaluation.mip import metrics_title  # matplotlib only when needed
+                from lesion_report.mip import save_mip_png
 
-                save_mip_png(read_image(case.pet), args.pictures / f"{image_stem(case.label)}.png", pred=pred, gt=gt,
-                             title=metrics_title(case.case_id, metrics))
+                save_mip_png(read_case_image(case.pet), args.pictures / f"{image_stem(case.label)}.png", pred=pred,
+                             gt=gt, title=metrics_title(case.case_id, metrics))
     except (CaseError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

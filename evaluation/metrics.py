@@ -16,8 +16,8 @@ import cc3d
 import numpy as np
 import SimpleITK as sitk
 
-from model.io import HasGrid, grid_differences
-from model.masks import dice
+from common.geometry import HasGrid, grid_differences
+from common.masks import dice
 
 #: Neighbourhood used to form lesions: faces and edges, not corners (as the official evaluation).
 CONNECTIVITY = 18

@@ -19,8 +19,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from model.io import InputError, image_stem, list_images, read_image
-from model.report import CaseEntry, write_case_report, write_run_report
+from common.errors import InputError
+from common.images import image_stem, list_images, read_image
+from lesion_report.writer import CaseEntry, write_case_report, write_run_report
 
 
 def build_parser() -> argparse.ArgumentParser:

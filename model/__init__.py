@@ -1,7 +1,7 @@
 """The inference pipeline, one stage per module (see ``model/predictor.py`` for the order).
 
 ``from model import Predictor, ModelConfig`` is the public API; the names are resolved on first
-use, so that light users of the package (``model.io``) do not import torch and MONAI.
+use, so that light users of the package (``common``) do not import torch and MONAI.
 """
 
 from __future__ import annotations

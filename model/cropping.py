@@ -28,7 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from .preprocessing import Grid, PreparedVolume, resample_back
+from common.geometry import Grid
+
+from .preprocessing import PreparedVolume, resample_back
 from .window_grid import window_starts, window_step
 
 Box = tuple[slice, slice, slice]

@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .io import write_json_atomic
+from common.atomic import write_json_atomic
+
 from .network import CheckpointError, sha256_of
 
 MANIFEST_NAME = "manifest.json"

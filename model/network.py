@@ -18,8 +18,9 @@ from typing import Any
 import torch
 from monai.networks.nets import DynUNet
 
+from common.atomic import write_atomic
+
 from .config import ModelConfig, paper_config
-from .io import write_atomic
 
 CHECKPOINT_FORMAT = "autopet-sw-unet/1"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")

@@ -23,6 +23,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from common.geometry import same_geometry
+
 from .config import ModelConfig
 from .cropping import (
     BACKGROUND_SCORE,
@@ -38,7 +40,6 @@ from .cropping import (
     paste,
 )
 from .ensemble import mean_probability, vote, vote_counts
-from .io import same_geometry
 from .manifest import read_manifest, verify_manifest
 from .network import checkpoint_files, load_ensemble
 from .preprocessing import PreparedVolume, prepare
@@ -145,7 +146,7 @@ class Predictor:
         self.last_info = PredictionInfo()
         self.files: list[Path] = []
         # held by callers around a prediction and its last_info: a case abandoned by the watchdog
-        # (model/folder.py ``within``) may still be inside; the next waits rather than share it
+        # (runner/watchdog.py ``within``) may still be inside; the next waits rather than share it
         self.lock = threading.Lock()
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True

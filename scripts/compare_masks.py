@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from model.io import is_image_file
-from model.masks import dice
+from common.images import is_image_file
+from common.masks import dice
 
 
 def collect(path: Path) -> list[Path]:

@@ -19,7 +19,8 @@ import SimpleITK as sitk
 from scipy.ndimage import gaussian_filter
 
 from evaluation.metrics import evaluate_images
-from evaluation.mip import metrics_title, save_mip_png
+from evaluation.mip import metrics_title
+from lesion_report.mip import save_mip_png
 
 SIZE = (128, 96, 200)  # voxels along index i, j, k
 SPACING = (4.0, 4.0, 5.0)  # mm

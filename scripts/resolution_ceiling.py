@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from common.geometry import Grid, Orientation
 from evaluation.metrics import case_metrics
-from model.preprocessing import Grid, Orientation, resample_back, target_grid
+from model.preprocessing import resample_back, target_grid
 from training.layouts import LayoutError, read_tcia
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -29,7 +29,7 @@ libc.mallinfo2.restype = MallInfo2
 """
 
 PROBE = MALLINFO + """
-from model.allocator import keep_large_allocations_on_heap
+from runner.allocator import keep_large_allocations_on_heap
 applied = keep_large_allocations_on_heap() if sys.argv[1] == "heap" else False
 before = libc.mallinfo2()
 x = np.ones(16 * 2**20, dtype=np.float32)  # 64 MiB, above glibc's largest mmap threshold (32 MiB)

@@ -59,7 +59,7 @@ def test_runs_as_unprivileged_user_with_caches_in_tmp():
     for var in ("HOME", "XDG_CACHE_HOME", "TORCH_HOME", "MPLCONFIGDIR"):
         assert re.search(rf"\b{var}=/tmp\b", text), f"{var} should point into /tmp"
     assert 'ENTRYPOINT ["python", "/opt/app/process.py"]' in text
-    for source in ("process.py", "model/", "evaluation/", "weights/"):
+    for source in ("process.py", "common/", "model/", "lesion_report/", "runner/", "weights/"):
         assert re.search(rf"^COPY {re.escape(source)} ", text, flags=re.MULTILINE), f"COPY {source} missing"
 
 
@@ -71,7 +71,7 @@ def test_dockerignore_keeps_context_small():
     ]
     assert lines[0] == "*", ".dockerignore should exclude everything, then allow what the image needs"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert {"process.py", "model", "evaluation", "weights", "requirements.txt"} <= allowed
+    assert {"process.py", "common", "model", "lesion_report", "runner", "weights", "requirements.txt"} <= allowed
     assert not allowed & {".venv", "data", "runs", "outputs", "tests", "test", ".git"}
 
 

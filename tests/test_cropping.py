@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from common.masks import dice
 from model import Predictor
 from model.cropping import BACKGROUND_SCORE, at_least_roi, grid_aligned_box
-from model.masks import dice
 from model.window_grid import count_windows, window_step
 from tests.conftest import as_xyz, body_with_lesion
 

@@ -16,8 +16,8 @@ import pytest
 import SimpleITK as sitk
 
 import process
-from model.dicom import pet_series, read_pet_series, read_seg_mask, write_seg
-from model.io import InputError
+from common.errors import InputError
+from runner.dicom import pet_series, read_pet_series, read_seg_mask, write_seg
 from tests.conftest import HOTSPOT_WEIGHTS, body_with_lesion
 from training.phantoms.dicom_export import Acquisition, write_dicom_study
 

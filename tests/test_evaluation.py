@@ -11,6 +11,7 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
+from common.atomic import dumps_json as dumps
 from evaluation.cases import CaseError, pair_cases
 from evaluation.cli import main
 from evaluation.metrics import (
@@ -21,7 +22,6 @@ from evaluation.metrics import (
     evaluate_images,
     voxel_volume_ml,
 )
-from model.io import dumps_json as dumps
 
 #: 10 mm isotropic voxels are exactly 1 ml, so volumes below read as voxel counts.
 ML = (10.0, 10.0, 10.0)
@@ -349,11 +349,11 @@ def test_resolution_ceiling_is_exact_at_the_input_spacing_and_lower_when_coarser
 
 
 def test_one_dice_for_every_caller():
-    """model.masks.dice: the challenge's NaN for two empty masks by default, 1.0 where asked."""
+    """common.masks.dice: the challenge's NaN for two empty masks by default, 1.0 where asked."""
     import math
 
+    from common.masks import dice
     from evaluation.metrics import dice as metrics_dice
-    from model.masks import dice
 
     assert metrics_dice is dice
     a = np.zeros((4, 4, 4), np.uint8)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from model.io import Case
+from common.cases import Case
 from training.layouts import (
     LayoutError,
     check_pet_ct_arrays,

@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from model.lesions import SUV_PEAK_RADIUS_MM, measure_lesions
+from lesion_report.lesions import SUV_PEAK_RADIUS_MM, measure_lesions
 from tests.conftest import GRIDS
 
 
@@ -113,7 +113,7 @@ def test_a_uniform_lesion_of_known_size_and_uptake():
 
 def test_suv_peak_sphere_is_one_millilitre():
     """At fine isotropic spacing the sampled sphere holds ~1 ml of voxel centres."""
-    from model.lesions import suv_peak_kernel
+    from lesion_report.lesions import suv_peak_kernel
 
     kernel = suv_peak_kernel((0.25, 0.25, 0.25))
     assert kernel.sum() * 0.25 ** 3 / 1000 == pytest.approx(1.0, rel=0.01)

@@ -9,7 +9,8 @@ import pytest
 import SimpleITK as sitk
 from matplotlib.image import imread
 
-from evaluation.mip import GAP_PX, HEADER_PX, MARGIN_PX, main, projections, save_mip_png
+from evaluation.mip import main
+from lesion_report.mip import GAP_PX, HEADER_PX, MARGIN_PX, projections, save_mip_png
 
 SIZE = (12, 10, 16)  # ITK index order (i, j, k)
 SPACING = (2.0, 3.0, 4.0)

@@ -7,12 +7,12 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from benchmarks.monai_reference import reference_predict
+from common.masks import dice
 from model import Predictor
 from model.config import paper_config, tiny_config
-from model.masks import dice
 from model.network import build_network
 from tests.conftest import GRIDS, as_xyz, body_with_lesion, centroid_mm, same_grid_exactly
-from tests.reference_pipeline import reference_predict
 
 
 @pytest.mark.parametrize("name", ["identity", "flipped", "permuted-anisotropic"])

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.preprocessing import Orientation, percentile_scale, percentiles
+from common.geometry import Orientation
+from model.preprocessing import percentile_scale, percentiles
 from tests.conftest import GRIDS
 
 

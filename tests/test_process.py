@@ -12,6 +12,7 @@ import pytest
 import SimpleITK as sitk
 
 import process
+from runner.algorithm import build_algorithm
 from tests.conftest import HOTSPOT_WEIGHTS, ROOT, body_with_lesion
 
 OUT_SUB = Path("images/automated-petct-lesion-segmentation")
@@ -164,7 +165,7 @@ def test_vote_option_reaches_the_predictor(tmp_path):
     args = process.build_parser().parse_args([
         "--vote", "soft", "--weights", str(HOTSPOT_WEIGHTS), "--device", "cpu",
         "--input", str(make_input(tmp_path / "input", ct=False)), "--output", str(tmp_path / "output")])
-    algorithm = process.build_algorithm(args)
+    algorithm = build_algorithm(args)
     assert algorithm.run.predictor.config.vote == "soft"
 
 

@@ -20,7 +20,7 @@ import pytest
 import SimpleITK as sitk
 
 import process
-from model import io as mio
+from common import atomic, images
 from tests.conftest import HOTSPOT_WEIGHTS, ROOT, body_with_lesion
 from tests.unprivileged import as_nobody, nobody_command
 
@@ -52,13 +52,13 @@ def folders(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 def write(image: sitk.Image, path: Path, compress: bool = True) -> Path:
     """Write under any name: ITK picks its writer by a lower-case suffix, so rename afterwards."""
-    suffix = mio.image_suffix(path) or ".mha"
+    suffix = images.image_suffix(path) or ".mha"
     tmp = path.parent / f"tmp-{os.getpid()}{suffix}"
     sitk.WriteImage(image, str(tmp), compress)
     if suffix == ".mhd":  # the header names its data file: keep the stem
         data = tmp.with_suffix(".zraw" if compress else ".raw")
-        header = tmp.read_text().replace(data.name, f"{mio.image_stem(path)}{data.suffix}")
-        data.rename(path.parent / f"{mio.image_stem(path)}{data.suffix}")
+        header = tmp.read_text().replace(data.name, f"{images.image_stem(path)}{data.suffix}")
+        data.rename(path.parent / f"{images.image_stem(path)}{data.suffix}")
         tmp.unlink()
         path.write_text(header)
     else:
@@ -78,8 +78,8 @@ def results(tmp_path: Path) -> dict[str, list[str]]:
 
 
 def assert_mask_for(mask_path: Path, pet_path: Path) -> np.ndarray:
-    mask = mio.read_image(mask_path, "mask")
-    pet = mio.read_image(pet_path, "PET")
+    mask = images.read_image(mask_path, "mask")
+    pet = images.read_image(pet_path, "PET")
     assert mask.GetPixelID() == sitk.sitkUInt8
     assert mask.GetSize() == pet.GetSize()
     np.testing.assert_allclose(mask.GetSpacing(), pet.GetSpacing(), rtol=1e-6)
@@ -187,7 +187,7 @@ def test_unreadable_pet_says_permission_denied(locked):
         base.chmod(0o755)
         (folder / "locked.mha").chmod(0 if locked == "file" else 0o644)
         folder.chmod(0o755 if locked == "file" else 0o700)
-        code = ("import sys; from pathlib import Path; from model.io import read_image, InputError\n"
+        code = ("import sys; from pathlib import Path; from common.images import InputError, read_image\n"
                 "try: read_image(Path(sys.argv[1]), 'PET')\nexcept InputError as e: print(e)")
         done = subprocess.run(nobody_command(base, ["-c", code, str(folder / "locked.mha")]), capture_output=True,
                               text=True, timeout=60)
@@ -319,7 +319,7 @@ def test_interrupted_write_leaves_no_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sitk.ImageFileWriter, "Execute", execute_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
-        mio.write_image_atomic(small_pet(), target)
+        atomic.write_image_atomic(small_pet(), target)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -327,16 +327,16 @@ def test_sigint_in_process_stops_with_130_and_restores_handlers(tmp_path, capsys
     pet_dir, _, out = folders(tmp_path)
     for name in ("a", "b", "c"):
         write(small_pet(), pet_dir / f"{name}.mha")
-    import model.folder
+    import runner.folder
 
-    real = model.folder.segment_file
+    real = runner.folder.segment_file
 
     def segment_then_signal(predictor, pet_path, ct_path, mask_path, *extras):
         if pet_path.name == "b.mha":
             os.kill(os.getpid(), signal.SIGINT)
         return real(predictor, pet_path, ct_path, mask_path, *extras)
 
-    monkeypatch.setattr(model.folder, "segment_file", segment_then_signal)
+    monkeypatch.setattr(runner.folder, "segment_file", segment_then_signal)
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     assert run(tmp_path) == 130
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before

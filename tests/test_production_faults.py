@@ -17,14 +17,16 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-import model.case
-import model.folder
-import model.sharding
 import process
+import runner.case
+import runner.folder
+import runner.sharding
+import runner.watchdog
+from common.atomic import write_atomic
+from common.cases import Case
 from model import Predictor
-from model.folder import run_case
-from model.io import Case, write_atomic
 from model.sliding_window import Attempt, out_of_memory_attempts
+from runner.folder import run_case
 from tests.conftest import HOTSPOT_WEIGHTS, body_with_lesion
 from tests.test_process import OUT_SUB, make_input
 
@@ -81,7 +83,7 @@ def test_results_json_on_a_full_disk_is_one_line_and_exit_1(tmp_path, monkeypatc
 
         write_atomic(path, fail)
 
-    monkeypatch.setattr(model.sharding, "write_json_atomic", no_space)
+    monkeypatch.setattr(runner.sharding, "write_json_atomic", no_space)
     assert run(tmp_path) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {tmp_path / 'output' / 'results.json'}: not written (")
@@ -178,7 +180,7 @@ def test_a_case_stuck_reading_is_abandoned_and_the_run_goes_on(tmp_path, monkeyp
     make_input(tmp_path / "input", names=("case_a", "case_b"), ct=False)
     fifo = tmp_path / "stuck.mha"
     os.mkfifo(fifo)
-    real = model.case.read_image
+    real = runner.case.read_image
 
     def read(path: Path, what: str) -> sitk.Image:
         if "case_a" not in str(path):
@@ -188,13 +190,13 @@ def test_a_case_stuck_reading_is_abandoned_and_the_run_goes_on(tmp_path, monkeyp
         reader.SetImageIO("MetaImageIO")
         return reader.Execute()
 
-    monkeypatch.setattr(model.case, "read_image", read)
+    monkeypatch.setattr(runner.case, "read_image", read)
     try:
         assert run(tmp_path, "--case-timeout", "10") == 1
         pet = tmp_path / "input/images/pet/case_a.mha"
         assert f"{pet}: no result after 10 s (--case-timeout); abandoned, the run goes on" in caplog.text
         assert sorted(p.name for p in (tmp_path / "output" / OUT_SUB).iterdir()) == ["case_b.mha"]
-        assert [t for t in model.folder.ABANDONED if t.is_alive()]  # still stuck, as a dead mount would be
+        assert [t for t in runner.watchdog.ABANDONED if t.is_alive()]  # still stuck, as a dead mount would be
     finally:
         release_readers(fifo)
 
@@ -207,7 +209,7 @@ def release_readers(fifo: Path) -> None:
             os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
         except OSError:  # no reader at this instant
             pass
-        if not any(t.is_alive() for t in model.folder.ABANDONED):
+        if not any(t.is_alive() for t in runner.watchdog.ABANDONED):
             return
         time.sleep(0.05)
     raise AssertionError("an abandoned reader did not end")
@@ -216,13 +218,13 @@ def release_readers(fifo: Path) -> None:
 def test_an_abandoned_case_that_wakes_up_writes_nothing(tmp_path, monkeypatch, caplog):
     make_input(tmp_path / "input", names=("slow",), ct=False)
     release = threading.Event()
-    real = model.case.read_image
+    real = runner.case.read_image
 
     def slow_read(path, what):
         release.wait(30)
         return real(path, what)
 
-    monkeypatch.setattr(model.case, "read_image", slow_read)
+    monkeypatch.setattr(runner.case, "read_image", slow_read)
     assert run(tmp_path, "--case-timeout", "1") == 1
     release.set()
     for thread in threading.enumerate():

@@ -16,7 +16,7 @@ from scipy import ndimage
 
 import process
 from evaluation import report as report_cli
-from model.lesions import measure_lesions
+from lesion_report.lesions import measure_lesions
 from tests.conftest import HOTSPOT_WEIGHTS, same_grid_exactly
 from tests.test_process import OUT_SUB, make_input
 

@@ -13,8 +13,8 @@ import pytest
 import SimpleITK as sitk
 
 import process
-from model.io import Case
-from model.sharding import Shard, parse_shard, shard_cases
+from common.cases import Case
+from runner.sharding import Shard, parse_shard, shard_cases
 from tests.conftest import HOTSPOT_WEIGHTS, ROOT, body_with_lesion
 
 OUT_SUB = Path("images/automated-petct-lesion-segmentation")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from model.io import Case
+from common.cases import Case
 from training.splits import SplitError, check_folds, extend_folds, load_splits, make_folds, save_splits
 
 

@@ -16,8 +16,8 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from common.cases import Case
 from model.config import preset
-from model.io import Case
 from model.network import build_network
 from training.data import HOT_MIN_COMPONENT, CaseStore, CropDataset, component_pool, epoch_draws
 from training.fit import DistInfo, cpu_has_native_bf16, fit, train_step
@@ -615,7 +615,7 @@ def test_killed_run_leaves_a_loadable_checkpoint_and_resumes(phantoms, cache_dir
         "import sys, torch\n"
         "torch.set_num_threads(1)\n"
         "from pathlib import Path\n"
-        "from model.config import preset\nfrom model.io import Case\n"
+        "from model.config import preset\nfrom common.cases import Case\n"
         "from training.fit import fit\nfrom training.recipe import train_preset\n"
         f"src = [Case(c, Path(p), label=Path(l)) for c, p, l in {[(s.case_id, str(s.pet), str(s.label)) for s in phantoms[:4]]!r}]\n"  # noqa: E501
         "train = train_preset('tiny').with_(epochs=200, iters_per_epoch=1)\n"

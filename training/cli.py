@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
+from common.cases import Case
 from model.config import PRESETS, ModelConfig, preset
-from model.io import Case
 from model.network import CheckpointError, add_weights_argument
 
 from .data import CACHE_DTYPES, CaseStore, as_sources

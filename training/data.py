@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from common.atomic import write_atomic, write_json_atomic
+from common.cases import Case
 from model.config import ModelConfig
-from model.io import Case, write_atomic, write_json_atomic
 
 from .layouts import LayoutError
 from .recipe import TrainConfig, deterministic_transforms, random_transforms

@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
+from common.atomic import json_safe
 from model.config import ModelConfig
-from model.io import json_safe
 from model.manifest import write_manifest
 from model.network import CheckpointError, build_network, save_checkpoint, weights_digest
 

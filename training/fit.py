@@ -28,9 +28,9 @@ from monai.data.utils import worker_init_fn
 from monai.inferers import SlidingWindowInferer
 from tqdm import tqdm
 
-from model.allocator import keep_large_allocations_on_heap
+from common.atomic import json_safe, write_json_atomic
+from common.cases import Case
 from model.config import ModelConfig
-from model.io import Case, json_safe, write_json_atomic
 from model.network import (
     atomic_torch_save,
     build_network,
@@ -39,6 +39,7 @@ from model.network import (
     save_checkpoint,
     weights_digest,
 )
+from runner.allocator import keep_large_allocations_on_heap
 
 from .data import CaseStore, CropDataset, epoch_draws
 from .recipe import TrainConfig, make_loss, make_optimizer, make_scheduler, make_train_inferer

@@ -22,8 +22,11 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from model import io as model_io
-from model.io import Case, image_stem, is_image_file, same_geometry, write_json_atomic
+from common.atomic import write_json_atomic
+from common.cases import Case
+from common.errors import InputError
+from common.geometry import same_geometry
+from common.images import image_stem, is_image_file, read_header
 
 TCIA_PET, TCIA_CT, TCIA_LABEL = "SUV.nii.gz", "CTres.nii.gz", "SEG.nii.gz"
 NNUNET_ENDING = ".nii.gz"
@@ -42,8 +45,8 @@ class LayoutError(ValueError):
 
 def _header(path: Path) -> sitk.ImageFileReader:
     try:
-        return model_io.read_header(path, "image", dims=3)
-    except model_io.InputError as exc:
+        return read_header(path, "image", dims=3)
+    except InputError as exc:
         raise LayoutError(str(exc)) from None
 
 

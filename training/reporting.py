@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from model.io import write_atomic
+from common.atomic import write_atomic
 
 CSV_FIELDS = (
     "epoch",

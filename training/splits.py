@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from model.io import write_text_atomic
+from common.atomic import write_text_atomic
 
 
 class SplitError(ValueError):
@@ -35,7 +35,7 @@ def make_folds(
 ) -> list[dict[str, Any]]:
     """Split studies into n_folds by patient.
 
-    records: cases (``model.io.Case``), dicts with case_id/patient_id, or plain case-id strings (one patient each).
+    records: cases (``common.cases.Case``), dicts with case_id/patient_id, or plain case-id strings (one patient each).
     positive: optional case_id -> has-lesion; used to spread positive studies evenly over the folds.
     Greedy assignment of shuffled patients (largest first) to the emptiest fold keeps the sizes within
     one study of each other whenever the patients allow it; the result depends only on the set of

@@ -49,7 +49,7 @@ class Options:
 
 @dataclass(frozen=True)
 class PhantomJob:
-    """One phantom to make: its seed and the ids it is written under (the written case is a model.io.Case)."""
+    """One phantom to make: its seed and the ids it is written under (the written case is a common.cases.Case)."""
 
     seed: int
     case_id: str

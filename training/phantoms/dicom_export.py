@@ -1,7 +1,7 @@
 """A phantom as a hospital would send it: a DICOM PET series in Bq/ml (and a CT series) with the
 dose, half-life, injection, series and acquisition times and weight that SUV is computed from.
 
-The inverse of ``model.dicom``'s conversion, written the way scanners write: axial slices in LPS
+The inverse of ``runner.dicom``'s conversion, written the way scanners write: axial slices in LPS
 (``ImageOrientationPatient`` 1\\0\\0\\0\\1\\0), 16-bit unsigned pixels with a per-slice
 ``RescaleSlope``, decay corrected to the scan start. Used by the tests and to try the DICOM path
 without patient data.

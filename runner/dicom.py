@@ -33,7 +33,7 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 
-from .io import InputError
+from common.errors import InputError
 
 PET_MODALITY = "PT"
 #: Philips private tag: multiply CNTS pixel values by it to get Bq/ml.
@@ -256,7 +256,7 @@ def write_seg(mask: sitk.Image, pet: PetVolume, path: Path, version: str | None 
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    from .io import write_atomic
+    from common.atomic import write_atomic
 
     version = version or algorithm_version()
     frames = sitk.GetArrayFromImage(mask).astype(np.uint8)  # (z, y, x): frame k lies on pet.slices[k]

@@ -19,7 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from .io import Case, InputError, read_header, write_json_atomic
+from common.atomic import write_json_atomic
+from common.cases import Case
+from common.errors import InputError
+from common.images import read_header
 
 
 @dataclass(frozen=True)

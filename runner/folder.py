@@ -11,40 +11,27 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import signal
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import SimpleITK as sitk
 from tqdm import tqdm
 
+from common.atomic import check_writable, remove_stale_temps
+from common.cases import Case
+from common.errors import InputError, OutputError
+from common.images import ignored_entries, image_stem, list_images
+from lesion_report.writer import REPORT_SUBDIR, CaseEntry, write_run_report
+from model.predictor import InputImageError, Predictor
+
 from .case import ExtraOutputs, segment_file, write_report_from_files
-from .io import (
-    Case,
-    InputError,
-    OutputError,
-    check_writable,
-    existing_mask_problem,
-    ignored_entries,
-    image_stem,
-    is_dicom_folder,
-    list_images,
-    pair_cases,
-    read_header,
-    remove_stale_temps,
-)
-from .predictor import InputImageError, Predictor
-from .report import PROBABILITY_SUBDIR, REPORT_SUBDIR, VOTES_SUBDIR, CaseEntry, write_run_report
+from .formats import FORMATS, format_of, is_dicom_case, mask_name
+from .inputs import pair_cases
 from .sharding import WHOLE, Shard, shard_cases, write_results
+from .watchdog import CaseTimeout, within
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 #: The challenge's layout below the input and output roots (autoPET II and III).
 PET_SUBDIR = Path("images") / "pet"
@@ -53,6 +40,9 @@ CT_SUBDIR = Path("images") / "ct"
 DEFAULT_OUTPUT_SLUG = "automated-petct-lesion-segmentation"
 #: Grand-Challenge's description of a job's inputs (interface slugs -> files), where it gives one.
 INPUTS_JSON = "inputs.json"
+#: Where ``--save-votes`` and ``--save-probabilities`` write, beside the interface folder.
+VOTES_SUBDIR = Path("votes")
+PROBABILITY_SUBDIR = Path("probabilities")
 
 
 def output_subdir(slug: str = DEFAULT_OUTPUT_SLUG) -> Path:
@@ -62,9 +52,6 @@ def output_subdir(slug: str = DEFAULT_OUTPUT_SLUG) -> Path:
     return Path("images") / slug
 
 
-#: ``--output-format`` choices; None follows the input (DICOM in: DICOM-SEG out; an image: its own format).
-OUTPUT_FORMATS = ("mha", "nifti", "dicom-seg")
-_SUFFIX = {"mha": ".mha", "nifti": ".nii.gz", "dicom-seg": ".dcm"}
 
 
 @dataclass(frozen=True)
@@ -80,17 +67,8 @@ class InputFolders:
     dicom: bool = False
 
 
-def is_dicom_case(case: Case) -> bool:
-    """A case read from a folder of DICOM series rather than an image file."""
-    return case.pet is not None and is_dicom_folder(case.pet)
 
 
-def mask_name(case: Case, output_format: str | None = None) -> str:
-    """The output file's name: the PET's own name by default (the challenge's rule), the case's name
-    with the asked format's suffix otherwise; a DICOM case gets a DICOM-SEG by default."""
-    if output_format is None:
-        return f"{case.case_id}.dcm" if is_dicom_case(case) else case.pet.name
-    return f"{case.case_id if is_dicom_case(case) else image_stem(case.pet)}{_SUFFIX[output_format]}"
 
 
 def map_name(case: Case) -> str:
@@ -147,8 +125,8 @@ def check_folders(input_root: Path, output_root: Path, output_slug: str = DEFAUL
     if not input_root.is_dir():
         raise InputError(f"{input_root}: input folder not found")
     folders = input_folders(input_root)
-    if output_format == "dicom-seg" and not folders.dicom:
-        raise InputError(f"{input_root}: --output-format dicom-seg needs DICOM input (a folder of DICOM series "
+    if output_format is not None and FORMATS[output_format].needs_dicom and not folders.dicom:
+        raise InputError(f"{input_root}: --output-format {output_format} needs DICOM input (a folder of DICOM series "
                          "per case)")
     pet_dir = folders.pet
     if not folders.dicom:  # a DICOM input was recognised by its case folders already
@@ -219,44 +197,10 @@ class Extras:
 NO_EXTRAS = Extras()
 
 
-#: Worker threads of cases given up by ``within``; a process that has any ends with ``os._exit``
-#: (process.py), since a thread still inside ITK makes the C++ runtime abort at a normal exit.
-ABANDONED: list[threading.Thread] = []
 
 
-class CaseTimeout(RuntimeError):
-    """A case that gave no result within ``--case-timeout`` seconds (a stuck read, a hung loader)."""
 
 
-def within(seconds: float | None, work: Callable[[threading.Event], T], what: str) -> T:
-    """``work(cancelled)`` in a worker thread, given up after ``seconds`` (None: run it here, no limit).
-
-    A thread blocked in C (ITK waiting on a dead network mount) cannot be stopped; it is left behind
-    as a daemon with ``cancelled`` set, and ``segment_file`` checks that before it writes anything,
-    so an abandoned case never writes later. The predictor runs one prediction at a time, so a case
-    hung inside the network step makes the next ones time out too, each named.
-    """
-    cancelled = threading.Event()
-    if not seconds:
-        return work(cancelled)
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = work(cancelled)
-        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name=f"case {what}", daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        cancelled.set()
-        ABANDONED.append(thread)
-        raise CaseTimeout(f"{what}: no result after {seconds:g} s (--case-timeout); abandoned, the run goes on")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
 
 
 def _one_line_error(exc: Exception, case: Case) -> str:
@@ -265,19 +209,6 @@ def _one_line_error(exc: Exception, case: Case) -> str:
     return " ".join(message.split())  # one line, whatever ITK or torch put in it
 
 
-def existing_output_problem(target: Path, case: Case) -> str | None:
-    """Why an output left by an earlier run cannot be kept (None: a complete one for this case)."""
-    if target.suffix == ".dcm":
-        from .dicom import seg_problem
-
-        return seg_problem(target)
-    if is_dicom_case(case):  # no PET file to compare grids with: a readable 0/1 uint8 image will do
-        try:
-            image = read_header(target, "mask")
-        except InputError as exc:
-            return str(exc)
-        return None if image.GetPixelID() == sitk.sitkUInt8 else f"{target}: not an 8-bit unsigned mask"
-    return existing_mask_problem(target, case.pet)
 
 
 def run_case(predictor: Predictor, case: Case, output_dir: Path, overwrite: bool = False,
@@ -290,12 +221,12 @@ def run_case(predictor: Predictor, case: Case, output_dir: Path, overwrite: bool
     line naming the file and recorded in ``error_messages``.
     """
     target, extras = output_dir / mask_name(case, output_format), extras or ExtraOutputs()
-    kind = "dicom_seg" if target.suffix == ".dcm" else "metaio_image"
-    result: dict[str, Any] = {"outputs": [dict(type=kind, filename=target.name)],
+    fmt = format_of(target)
+    result: dict[str, Any] = {"outputs": [dict(type=fmt.results_type, filename=target.name)],
                               "inputs": [dict(type="dicom_folder" if is_dicom_case(case) else "metaio_image",
                                               filename=case.pet.name)], "error_messages": []}
     if (target.exists() or target.is_symlink()) and not overwrite:
-        problem = existing_output_problem(target, case)
+        problem = fmt.problem(target, case)
         missing = extras.missing()
         if problem is None and not missing:
             log.info("%s: mask exists, skipped (use --overwrite to recompute)", case.pet.name)
@@ -326,45 +257,6 @@ def run_case(predictor: Predictor, case: Case, output_dir: Path, overwrite: bool
     if report.lesions is not None:
         result["lesion_report"] = report.lesions
     return result, False
-
-
-class Interrupted(BaseException):
-    """SIGTERM or SIGINT: a BaseException, so that no per-case ``except Exception`` swallows it."""
-
-    def __init__(self, signum: int) -> None:
-        self.signum = signum
-        super().__init__(f"interrupted by {signal.Signals(signum).name}")
-
-    def explain(self, run: FolderRun | None) -> str:
-        """One line for the user: what was interrupted, what is kept, what to do."""
-        where = f" while segmenting {run.current}" if run is not None and run.current else ""
-        done = f"; {run.written} mask(s) written this run" if run is not None else ""
-        return f"{self}{where}{done}; no partial mask left, rerun to go on"
-
-
-def caches_in_tmp() -> None:
-    """Point library caches at $TMPDIR (default /tmp): in the container the only writable place but /output."""
-    tmp = Path(os.environ.get("TMPDIR", "/tmp"))
-    for var, sub in (("XDG_CACHE_HOME", "cache"), ("TORCH_HOME", "torch"), ("MPLCONFIGDIR", "matplotlib")):
-        os.environ.setdefault(var, str(tmp / sub))
-
-
-def _raise_interrupted(signum: int, frame: Any) -> None:
-    for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal kills at once
-        signal.signal(sig, signal.SIG_DFL)
-    raise Interrupted(signum)
-
-
-@contextmanager
-def interrupt_on_signals() -> Iterator[None]:
-    """SIGTERM and SIGINT raise ``Interrupted`` inside the block (the platform stops a job with
-    SIGTERM): the case in progress leaves no partial file, finished masks stay, and a rerun goes on."""
-    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 @dataclass

@@ -8,8 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .io import InputError, is_dicom_folder, read_header, read_image, same_geometry, write_image_atomic
-from .predictor import NETWORKS_KEY, Predictor
+from common.atomic import write_image_atomic
+from common.errors import InputError
+from common.geometry import same_geometry
+from common.images import read_header, read_image
+from model.predictor import NETWORKS_KEY, Predictor
+
+from .formats import PetInput, format_of
+from .inputs import is_dicom_folder
 
 if TYPE_CHECKING:
     import SimpleITK as sitk
@@ -72,19 +78,10 @@ def segment_file(predictor: Predictor, pet_path: Path, ct_path: Path | None, mas
     import SimpleITK as sitk
 
     report, extras = CaseReport(pet_path, mask_path), extras or ExtraOutputs()
+    fmt = format_of(mask_path)
     started = time.perf_counter()
-    series = None
-    if is_dicom_folder(pet_path):  # a case folder of DICOM series: SUV from the PET series' headers
-        from .dicom import pet_series, read_pet_series
-
-        try:
-            series = read_pet_series(pet_series(pet_path))
-        except InputError as exc:  # the case folder first, then the series and the tag
-            message = str(exc)
-            raise InputError(message if message.startswith(str(pet_path)) else f"{pet_path}: {message}") from None
-        pet = series.image
-    else:
-        pet = read_image(pet_path, "PET")
+    source = read_pet(pet_path)
+    pet = source.image
     ct = None
     if ct_path is not None:
         ct, warning = _read_ct(ct_path, pet)
@@ -118,17 +115,10 @@ def segment_file(predictor: Predictor, pet_path: Path, ct_path: Path | None, mas
     if extras.votes is not None or extras.probability is not None:
         report.seconds["write_maps"] = time.perf_counter() - started
         started = time.perf_counter()
-    if mask_path.suffix == ".dcm":
-        if series is None:
-            raise InputError(f"{pet_path}: a DICOM-SEG needs a DICOM PET series to refer to")
-        from .dicom import write_seg
-
-        write_seg(mask, series, mask_path)
-    else:
-        write_image_atomic(mask, mask_path)
+    fmt.write(mask, source, mask_path)
     report.seconds["write"] = time.perf_counter() - started
     if extras.report is not None:
-        from .report import write_case_report
+        from lesion_report.writer import write_case_report
 
         started = time.perf_counter()
         report.lesions = write_case_report(pet, mask, extras.report, prediction.votes, prediction.networks,
@@ -137,19 +127,34 @@ def segment_file(predictor: Predictor, pet_path: Path, ct_path: Path | None, mas
     return report
 
 
+def read_pet(pet_path: Path) -> PetInput:
+    """The PET of a case: an image file, or a case folder of DICOM series (SUV from the PET series' headers)."""
+    if not is_dicom_folder(pet_path):
+        return PetInput(read_image(pet_path, "PET"))
+    from .dicom import pet_series, read_pet_series
+
+    try:
+        series = read_pet_series(pet_series(pet_path))
+    except InputError as exc:  # the case folder first, then the series and the tag
+        message = str(exc)
+        raise InputError(message if message.startswith(str(pet_path)) else f"{pet_path}: {message}") from None
+    return PetInput(series.image, series)
+
+
 def write_report_from_files(pet_path: Path, mask_path: Path, extras: ExtraOutputs) -> dict:
     """The lesion report of a case whose mask (and maybe vote map) an earlier run wrote: no inference.
 
     The vote share comes from the vote map and the network count its header records (MetaImage
     keeps it, NIfTI does not); without them the share is left out.
     """
-    from .report import write_case_report
+    from lesion_report.writer import write_case_report
 
-    if is_dicom_folder(pet_path) or mask_path.suffix == ".dcm":
+    fmt = format_of(mask_path)
+    if is_dicom_folder(pet_path) or fmt.read is None:
         raise InputError(f"{pet_path}: the report of a DICOM case is made with its segmentation; rerun with "
                          "--overwrite")
     pet = read_image(pet_path, "PET")
-    mask = read_image(mask_path, "mask")
+    mask = fmt.read(mask_path)
     votes, networks = None, None
     if extras.votes is not None and extras.votes.exists():
         votes = read_image(extras.votes, "vote map")

@@ -25,8 +25,8 @@ import SimpleITK as sitk
 from scipy import ndimage
 from scipy.spatial.distance import pdist
 
-from .io import grid_differences
-from .preprocessing import finite_or_zero
+from common.geometry import grid_differences
+from common.images import finite_or_zero
 
 #: Face- and edge-neighbours, not corners: the official autoPET evaluation's lesions.
 CONNECTIVITY = 18

@@ -2,7 +2,7 @@
 
 They go beside the challenge's output, never inside its interface folder, in ``<output>/lesion-report/``:
 
-    <case>.json    summary, every lesion (model/lesions.py), the case's warnings
+    <case>.json    summary, every lesion (lesion_report/lesions.py), the case's warnings
     <case>.png     coronal and sagittal MIPs with the lesions numbered as in the JSON
     lesions.csv    one row per lesion of every case;  cases.csv  one row per case
     index.html     one self-contained page (pictures embedded) to read a cohort in a browser
@@ -25,7 +25,8 @@ from typing import Any
 
 import SimpleITK as sitk
 
-from .io import write_atomic, write_json_atomic, write_text_atomic
+from common.atomic import write_atomic, write_json_atomic, write_text_atomic
+
 from .lesions import CASE_COLUMNS, LESION_COLUMNS, case_row, lesion_rows, measure_lesions
 
 REPORT_SUBDIR = Path("lesion-report")
@@ -38,7 +39,7 @@ PICTURE_LESIONS = 20
 def write_case_report(pet: sitk.Image, mask: sitk.Image, path: Path, votes: sitk.Image | None,
                       networks: int | None, warnings: Sequence[str]) -> dict[str, Any]:
     """Measure the lesions, write ``path`` (JSON) and its picture (``.png``); return the summary."""
-    from evaluation.mip import save_mip_png
+    from .mip import save_mip_png
 
     case = path.stem
     report = measure_lesions(pet, mask, votes, networks, case=case)
