@@ -82,15 +82,14 @@ def t4_projection(pet_path: Path, t4_s_per_window: float, networks: int = 5, bud
     import SimpleITK as sitk
 
     from model.config import preset
-    from model.cropping import FAST_CONTEXT_MM, MARGIN_MM, body_mask, fast_region, find_region
+    from model.cropping import FAST_CONTEXT_MM, MARGIN_MM, fast_region, find_region
     from model.preprocessing import prepare
     from model.time_budget import Step, plan_rest
     from model.window_grid import count_windows
 
     cfg = preset("paper")
     volume = prepare(sitk.ReadImage(str(pet_path)), cfg.spacing, *cfg.percentiles)
-    exact = find_region(volume, body_mask(volume, None), "exact", cfg.roi_size, cfg.overlap, MARGIN_MM,
-                        FAST_CONTEXT_MM)
+    exact = find_region(volume, "exact", cfg.roi_size, cfg.overlap, MARGIN_MM, FAST_CONTEXT_MM)
     body = fast_region(volume, exact, cfg.roi_size, cfg.overlap, FAST_CONTEXT_MM)
     windows = count_windows(volume.work[exact.work_box].shape, cfg.roi_size, cfg.overlap)
     fast = count_windows(volume.work[body.work_box].shape, cfg.roi_size, cfg.overlap)

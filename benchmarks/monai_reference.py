@@ -5,6 +5,10 @@ LoadImaged (ITK) -> EnsureChannelFirstd -> Orientationd(RAS) -> Spacingd(bilinea
 ScaleIntensityRangePercentilesd -> SlidingWindowInferer per network -> Invertd (linear on the
 logits) -> softmax -> argmax per network -> VoteEnsemble (mean of the masks, rounded).
 Slow by design: every network gets its own full-volume pass and its own inversion.
+
+It is a module, not a test file, so that benchmarks and tests share it; it must stay independent of
+``model/preprocessing.py`` (which it checks) and follow the paper's chain as training's
+``deterministic_transforms`` does.
 """
 
 from __future__ import annotations

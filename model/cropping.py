@@ -1,4 +1,4 @@
-"""The body crop and its undo: which part of the working volume the windows run over.
+"""The body crop: which part of the working volume the windows run over.
 
 Two boxes per case. ``box`` lies on the input's RAS grid: the body (PET above 1 % of its
 intensity range, or CT above -500 HU) grown by ``margin_mm``; scores are kept there and every
@@ -16,8 +16,8 @@ window runs over. The crop modes differ only in ``work_box``:
   the paper's settings is measured by ``benchmarks/crop_agreement.py`` (docs/performance.md).
 - ``none``: the whole field of view, as the authors ran it.
 
-``crop_scores`` / ``uncrop`` are the undo: scores back from the working grid to the box on the
-input's grid, then pasted into the whole grid with background outside.
+The undo (scores back from the working grid to the box, the box back into the whole input grid) is
+``PreparedVolume.undo`` in ``model/preprocessing.py``, beside the steps it reverses.
 """
 
 from __future__ import annotations
@@ -26,27 +26,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import SimpleITK as sitk
 
-from common.geometry import Grid
-
-from .preprocessing import PreparedVolume, resample_back
+from .boxes import Box, grow_box, scale_box, whole
+from .preprocessing import PreparedVolume
 from .window_grid import window_starts, window_step
-
-Box = tuple[slice, slice, slice]
 
 CROP_MODES = ("exact", "body", "none")
 DEFAULT_CROP = "exact"
-#: Body = voxels above this fraction of the intensity range (scale-free: SUV or Bq/ml alike).
-BODY_LEVEL = 0.01
-#: CT voxels above this (HU) are body too, when a CT on the PET's grid is given.
-BODY_HU = -500.0
 #: Margin (mm) around the body inside which scores are kept.
 MARGIN_MM = 10.0
 #: Extra context (mm) the fast ``body`` mode gives the windows beyond the body box.
 FAST_CONTEXT_MM = 60.0
-#: Score given to voxels outside the box: background for every network, finite (no NaN).
-BACKGROUND_SCORE = -1.0e4
 
 
 @dataclass(frozen=True)
@@ -58,16 +48,6 @@ class Region:
     mode: str
 
 
-def body_mask(volume: PreparedVolume, ct: sitk.Image | None = None) -> np.ndarray | None:
-    """Body voxels on the input's RAS grid; None for a flat PET (nothing can be a lesion)."""
-    a_min, a_max = volume.intensity_range
-    if not a_max > a_min or volume.ras_array is None:
-        return None
-    body = volume.ras_array > a_min + BODY_LEVEL * (a_max - a_min)
-    if ct is not None:
-        ct_array = sitk.GetArrayViewFromImage(ct).transpose(2, 1, 0)
-        body |= volume.orientation.to_ras(ct_array) > BODY_HU
-    return body
 
 
 def body_box(mask: np.ndarray, margin: tuple[int, int, int], min_fraction: float = 0.01) -> Box | None:
@@ -91,21 +71,8 @@ def body_box(mask: np.ndarray, margin: tuple[int, int, int], min_fraction: float
     return box[0], box[1], box[2]
 
 
-def grow_box(box: Box, shape: Sequence[int], by: Sequence[int]) -> Box:
-    """``box`` grown by ``by`` voxels per side, within the volume."""
-    out = [slice(max(0, sl.start - b), min(n, sl.stop + b)) for sl, n, b in zip(box, shape, by, strict=True)]
-    return out[0], out[1], out[2]
 
 
-def scale_box(box: Box, source: Grid, target: Grid) -> Box:
-    """The same physical box on another grid that shares the origin and axes (floor/ceil outwards)."""
-    out = []
-    for ax, sl in enumerate(box):
-        ratio = source.spacing[ax] / target.spacing[ax]
-        lo = max(0, int(np.floor(sl.start * ratio)))
-        hi = min(target.size[ax], int(np.ceil((sl.stop - 1) * ratio)) + 2)
-        out.append(slice(lo, hi))
-    return out[0], out[1], out[2]
 
 
 def window_aligned_box(box: Box, shape: Sequence[int], roi: Sequence[int], overlap: float) -> Box:
@@ -157,15 +124,14 @@ def grid_aligned_box(box: Box, shape: Sequence[int], roi: Sequence[int], overlap
     return out[0], out[1], out[2]
 
 
-def whole(shape: Sequence[int]) -> Box:
-    return slice(0, shape[0]), slice(0, shape[1]), slice(0, shape[2])
 
 
-def find_region(volume: PreparedVolume, body: np.ndarray | None, mode: str, roi: Sequence[int], overlap: float,
+def find_region(volume: PreparedVolume, mode: str, roi: Sequence[int], overlap: float,
                 margin_mm: float = MARGIN_MM, context_mm: float = FAST_CONTEXT_MM) -> Region | None:
-    """The boxes of one case in one crop mode; None when there is no body (flat PET)."""
+    """The boxes of one case in one crop mode (around ``volume.body``); None when there is no body (flat PET)."""
     if mode not in CROP_MODES:
         raise ValueError(f"crop must be one of {CROP_MODES}, got {mode!r}")
+    body = volume.body
     if body is None:
         return None
     shape = volume.work.shape
@@ -195,31 +161,6 @@ def _on_work_grid(box: Box, volume: PreparedVolume) -> Box:
     return scale_box(box, volume.ras, volume.work_grid) if volume.resampled else box
 
 
-def sub_grid(grid: Grid, box: Box) -> Grid:
-    """Geometry of ``array[box]``: the crop as a grid of its own (the undo-crop needs it)."""
-    direction = np.asarray(grid.direction).reshape(3, 3)
-    start = np.array([sl.start for sl in box], dtype=float)
-    origin = np.asarray(grid.origin) + direction @ (start * np.asarray(grid.spacing))
-    size = tuple(sl.stop - sl.start for sl in box)
-    return Grid((size[0], size[1], size[2]), grid.spacing, tuple(float(v) for v in origin), grid.direction)
 
 
-def crop_scores(scores: np.ndarray, volume: PreparedVolume, region: Region) -> list[np.ndarray]:
-    """Undo the spacing and the window crop: each network's scores over ``region.box`` of the input grid."""
-    out = []
-    inner = tuple(slice(b.start - w.start, b.stop - w.start) for b, w in zip(region.box, region.work_box, strict=True))
-    for s in scores:
-        if volume.resampled:
-            s = resample_back(s, sub_grid(volume.work_grid, region.work_box), sub_grid(volume.ras, region.box),
-                              BACKGROUND_SCORE)
-        else:
-            s = np.ascontiguousarray(s[inner])
-        out.append(s)
-    return out
 
-
-def paste(crop: np.ndarray, box: Box, shape: tuple[int, ...], fill: float | int = 0) -> np.ndarray:
-    """Undo a crop: put ``crop`` back at ``box`` inside a new array of ``shape``."""
-    out = np.full(shape, fill, dtype=crop.dtype)
-    out[box] = crop
-    return out

@@ -1,11 +1,10 @@
 """``Predictor``: a PET image in, a mask on the PET's grid out, as one call per pipeline stage.
 
-    check the input -> prepare (RAS, spacing, percentiles)          model/preprocessing.py
-    -> find the body region (crop mode)                              model/cropping.py
-    -> score every network over its windows                          model/sliding_window.py
-    -> scores back to the input grid (undo spacing and crop)         model/cropping.py
-    -> vote                                                          model/ensemble.py
-    -> undo the orientation                                          model/preprocessing.py
+    prepare: RAS, spacing, percentiles; the body      model/preprocessing.py  ``prepare``
+    region: the windows' crop (crop mode)             model/cropping.py       ``find_region``
+    score: every network over its windows             model/sliding_window.py
+    undo: resample back, orient back, uncrop          model/preprocessing.py  ``PreparedVolume.undo``
+    vote                                              model/ensemble.py
 
 With a time budget the networks are scored one group at a time, and the budget decides what the
 networks after the first may cost (``model/time_budget.py``).
@@ -26,23 +25,11 @@ import torch
 from common.geometry import same_geometry
 
 from .config import ModelConfig
-from .cropping import (
-    BACKGROUND_SCORE,
-    CROP_MODES,
-    DEFAULT_CROP,
-    FAST_CONTEXT_MM,
-    MARGIN_MM,
-    Region,
-    body_mask,
-    crop_scores,
-    fast_region,
-    find_region,
-    paste,
-)
+from .cropping import CROP_MODES, DEFAULT_CROP, FAST_CONTEXT_MM, MARGIN_MM, Region, fast_region, find_region
 from .ensemble import mean_probability, vote, vote_counts
 from .manifest import read_manifest, verify_manifest
 from .network import checkpoint_files, load_ensemble
-from .preprocessing import PreparedVolume, prepare
+from .preprocessing import BACKGROUND_SCORE, OnInput, PreparedVolume, prepare
 from .sliding_window import make_inferer, mirror_sets, sliding_window_scores
 from .time_budget import Step, plan_rest
 from .window_grid import count_windows
@@ -175,111 +162,91 @@ class Predictor:
                     probability: bool = False) -> Prediction:
         """The mask and, when asked, how many networks voted lesion and their mean lesion
         probability, all with exactly the PET's geometry."""
-        started = self._start()
-        check_image(pet, "PET")
-        volume = self._prepare(pet)                            # RAS, spacing, percentiles
-        region = self._find_region(volume, ct, pet)            # the body and the windows' crop
-        if region is None:                                     # flat or empty PET: nothing can be a lesion
-            empty = np.zeros(volume.ras.size, np.uint8)
-            return Prediction(volume.restore(empty, pet), len(self.networks),
-                              volume.restore(empty, pet) if votes else None,
-                              volume.restore(empty.astype(np.float32), pet) if probability else None)
-        scores = self._score(volume, region, started)          # windows, blend, back to the input grid
-        mask = vote(scores, self.config.vote)                  # the ensemble's rule
-
-        def on_pet(box_array: np.ndarray) -> sitk.Image:       # uncrop, orient
-            return volume.restore(paste(box_array, region.box, volume.ras.size, 0), pet)
-
-        return Prediction(on_pet(mask.astype(np.uint8)), len(scores),
-                          on_pet(vote_counts(scores)) if votes else None,
-                          on_pet(mean_probability(scores)) if probability else None)
+        back = self._on_input(pet, ct)
+        if not back.scores:                                    # flat or empty PET: nothing can be a lesion
+            empty = np.zeros((0, 0, 0), np.uint8)
+            return Prediction(back.image(empty), len(self.networks), back.image(empty) if votes else None,
+                              back.image(empty.astype(np.float32)) if probability else None)
+        mask = vote(back.scores, self.config.vote)
+        return Prediction(back.image(mask.astype(np.uint8)), len(back.scores),
+                          back.image(vote_counts(back.scores)) if votes else None,
+                          back.image(mean_probability(back.scores)) if probability else None)
 
     def predict_scores(self, pet: sitk.Image, ct: sitk.Image | None = None) -> np.ndarray:
         """Per-network scores on the PET's own grid, (M, x, y, z) float32 (for tests and analysis)."""
-        started = self._start()
-        check_image(pet, "PET")
-        volume = self._prepare(pet)
-        region = self._find_region(volume, ct, pet)
-        if region is None:
+        back = self._on_input(pet, ct)
+        if not back.scores:
             return np.full((len(self.networks), *pet.GetSize()), BACKGROUND_SCORE, np.float32)
-        return np.stack([volume.orientation.from_ras(paste(s, region.box, volume.ras.size, BACKGROUND_SCORE))
-                         for s in self._score(volume, region, started)])
+        return np.stack([back.full(s, BACKGROUND_SCORE) for s in back.scores])
 
     def predict_working(self, volume: PreparedVolume) -> np.ndarray:
         """Boolean mask of an already preprocessed volume on its own grid: the stages after
         ``prepare``, exactly as ``predict`` runs them (training's validation uses this)."""
-        started = self._start()
-        region = self._find_region(volume, None, None)
-        if region is None:
-            return np.zeros(volume.ras.size, bool)
-        return paste(vote(self._score(volume, region, started), self.config.vote), region.box, volume.ras.size, False)
+        back = self._after_prepare(volume, time.perf_counter())
+        if not back.scores:
+            return np.zeros(volume.work.shape, bool)
+        return back.full(vote(back.scores, self.config.vote), False)
 
-    # -- the stages' bookkeeping -----------------------------------------------------------------
-
-    def _start(self) -> float:
+    def _on_input(self, pet: sitk.Image, ct: sitk.Image | None) -> OnInput:
+        """prepare -> region -> score -> undo: every network's scores on the PET's grid (the vote is the caller's)."""
+        started = time.perf_counter()
         self.last_info = PredictionInfo()
-        return time.perf_counter()
-
-    def _prepare(self, pet: sitk.Image) -> PreparedVolume:
-        clock = time.perf_counter()
-        volume = prepare(pet, self.config.spacing, *self.config.percentiles)
+        check_image(pet, "PET")
+        usable_ct = ct if ct is not None and same_geometry(ct, pet) else None  # the CT counts as body too
+        volume = prepare(pet, self.config.spacing, *self.config.percentiles, ct=usable_ct)
         info = self.last_info
         info.nonfinite_voxels, info.resampled, info.working_shape = (volume.nonfinite_voxels, volume.resampled,
                                                                      volume.work.shape)
-        info.windows_uncropped = count_windows(volume.work.shape, self.config.roi_size, self.config.overlap)
-        info.seconds["preprocess"] = time.perf_counter() - clock
-        return volume
+        info.seconds["preprocess"] = time.perf_counter() - started
+        return self._after_prepare(volume, started)
 
-    def _find_region(self, volume: PreparedVolume, ct: sitk.Image | None, pet: sitk.Image | None) -> Region | None:
-        """The crop mode's region; the CT counts as body too when it lies on the PET's grid."""
-        clock, cfg = time.perf_counter(), self.config
-        usable_ct = ct if ct is not None and pet is not None and same_geometry(ct, pet) else None
-        region = find_region(volume, body_mask(volume, usable_ct), self.crop, cfg.roi_size, cfg.overlap,
-                             self.margin_mm, self.context_mm)
-        volume.ras_array = None  # the unscaled input is not needed any more
-        if region is not None:
-            self.last_info.crop_shape = volume.work[region.work_box].shape
-            self.last_info.windows = count_windows(self.last_info.crop_shape, cfg.roi_size, cfg.overlap)
-        self.last_info.seconds["crop"] = time.perf_counter() - clock
-        return region
+    def _after_prepare(self, volume: PreparedVolume, started: float) -> OnInput:
+        cfg, info = self.config, self.last_info
+        info.windows_uncropped = count_windows(volume.work.shape, cfg.roi_size, cfg.overlap)
+        clock = time.perf_counter()
+        region = find_region(volume, self.crop, cfg.roi_size, cfg.overlap, self.margin_mm, self.context_mm)
+        info.seconds["crop"] = time.perf_counter() - clock
+        if region is None:
+            return volume.nothing()
+        info.crop_shape = volume.work[region.work_box].shape
+        info.windows = count_windows(info.crop_shape, cfg.roi_size, cfg.overlap)
+        parts = self._score(volume, region, started)
+        clock = time.perf_counter()
+        back = volume.undo(parts)
+        info.seconds["resample_back"] = time.perf_counter() - clock
+        return back
 
-    def _score(self, volume: PreparedVolume, region: Region, started: float) -> list[np.ndarray]:
-        """Every network's scores over ``region.box`` of the input grid; with a time budget the first
-        network runs alone and the budget plans the rest (``model/time_budget.py``)."""
+    # -- the networks and the time budget -------------------------------------------------------
+
+    def _score(self, volume: PreparedVolume, region: Region, started: float) -> list[tuple[Region, np.ndarray]]:
+        """Every network's scores over its windows' crop, as (region, scores) per group; with a time budget the
+        first network runs alone and the budget plans the rest (``model/time_budget.py``)."""
         cfg, info = self.config, self.last_info
         first = Step(tuple(range(len(self.networks))), self.crop, self.tta_axes)
         if self.time_budget_s is not None and len(self.networks) > 1:
             first = Step((0,), self.crop, self.tta_axes)
-        scores = self._run_step(first, volume, region)
+        parts = [(region, self._run_step(first, volume, region))]
         if len(first.networks) < len(self.networks):
             fast = fast_region(volume, region, cfg.roi_size, cfg.overlap, self.context_mm)
             rest, info.budget = plan_rest(first, info.steps[0]["seconds"], time.perf_counter() - started,
                                           self.time_budget_s, len(self.networks), info.windows,
                                           count_windows(volume.work[fast.work_box].shape, cfg.roi_size, cfg.overlap))
             for step in rest:
-                scores += self._run_step(step, volume, fast if step.crop == "body" else region, region)
+                where = fast if step.crop == "body" else region
+                parts.append((where, self._run_step(step, volume, where)))
         info.seconds["network"] = sum(s["seconds"] for s in info.steps)
-        return scores
+        return parts
 
-    def _run_step(self, step: Step, volume: PreparedVolume, region: Region, keep: Region | None = None
-                  ) -> list[np.ndarray]:
-        """Score one group of networks over ``region``'s windows; scores over ``keep``'s box (default its own)."""
+    def _run_step(self, step: Step, volume: PreparedVolume, region: Region) -> np.ndarray:
+        """One group of networks' scores over ``region``'s windows, (M, ...) on ``region.work_box``."""
         cfg = self.config
         clock = time.perf_counter()
         networks = [self.networks[i] for i in step.networks]
         scores = sliding_window_scores(volume.work[region.work_box], networks, cfg, self.device, self.sw_batch_size,
                                        self.inferer, step.tta_axes, self.last_info.fallbacks).numpy()
-        seconds = time.perf_counter() - clock
-        clock = time.perf_counter()
-        out = crop_scores(scores, volume, region)
-        if keep is not None and keep.box != region.box:
-            out = [paste(s, region.box, volume.ras.size, BACKGROUND_SCORE)[keep.box] for s in out]
-        self.last_info.seconds["resample_back"] = self.last_info.seconds.get("resample_back", 0.0) + \
-            time.perf_counter() - clock
         self.last_info.steps.append({
             "networks": list(step.networks), "crop": step.crop, "tta_axes": list(step.tta_axes),
             "mirrors": len(mirror_sets(step.tta_axes)),
             "windows": count_windows(volume.work[region.work_box].shape, cfg.roi_size, cfg.overlap),
-            "seconds": round(seconds, 3)})
-        return out
-
+            "seconds": round(time.perf_counter() - clock, 3)})
+        return scores

@@ -1,11 +1,19 @@
-"""PET preprocessing as the paper's MONAI chain does it, with the undo steps beside each one.
+"""PET preprocessing as the paper's MONAI chain does it, and its undo in one place.
 
 Arrays here are in (x, y, z) index order, as MONAI's ITK reader gives them (SimpleITK's numpy view is
 (z, y, x)). The network was trained on MONAI's RAS arrays, so the axis order matters: the
 anisotropic last stride of the paper's network acts on z.
 
-Pairs: ``Orientation.to_ras`` / ``Orientation.from_ras``, ``resample_to_spacing`` /
-``resample_back``. ``prepare`` runs the forward steps once per case and keeps what the undo needs.
+    prepare                          PreparedVolume.undo (reverse order)
+    1. orientation to RAS            3. orientation back (a view)
+    2. resampling to the spacing     1. resampling back onto the crop's box of the RAS grid
+       (the crop: model/cropping)    2. the box back inside the whole grid (``OnInput.image``)
+    3. percentile scaling to [0, 1]     (nothing to undo: the scores are not intensities)
+
+The same chain exists twice more, and the three must change together: training's MONAI transforms
+(``training/recipe.py`` ``deterministic_transforms``) and the MONAI reference the tests and
+benchmarks compare against (``benchmarks/monai_reference.py``); ``tests/test_preprocessing.py``
+checks that this module and training's chain give the same working volume.
 
 Non-finite voxels (NaN, Inf) are set to 0 before anything else, in training as in inference
 (``read_array``, ``finite_or_zero``): one NaN must neither poison the percentiles nor blank the scan.
@@ -13,7 +21,9 @@ Non-finite voxels (NaN, Inf) are set to 0 before anything else, in training as i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import SimpleITK as sitk
@@ -21,7 +31,18 @@ import SimpleITK as sitk
 from common.geometry import Grid, Orientation
 from common.images import finite_or_zero
 
+from .boxes import Box, paste, ras_box_on_input, sub_grid
+
+if TYPE_CHECKING:
+    from .cropping import Region
+
 SPACING_TOLERANCE_MM = 1e-3
+#: Body = voxels above this fraction of the intensity range (scale-free: SUV or Bq/ml alike).
+BODY_LEVEL = 0.01
+#: CT voxels above this (HU) are body too, when a CT on the PET's grid is given.
+BODY_HU = -500.0
+#: Score given to voxels outside the kept box: background for every network, finite (no NaN).
+BACKGROUND_SCORE = -1.0e4
 
 
 
@@ -99,19 +120,41 @@ def percentile_scale(array: np.ndarray, lower: float = 0.05, upper: float = 99.9
 
 
 @dataclass
-class PreparedVolume:
-    """A PET on the network's working grid, and what the undo steps need to get back.
+class OnInput:
+    """Per-network scores back on the input's own grid, kept inside ``box`` (background outside).
 
-    ``ras_array`` is the unscaled input in RAS order (the body crop is found on it, then it is
-    dropped); ``work`` is the scaled volume on ``work_grid`` that the windows run over.
+    ``box`` is on the input's (x, y, z) index grid; each score array has its shape. The vote runs on
+    these box arrays (it is per voxel, so it commutes with the uncrop), and ``image``/``full`` put a
+    result into the whole grid: the last step of the undo.
     """
 
+    grid: Grid
+    box: Box
+    scores: list[np.ndarray]
+
+    def full(self, values: np.ndarray, fill: float | int = 0) -> np.ndarray:
+        """``values`` (the box's shape) inside the whole input grid, ``fill`` outside; (x, y, z)."""
+        return paste(values, self.box, self.grid.size, fill)
+
+    def image(self, values: np.ndarray, fill: float | int = 0) -> sitk.Image:
+        """``values`` as an image with exactly the input's size, spacing, origin and direction."""
+        return self.grid.image(self.full(values, fill))
+
+
+@dataclass
+class PreparedVolume:
+    """A PET on the network's working grid, and what the undo needs to get back to the input.
+
+    ``work`` is the scaled volume on ``work_grid`` that the windows run over; ``body`` marks the body
+    on the input's RAS grid (None for a flat PET, where nothing can be a lesion).
+    """
+
+    grid: Grid
     orientation: Orientation
     ras: Grid
     work_grid: Grid
     work: np.ndarray
-    ras_array: np.ndarray | None
-    intensity_range: tuple[float, float]
+    body: np.ndarray | None
     resampled: bool
     nonfinite_voxels: int = 0
 
@@ -120,17 +163,55 @@ class PreparedVolume:
         """An already preprocessed (RAS, working spacing, scaled) volume, as training caches it."""
         grid = Grid(tuple(int(n) for n in work.shape), tuple(float(s) for s in spacing), (0.0, 0.0, 0.0),
                     (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
-        return cls(Orientation((0, 1, 2), (False, False, False)), grid, grid, work, work, (0.0, 1.0), False)
+        body = body_mask(work, (0.0, 1.0))
+        return cls(grid, Orientation((0, 1, 2), (False, False, False)), grid, grid, work, body, False)
 
-    def restore(self, ras_mask: np.ndarray, like: sitk.Image) -> sitk.Image:
-        """Undo the orientation of a mask on the RAS input grid: an image on ``like``'s grid."""
-        image = sitk.GetImageFromArray(np.ascontiguousarray(self.orientation.from_ras(ras_mask).transpose(2, 1, 0)))
-        image.CopyInformation(like)
-        return image
+    def undo(self, parts: Sequence[tuple[Region, np.ndarray]]) -> OnInput:
+        """Scores of the windows' crops back to the input: ``prepare`` in reverse order.
+
+        ``parts``: (region, scores) per group of networks, scores (M, ...) on ``region.work_box`` of
+        the working grid; every region keeps the same ``box``. Resampled back onto that box of the
+        RAS grid (or cut to it where the spacing was kept), then oriented back, as views.
+        """
+        box = parts[0][0].box
+        if any(region.box != box for region, _ in parts):
+            raise ValueError(f"the parts of one prediction must keep one box, got {[r.box for r, _ in parts]}")
+        scores = []
+        for region, part in parts:
+            inner = tuple(slice(b.start - w.start, b.stop - w.start) for b, w in zip(box, region.work_box, strict=True))
+            for s in part:
+                if self.resampled:
+                    s = resample_back(s, sub_grid(self.work_grid, region.work_box), sub_grid(self.ras, box),
+                                      BACKGROUND_SCORE)
+                else:
+                    s = np.ascontiguousarray(s[inner])
+                scores.append(self.orientation.from_ras(s))
+        return OnInput(self.grid, ras_box_on_input(box, self.orientation, self.grid.size), scores)
+
+    def nothing(self) -> OnInput:
+        """The undo of a prediction that scored nothing (a flat PET): an empty box."""
+        return OnInput(self.grid, (slice(0, 0), slice(0, 0), slice(0, 0)), [])
 
 
-def prepare(pet: sitk.Image, spacing: tuple[float, float, float], lower: float, upper: float) -> PreparedVolume:
-    """RAS, the working spacing (linear; skipped when already there), percentile scaling to [0, 1]."""
+def body_mask(ras_array: np.ndarray, intensity_range: tuple[float, float], ct_ras: np.ndarray | None = None
+              ) -> np.ndarray | None:
+    """Body voxels: above ``BODY_LEVEL`` of the intensity range (or CT above ``BODY_HU``); None when flat."""
+    a_min, a_max = intensity_range
+    if not a_max > a_min:
+        return None
+    body = ras_array > a_min + BODY_LEVEL * (a_max - a_min)
+    if ct_ras is not None:
+        body |= ct_ras > BODY_HU
+    return body
+
+
+def prepare(pet: sitk.Image, spacing: tuple[float, float, float], lower: float, upper: float,
+            ct: sitk.Image | None = None) -> PreparedVolume:
+    """RAS, the working spacing (linear; skipped when already there), percentile scaling to [0, 1].
+
+    The body is found on the unscaled RAS array before it is scaled (in place where the spacing was
+    kept); ``ct``, on the PET's grid, marks body too.
+    """
     grid = Grid.of(pet)
     orientation = Orientation.of(grid.direction)
     array, nonfinite = read_array(pet)
@@ -143,8 +224,9 @@ def prepare(pet: sitk.Image, spacing: tuple[float, float, float], lower: float, 
     else:
         work_grid = ras
         work = np.ascontiguousarray(ras_array)
-        if np.shares_memory(work, ras_array):  # scaled in place below; the body is found on the unscaled
-            work = work.copy()
     a_min, a_max = percentiles(work, lower, upper)
+    ct_ras = None if ct is None else orientation.to_ras(sitk.GetArrayViewFromImage(ct).transpose(2, 1, 0))
+    body = body_mask(ras_array, (a_min, a_max), ct_ras)
+    del array, ras_array
     work = scale_intensity(work, a_min, a_max)
-    return PreparedVolume(orientation, ras, work_grid, work, ras_array, (a_min, a_max), resampled, nonfinite)
+    return PreparedVolume(grid, orientation, ras, work_grid, work, body, resampled, nonfinite)

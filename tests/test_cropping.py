@@ -7,7 +7,8 @@ import pytest
 
 from common.masks import dice
 from model import Predictor
-from model.cropping import BACKGROUND_SCORE, at_least_roi, grid_aligned_box
+from model.cropping import at_least_roi, grid_aligned_box
+from model.preprocessing import BACKGROUND_SCORE
 from model.window_grid import count_windows, window_step
 from tests.conftest import as_xyz, body_with_lesion
 

@@ -222,7 +222,9 @@ def train_preset(name: str) -> TrainConfig:
 def deterministic_transforms(config: ModelConfig) -> Compose:
     """Load -> channel first -> RAS -> target spacing -> per-volume percentile scaling (the cache point).
 
-    The same steps, in the same order, as the container's preprocessing; only PET and label are used.
+    The same steps, in the same order, as the container's preprocessing (``model/preprocessing.py``
+    ``prepare``; ``tests/test_preprocessing.py`` checks that both give the same working volume, and
+    ``benchmarks/monai_reference.py`` is the third copy); only PET and label are used.
     NaN and Inf voxels become 0 first, as in inference: one such voxel would otherwise make the
     percentiles NaN and the whole scaled PET NaN (then zero), with its labels still in place.
     """
