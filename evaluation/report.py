@@ -1,6 +1,6 @@
 """``python -m evaluation.report``: the lesion report of any mask, for example a ground-truth label.
 
-The same numbers ``process.py --report`` writes (model/lesions.py), for masks made elsewhere, so it
+The same numbers ``process.py --report`` writes (lesion_report/lesions.py), for masks made elsewhere, so it
 doubles as a dataset-statistics tool:
 
     python -m evaluation.report --pet pet.mha --mask label.mha --out report/case.json

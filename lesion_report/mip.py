@@ -135,7 +135,7 @@ def save_mip_png(
     """Write a PNG with coronal and sagittal PET MIPs, prediction in red and ground truth in green.
 
     The picture is ``height_px`` pixels high; its width follows the body's physical proportions.
-    ``lesions`` (model/lesions.py) are numbered at their centroids and listed with volume and
+    ``lesions`` (lesion_report/lesions.py) are numbered at their centroids and listed with volume and
     SUVmax in a column on the right, ``more_lesions`` counted below the list.
     """
     views = projections(pet, pred, gt)

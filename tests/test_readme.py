@@ -40,3 +40,14 @@ def test_readme_points_to_help_and_names_only_real_flags():
     section = text.split("## Run the container", 1)[1].split("\n## ", 1)[0]
     named = set(re.findall(r"`(--[a-z][a-z-]+)", section))
     assert named and named <= parser_flags, named - parser_flags
+
+
+def test_readme_is_a_short_guide_that_links_the_method():
+    """A user's guide, not a notebook: at most 6.5 KB, and it says where the paper, the challenge, the
+    authors' code and their weights are; the entry point stays thin glue."""
+    text = (ROOT / "README.md").read_text()
+    assert len(text.encode()) <= 6656, len(text.encode())
+    for link in ("arxiv.org/abs/2309.12114", "autopet-ii.grand-challenge.org", "github.com/matt3o/AutoPET2-Submission",
+                 "bwsyncandshare.kit.edu"):
+        assert link in text, link
+    assert len((ROOT / "process.py").read_text().splitlines()) <= 130
