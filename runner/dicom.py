@@ -250,6 +250,26 @@ def seg_problem(path: Path) -> str | None:
     return None
 
 
+#: Type 2 attributes of the patient and study modules that a SEG copies from its source images: an
+#: anonymiser often drops them, and DICOM lets them be present but empty.
+TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                "ReferringPhysicianName", "StudyID", "AccessionNumber")
+
+
+def _fill_type2_attributes(pet: PetVolume) -> None:
+    """Give the PET's slices (in memory only) the empty Type 2 attributes an anonymiser removed.
+
+    The mask needs none of them, and without them highdicom stops on the first missing one, after the
+    case was computed. ``StudyInstanceUID`` (Type 1) cannot be made up: a SEG must name its study.
+    """
+    for ds in pet.slices:
+        if not ds.get("StudyInstanceUID"):
+            raise InputError(f"{pet.series.name()}: missing StudyInstanceUID, which a DICOM-SEG must refer to")
+        for keyword in TYPE2_COPIED:
+            if keyword not in ds:
+                setattr(ds, keyword, "")
+
+
 def write_seg(mask: sitk.Image, pet: PetVolume, path: Path, version: str | None = None,
               algorithm: str = "autopet-sw-unet", description: str | None = None) -> None:
     """A binary DICOM-SEG with one segment "lesion", referencing every PET slice, written atomically."""
@@ -259,6 +279,7 @@ def write_seg(mask: sitk.Image, pet: PetVolume, path: Path, version: str | None 
     from common.atomic import write_atomic
 
     version = version or algorithm_version()
+    _fill_type2_attributes(pet)
     frames = sitk.GetArrayFromImage(mask).astype(np.uint8)  # (z, y, x): frame k lies on pet.slices[k]
     if frames.shape != (len(pet.slices), int(pet.slices[0].Rows), int(pet.slices[0].Columns)):
         raise ValueError(f"mask of shape {frames.shape} is not on the PET series' frames")

@@ -166,3 +166,23 @@ def test_nifti_in_and_out_keeps_the_geometry(tmp_path, phantom):
     assert process.main(["--input", str(tmp_path / "input"), "--output", str(tmp_path / "x"), "--weights",
                          str(HOTSPOT_WEIGHTS), "--output-format", "dicom-seg"]) == 2
     shutil.rmtree(tmp_path / "x", ignore_errors=True)
+
+
+def test_an_anonymised_series_keeps_its_mask(tmp_path, phantom):
+    """An anonymiser dropped the Type 2 patient and study attributes (birth date, sex, IDs, referring
+    physician): the SUV headers are complete, so the case is segmented and its SEG is written, with
+    those attributes present and empty as DICOM allows, instead of losing the computed mask."""
+    from runner.dicom import TYPE2_COPIED
+
+    root = tmp_path / "input"
+    write_dicom_study(phantom, root / "anon")
+    _edit(root / "anon", lambda ds, k: [delattr(ds, key) for key in TYPE2_COPIED if key in ds])
+    assert not any(key in pydicom.dcmread(next((root / "anon/PT").iterdir())) for key in TYPE2_COPIED)
+    code = process.main(["--input", str(root), "--output", str(tmp_path / "out"), "--weights", str(HOTSPOT_WEIGHTS),
+                         "--device", "cpu"])
+    assert code == 0
+    seg = hd.seg.segread(tmp_path / "out" / OUT_SUB / "anon.dcm")  # highdicom's own parser
+    assert seg.PatientBirthDate == "" and seg.PatientSex == "" and seg.StudyID == ""
+    pet = read_pet_series(pet_series(root / "anon"))
+    assert seg.StudyInstanceUID == pet.slices[0].StudyInstanceUID
+    assert read_seg_mask(tmp_path / "out" / OUT_SUB / "anon.dcm", pet).any()
