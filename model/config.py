@@ -12,6 +12,8 @@ from typing import Any
 
 Stride = int | tuple[int, int, int]
 
+#: How clicks become input channels (``model/guidance.py``).
+GUIDANCE_KINDS = ("none", "gaussian", "disk", "edt")
 #: autoPET's median voxel size (mm), the paper's target spacing.
 AUTOPET_SPACING = (2.03642011, 2.03642011, 3.0)
 
@@ -47,6 +49,11 @@ class ModelConfig:
     sigma_scale: float = 0.125
     # --- ensemble ---
     vote: str = "majority"  # "majority" (the authors' rule) or "soft" (mean of softmax)
+    # --- interactive guidance (model/guidance.py): clicks as two more input channels after the PET,
+    # tumour then background (SW-FastEdit's and autoPET IV's baseline's order); "none": PET only ---
+    guidance: str = "none"  # "gaussian", "disk" (the authors' default), "edt" (truncated distance), "none"
+    guidance_sigma: float = 1.0  # gaussian and disk: the Gaussian's sigma in working-grid voxels (the authors': 1)
+    guidance_radius: float = 5.0  # edt: the distance in working-grid voxels where the channel reaches 0
     # --- training crop (kept here so the preset is one object) ---
     crop_size: tuple[int, int, int] = (224, 224, 224)
     name: str = "paper"
@@ -64,12 +71,30 @@ class ModelConfig:
             raise ValueError(f"config '{self.name}': two output classes expected (background, lesion)")
         if not 0.0 <= self.overlap < 1.0:
             raise ValueError(f"config '{self.name}': overlap must be in [0, 1), got {self.overlap}")
+        if self.guidance not in GUIDANCE_KINDS:
+            raise ValueError(f"config '{self.name}': guidance must be one of {GUIDANCE_KINDS}, got {self.guidance!r}")
+        expected = 1 + (2 if self.interactive else 0)
+        if self.in_channels != expected:
+            what = "the PET and two click channels" if self.interactive else "the PET"
+            raise ValueError(f"config '{self.name}': guidance {self.guidance!r} needs in_channels {expected} "
+                             f"({what}), got {self.in_channels}")
+        if self.guidance_sigma <= 0 or self.guidance_radius <= 0:
+            raise ValueError(f"config '{self.name}': guidance_sigma and guidance_radius must be positive")
         if self.vote not in ("majority", "soft"):
             raise ValueError(f"config '{self.name}': vote must be 'majority' or 'soft', got {self.vote!r}")
         divisor = self.size_divisor
         for what, size in (("roi_size", self.roi_size), ("crop_size", self.crop_size)):
             if any(s % d for s, d in zip(size, divisor, strict=True)):
                 raise ValueError(f"config '{self.name}': {what} {size} must be divisible by {divisor}")
+
+    @property
+    def interactive(self) -> bool:
+        """Whether the network reads clicks (two guidance channels after the PET)."""
+        return self.guidance != "none"
+
+    def with_guidance(self, guidance: str, **changes: Any) -> ModelConfig:
+        """The same network reading clicks (or not), with the input channels that takes."""
+        return self.with_(guidance=guidance, in_channels=1 if guidance == "none" else 3, **changes)
 
     @property
     def size_divisor(self) -> tuple[int, int, int]:
@@ -157,7 +182,19 @@ def tiny_config() -> ModelConfig:
     )
 
 
-PRESETS = {"paper": paper_config, "demo": demo_config, "demo-wide": demo_wide_config, "tiny": tiny_config}
+def paper_interactive_config() -> ModelConfig:
+    """The authors' interactive network (SW-FastEdit): the paper's, with a tumour and a background click
+    channel, disks from a Gaussian of sigma 1 voxel (their defaults ``--sigma 1``, disks on)."""
+    return paper_config().with_guidance("disk", name="paper-interactive")
+
+
+def interactive_demo_config() -> ModelConfig:
+    """The demo network reading clicks: ``demo-wide`` plus the two click channels, disks as the authors'."""
+    return demo_wide_config().with_guidance("disk", name="interactive-demo")
+
+
+PRESETS = {"paper": paper_config, "paper-interactive": paper_interactive_config, "demo": demo_config,
+           "demo-wide": demo_wide_config, "interactive-demo": interactive_demo_config, "tiny": tiny_config}
 
 
 def preset(name: str) -> ModelConfig:

@@ -22,17 +22,20 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from common.geometry import same_geometry
+from common.geometry import Grid, same_geometry
 
+from .boxes import Box
 from .config import ModelConfig
 from .cropping import CROP_MODES, DEFAULT_CROP, FAST_CONTEXT_MM, MARGIN_MM, Region, fast_region, find_region
 from .ensemble import mean_probability, vote, vote_counts
+from .guidance import Clicks, GuidanceVolume
 from .manifest import read_manifest, verify_manifest
 from .network import checkpoint_files, load_ensemble
 from .preprocessing import BACKGROUND_SCORE, OnInput, PreparedVolume, prepare
 from .sliding_window import make_inferer, mirror_sets, sliding_window_scores
 from .time_budget import Step, plan_rest
 from .window_grid import count_windows
+from .windows import CachedSlidingWindow
 
 
 class InputImageError(ValueError):
@@ -242,11 +245,110 @@ class Predictor:
         cfg = self.config
         clock = time.perf_counter()
         networks = [self.networks[i] for i in step.networks]
-        scores = sliding_window_scores(volume.work[region.work_box], networks, cfg, self.device, self.sw_batch_size,
-                                       self.inferer, step.tta_axes, self.last_info.fallbacks).numpy()
+        scores = sliding_window_scores(network_input(volume, region, cfg), networks, cfg, self.device,
+                                       self.sw_batch_size, self.inferer, step.tta_axes,
+                                       self.last_info.fallbacks).numpy()
         self.last_info.steps.append({
             "networks": list(step.networks), "crop": step.crop, "tta_axes": list(step.tta_axes),
             "mirrors": len(mirror_sets(step.tta_axes)),
             "windows": count_windows(volume.work[region.work_box].shape, cfg.roi_size, cfg.overlap),
             "seconds": round(time.perf_counter() - clock, 3)})
         return scores
+
+    # -- interactive refinement ------------------------------------------------------------------
+
+    def refine(self, pet: sitk.Image, clicks: Clicks, previous: Refinement | None = None) -> Refinement:
+        """The mask of an interactive network given ``clicks``; pass the last result as ``previous`` and
+        only the windows the new clicks reach are run again (the mask is the same as without it).
+
+        ``previous`` is used when it came from this predictor for a PET on the same grid and ``clicks``
+        are its clicks plus new ones; otherwise everything is computed afresh. No TTA, no time budget.
+        """
+        if not self.config.interactive:
+            raise ValueError(f"'{self.config.name}' reads no clicks (guidance 'none'); use predict(), or "
+                             "interactive weights (a config with guidance)")
+        started = time.perf_counter()
+        check_image(pet, "PET")
+        state = previous.state if previous is not None else None
+        if state is not None and not state.continues(self, pet, clicks):
+            state = None
+        fresh = state is None
+        if fresh:
+            volume = prepare(pet, self.config.spacing, *self.config.percentiles)
+            region = find_region(volume, self.crop, self.config.roi_size, self.config.overlap, self.margin_mm,
+                                 self.context_mm)
+            state = RefineState(self, Grid.of(pet), volume, region, GuidanceVolume(self.config, volume.work_grid),
+                                CachedSlidingWindow(self.networks, self.config, self.device, self.sw_batch_size))
+        changed = state.guidance.add(clicks)
+        if state.region is None:  # a flat PET: nothing can be a lesion, clicks or not
+            back, run = state.volume.nothing(), 0
+        else:
+            work_box = state.region.work_box
+            inputs = network_input(state.volume, state.region, self.config, state.guidance)
+            if fresh:
+                scores, run = state.windows.run(inputs), len(state.windows.windows)
+            else:
+                local = [b for b in (_within(box, work_box) for box in changed) if b is not None]
+                scores, run = state.windows.update(inputs, local)
+            back = state.volume.undo([(state.region, scores)])
+        mask = vote(back.scores, self.config.vote) if back.scores else np.zeros((0, 0, 0), bool)
+        return Refinement(back.image(mask.astype(np.uint8)), clicks, run, len(state.windows.windows),
+                          time.perf_counter() - started, state)
+
+
+def network_input(volume: PreparedVolume, region: Region, config: ModelConfig,
+                  guidance: GuidanceVolume | None = None) -> np.ndarray:
+    """What the windows run over: the PET on the region's working box, and for an interactive network
+    its two click channels there (empty without clicks)."""
+    pet = volume.work[region.work_box]
+    if not config.interactive:
+        return pet
+    clicks = (np.zeros((2, *pet.shape), np.float32) if guidance is None
+              else guidance.channels[(slice(None), *region.work_box)])
+    return np.concatenate([pet[None], clicks])
+
+
+def _within(box: Box, outer: Box) -> Box | None:
+    """``box`` clipped to ``outer``, in ``outer``'s coordinates (None: they do not meet)."""
+    out = []
+    for b, o in zip(box, outer, strict=True):
+        lo, hi = max(b.start, o.start), min(b.stop, o.stop)
+        if lo >= hi:
+            return None
+        out.append(slice(lo - o.start, hi - o.start))
+    return out[0], out[1], out[2]
+
+
+@dataclass
+class RefineState:
+    """What a next click needs: the prepared PET, its region, the clicks painted so far, the windows."""
+
+    predictor: Predictor
+    grid: Grid
+    volume: PreparedVolume
+    region: Region | None
+    guidance: GuidanceVolume
+    windows: CachedSlidingWindow
+
+    def continues(self, predictor: Predictor, pet: sitk.Image, clicks: Clicks) -> bool:
+        """Whether ``clicks`` on ``pet`` can start from here: same predictor, same grid, clicks only added."""
+        if predictor is not self.predictor or Grid.of(pet) != self.grid:
+            return False
+        try:
+            clicks.added_since(self.guidance.clicks)
+        except ValueError:
+            return False
+        return True
+
+
+@dataclass
+class Refinement:
+    """``Predictor.refine``'s result: the mask on the PET's grid, how many windows this call ran (of
+    how many), its seconds, and the state the next call continues from."""
+
+    mask: sitk.Image
+    clicks: Clicks
+    windows_run: int
+    windows_total: int
+    seconds: float
+    state: RefineState = field(repr=False)

@@ -159,3 +159,36 @@ def widen_weights(source: Path, new: ModelConfig, out: Path, noise: float = 0.01
         save_checkpoint(target, net, new, widened_from=str(path), widen_noise=noise, **meta)
         written.append(target)
     return written
+
+
+def with_click_channels(old_net: torch.nn.Module, old: ModelConfig, new: ModelConfig) -> DynUNet:
+    """An interactive network (``new``: ``old`` plus click channels) computing exactly what ``old_net``
+    computes, clicks or not: every convolution that reads the input keeps its weights for the PET and
+    gets zeros for the two click channels (the input block's 3x3x3 conv and its 1x1 projection).
+
+    Training from there starts at the automatic network's masks and learns what clicks mean; the
+    gradient of a zero weight is the click channel times the upstream gradient, so it does move.
+    """
+    if old.interactive or not new.interactive:
+        raise WidenError(f"'{old.name}' -> '{new.name}': adds click channels to a network that reads none")
+    weights_and_input = ("filters", "kernel_size", "strides", "upsample_kernel_size", "norm_name", "res_block",
+                         "out_channels", "lesion_class", "spacing", "percentiles")
+    differ = [name for name in weights_and_input if getattr(old, name) != getattr(new, name)]
+    if differ:
+        raise WidenError(f"'{old.name}' and '{new.name}' differ in {', '.join(differ)}, not only in click channels")
+    new_net = build_network(new)
+    old_state = old_net.state_dict()
+    state = {}
+    for key, target in new_net.state_dict().items():
+        source = old_state[key]
+        if source.shape == target.shape:
+            state[key] = source
+        elif source.dim() == 5 and source.shape[1] == old.in_channels and target.shape[1] == new.in_channels:
+            padded = torch.zeros_like(target)
+            padded[:, : old.in_channels] = source
+            state[key] = padded
+        else:
+            raise WidenError(f"internal: {key} {tuple(source.shape)} cannot become {tuple(target.shape)}")
+    new_net.load_state_dict(state)
+    new_net.eval()
+    return new_net
