@@ -24,7 +24,7 @@ from pathlib import Path
 from common.errors import OutputError
 from model.cropping import CROP_MODES, DEFAULT_CROP
 from model.ensemble import VOTE_RULES
-from model.network import add_weights_argument
+from model.network import DEFAULT_INTERACTIVE_WEIGHTS, add_weights_argument
 from runner import folder
 from runner.algorithm import build_algorithm
 from runner.formats import FORMATS
@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-slug", default=folder.DEFAULT_OUTPUT_SLUG,
                    help=f"the phase's output interface (default: {folder.DEFAULT_OUTPUT_SLUG}, autoPET II/III)")
     add_weights_argument(p)
+    p.add_argument("--interactive-weights", type=Path, default=DEFAULT_INTERACTIVE_WEIGHTS,
+                   help="the network for cases with clicks (<input>/lesion-clicks.json, autoPET IV; or "
+                        f"<input>/lesion-clicks/<case>.json), unless --weights reads clicks (default: "
+                        f"{DEFAULT_INTERACTIVE_WEIGHTS})")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where the networks run; auto = cuda when available (default: auto)")
     p.add_argument("--output-format", choices=tuple(FORMATS), default=None,

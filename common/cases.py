@@ -21,3 +21,5 @@ class Case:
     label: Path | None = None
     patient_id: str | None = None
     prediction: Path | None = None
+    #: A reader's clicks for an interactive network (autoPET IV's lesion-clicks.json), where given.
+    clicks: Path | None = None

@@ -26,6 +26,8 @@ CHECKPOINT_FORMAT = "autopet-sw-unet/1"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 #: The shipped ensemble: beside the packages in a checkout, /opt/app/weights in the image.
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+#: The interactive network a case with clicks is refined by (weights/interactive/), where shipped.
+DEFAULT_INTERACTIVE_WEIGHTS = DEFAULT_WEIGHTS / "interactive"
 
 
 def weights_label(path: Path) -> str:

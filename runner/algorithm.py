@@ -12,9 +12,10 @@ import time
 
 from evalutils import SegmentationAlgorithm
 
+from common.errors import InputError
 from model.sliding_window import parse_axes
 
-from .folder import PET_SUBDIR, Extras, FolderRun, check_folders
+from .folder import PET_SUBDIR, Extras, FolderRun, check_folders, has_clicks
 from .sharding import parse_shard, torchrun_shard
 
 log = logging.getLogger("process")
@@ -58,10 +59,20 @@ def build_algorithm(args: argparse.Namespace) -> LesionSegmentation:
                                        time_budget_s=args.time_budget or None)
     log.info("loaded %d network(s) '%s' from %s on %s in %.1f s", len(predictor.networks), predictor.config.name,
              args.weights, predictor.device, time.perf_counter() - started)
+    interactive = None
+    if has_clicks(args.input) and not predictor.config.interactive:  # loaded now: a bad one fails in seconds
+        path = args.interactive_weights
+        if not path.exists():
+            raise InputError(f"{args.input}: clicks given, but no interactive weights at {path} "
+                             "(--interactive-weights)")
+        interactive = Predictor.from_weights(path, device=device, crop=args.crop, sw_batch_size=args.sw_batch_size)
+        if not interactive.config.interactive:
+            raise InputError(f"{path}: '{interactive.config.name}' reads no clicks; not interactive weights")
+        log.info("interactive network '%s' from %s for the cases with clicks", interactive.config.name, path)
     if predictor.device.type == "cpu":
         from .allocator import keep_large_allocations_on_heap
 
         keep_large_allocations_on_heap()  # window activations reuse heap pages instead of fresh maps
     return LesionSegmentation(FolderRun(predictor, args.input, args.output, args.output_slug, args.overwrite,
-                                               shard, extras=extras, case_timeout_s=args.case_timeout,
-                                               output_format=args.output_format))
+                                        shard, extras=extras, case_timeout_s=args.case_timeout,
+                                        output_format=args.output_format, interactive=interactive))

@@ -14,7 +14,8 @@ from common.geometry import same_geometry
 from common.images import read_header, read_image
 from model.predictor import NETWORKS_KEY, Predictor
 
-from .formats import PetInput, format_of
+from .clicks_file import read_clicks
+from .formats import MaskFormat, PetInput, format_of
 from .inputs import is_dicom_folder
 
 if TYPE_CHECKING:
@@ -68,11 +69,14 @@ class ExtraOutputs:
 
 
 def segment_file(predictor: Predictor, pet_path: Path, ct_path: Path | None, mask_path: Path,
-                 extras: ExtraOutputs | None = None, cancelled: threading.Event | None = None) -> CaseReport:
+                 extras: ExtraOutputs | None = None, cancelled: threading.Event | None = None,
+                 clicks_path: Path | None = None, interactive: Predictor | None = None) -> CaseReport:
     """Segment one PET file into ``mask_path`` (and ``extras``); raise InputError naming the file on bad input.
 
     The mask is written after the vote and probability maps and before the report: a case whose
     mask exists has its maps, and a missing report is made from the files (``write_report_from_files``).
+    With ``clicks_path`` the mask is the interactive network's refinement (``interactive``, or
+    ``predictor`` where it reads clicks itself).
     """
     import numpy as np
     import SimpleITK as sitk
@@ -89,6 +93,8 @@ def segment_file(predictor: Predictor, pet_path: Path, ct_path: Path | None, mas
             report.warnings.append(warning)
     report.seconds["read"] = time.perf_counter() - started
 
+    if clicks_path is not None:
+        return _refine_file(interactive or predictor, source, clicks_path, mask_path, fmt, extras, report, cancelled)
     with predictor.lock:  # its last_info is this prediction's until released
         prediction = predictor.predict_all(pet, ct, votes=extras.votes is not None or extras.report is not None,
                                            probability=extras.probability is not None)
@@ -124,6 +130,40 @@ def segment_file(predictor: Predictor, pet_path: Path, ct_path: Path | None, mas
         report.lesions = write_case_report(pet, mask, extras.report, prediction.votes, prediction.networks,
                                            report.warnings)
         report.seconds["report"] = time.perf_counter() - started
+    return report
+
+
+def _refine_file(predictor: Predictor, source: PetInput, clicks_path: Path, mask_path: Path, fmt: MaskFormat,
+                 extras: ExtraOutputs, report: CaseReport, cancelled: threading.Event | None) -> CaseReport:
+    """The interactive network's mask for a reader's clicks, written as ``segment_file`` writes masks."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    if not predictor.config.interactive:
+        raise InputError(f"{clicks_path}: clicks given, but '{predictor.config.name}' reads none; pass interactive "
+                         "weights (--interactive-weights, or --weights)")
+    started = time.perf_counter()
+    clicks = read_clicks(clicks_path, source.image)
+    with predictor.lock:
+        refined = predictor.refine(source.image, clicks)
+    report.seconds["refine"] = time.perf_counter() - started
+    report.windows = report.windows_uncropped = refined.windows_total
+    report.steps = [{"networks": list(range(len(predictor.networks))), "clicks": len(clicks),
+                     "tumor_clicks": len(clicks.tumor), "background_clicks": len(clicks.background),
+                     "windows": refined.windows_run, "seconds": round(refined.seconds, 3)}]
+    report.lesion_voxels = int(np.count_nonzero(sitk.GetArrayViewFromImage(refined.mask)))
+    for asked in (extras.votes, extras.probability):
+        if asked is not None:
+            report.warnings.append(f"{asked}: not written; an interactive refinement has one network's mask only")
+    if cancelled is not None and cancelled.is_set():
+        raise RuntimeError(f"{clicks_path}: abandoned after --case-timeout; nothing written")
+    started = time.perf_counter()
+    fmt.write(refined.mask, source, mask_path)
+    report.seconds["write"] = time.perf_counter() - started
+    if extras.report is not None:
+        from lesion_report.writer import write_case_report
+
+        report.lesions = write_case_report(source.image, refined.mask, extras.report, None, None, report.warnings)
     return report
 
 

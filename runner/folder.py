@@ -26,6 +26,7 @@ from lesion_report.writer import REPORT_SUBDIR, CaseEntry, write_run_report
 from model.predictor import InputImageError, Predictor
 
 from .case import ExtraOutputs, segment_file, write_report_from_files
+from .clicks_file import CLICKS_FOLDER, CLICKS_JSON, clicks_for
 from .formats import FORMATS, format_of, is_dicom_case, mask_name
 from .inputs import pair_cases
 from .sharding import WHOLE, Shard, shard_cases, write_results
@@ -173,6 +174,23 @@ def find_cases(folders: InputFolders) -> list[Case]:
     return cases
 
 
+def attach_clicks(cases: list[Case], input_root: Path) -> list[Case]:
+    """Each case with its clicks file, where it has one (``runner/clicks_file.py``); a root
+    ``lesion-clicks.json`` beside several cases is refused: it cannot say whose clicks it holds."""
+    from dataclasses import replace
+
+    if (input_root / CLICKS_JSON).exists() and len(cases) > 1:
+        raise InputError(f"{input_root / CLICKS_JSON}: one clicks file for {len(cases)} cases; give each case its "
+                         f"own as {input_root / CLICKS_FOLDER}/<case>.json")
+    return [replace(case, clicks=clicks_for(input_root, case.case_id, len(cases) == 1)) for case in cases]
+
+
+def has_clicks(input_root: Path) -> bool:
+    """Whether the input gives clicks for any case (the interactive network is then loaded up front)."""
+    folder = input_root / CLICKS_FOLDER
+    return (input_root / CLICKS_JSON).exists() or (folder.is_dir() and any(folder.glob("*.json")))
+
+
 @dataclass(frozen=True)
 class Extras:
     """The optional outputs a run writes beside the masks (``--report``, ``--save-votes``,
@@ -213,7 +231,7 @@ def _one_line_error(exc: Exception, case: Case) -> str:
 
 def run_case(predictor: Predictor, case: Case, output_dir: Path, overwrite: bool = False,
              extras: ExtraOutputs | None = None, timeout_s: float | None = None,
-             output_format: str | None = None) -> tuple[dict[str, Any], bool]:
+             output_format: str | None = None, interactive: Predictor | None = None) -> tuple[dict[str, Any], bool]:
     """Segment one case into ``output_dir`` unless its mask (and the asked-for extras) are there.
 
     A finished mask whose lesion report alone is missing gets the report from the files, without
@@ -243,7 +261,7 @@ def run_case(predictor: Predictor, case: Case, output_dir: Path, overwrite: bool
         log.warning("%s; recomputing it", problem or f"{target}: mask exists but not {', '.join(map(str, missing))}")
     try:
         report = within(timeout_s, lambda cancelled: segment_file(predictor, case.pet, case.ct, target, extras,
-                                                                  cancelled), str(case.pet))
+                                                                  cancelled, case.clicks, interactive), str(case.pet))
     except Exception as exc:  # noqa: BLE001 - one broken case must not stop the others
         message = _one_line_error(exc, case)
         log.error("%s", message)
@@ -283,6 +301,8 @@ class FolderRun:
     extras: Extras = NO_EXTRAS
     case_timeout_s: float | None = None
     output_format: str | None = None
+    #: The network that refines cases with clicks (None: ``predictor``, where it reads clicks itself).
+    interactive: Predictor | None = None
 
     @property
     def output_dir(self) -> Path:
@@ -290,7 +310,7 @@ class FolderRun:
 
     def find(self) -> None:
         self.folders = input_folders(self.input_root)
-        self.all_cases = find_cases(self.folders)
+        self.all_cases = attach_clicks(find_cases(self.folders), self.input_root)
         self.cases = shard_cases(self.all_cases, self.shard)
         if self.shard.count > 1:
             log.info("shard %d of %d: %d of %d case(s)", self.shard.index + 1, self.shard.count, len(self.cases),
@@ -302,7 +322,7 @@ class FolderRun:
             self.current = case.pet.name  # left set when interrupted: the message names the case
             result, failed = run_case(self.predictor, case, self.output_dir, self.overwrite,
                                       self.extras.for_case(self.output_root, case), self.case_timeout_s,
-                                      self.output_format)
+                                      self.output_format, self.interactive)
             self.current = None
             self.results.append(result)
             self.failed += [case.pet.name] if failed else []

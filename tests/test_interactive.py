@@ -137,3 +137,145 @@ def test_a_new_click_recomputes_only_its_windows_and_equals_a_full_pass_at_the_p
     # the clicks did something: the masks with and without them differ
     assert not np.array_equal(sitk.GetArrayFromImage(fresh.mask),
                               sitk.GetArrayFromImage(predictor.refine(pet, NO_CLICKS).mask))
+
+
+def test_a_click_goes_to_the_deepest_voxel_of_the_largest_error_or_anywhere_in_it():
+    from training.clicks import click_voxel
+
+    error = np.zeros((30, 30, 30), bool)
+    error[2:6, 2:6, 2:6] = True  # small component
+    error[10:25, 12:20, 5:28] = True  # the largest
+    voxel = click_voxel(error, "centre")
+    labels, _ = ndimage.label(error, structure=np.ones((3, 3, 3)))
+    largest = labels == np.argmax(np.bincount(labels.ravel())[1:]) + 1
+    depth = ndimage.distance_transform_edt(np.pad(largest, 1))[1:-1, 1:-1, 1:-1]  # brute force over the volume
+    assert largest[voxel] and depth[voxel] == depth.max()
+    np.random.seed(0)  # noqa: NPY002
+    assert all(error[click_voxel(error, "uniform")] for _ in range(20))
+    assert click_voxel(np.zeros((4, 4, 4), bool), "centre") is None
+
+
+def test_simulated_clicks_correct_the_network_s_own_errors():
+    """A network that finds nothing gets a tumour click inside the missed lesion and none for background;
+    one that marks everything gets a background click outside the lesion as well."""
+    from training.clicks import ClickSimulator
+
+    config = _config("disk", guidance_sigma=1.0)
+    label = torch.zeros(1, 1, 24, 24, 24)
+    label[0, 0, 8:16, 8:16, 8:16] = 1
+    pet = torch.rand(1, 1, 24, 24, 24)
+
+    def finds(value: float):
+        def forward(x):
+            out = torch.zeros(x.shape[0], 2, *x.shape[2:])
+            out[:, 1] = value
+            return out
+        return forward
+
+    simulator = ClickSimulator(config, rounds=1, random_rounds=False, where="centre")
+    nothing = simulator.guidance(finds(-1.0), pet, label)
+    assert nothing[0, 0].sum() > 0 and nothing[0, 1].sum() == 0
+    assert (nothing[0, 0] > 0)[label[0, 0] == 0].sum() == 0  # the disk lies inside the lesion
+    everything = simulator.guidance(finds(1.0), pet, label)
+    assert everything[0, 0].sum() == 0 and everything[0, 1].sum() > 0
+
+
+def test_an_interactive_fit_warm_starts_from_automatic_weights_and_refines(tmp_path):
+    """The interactive recipe trains (clicks simulated every step) from the automatic hotspot network,
+    and its checkpoint loads in Predictor and refines with a click."""
+    from tests.test_training import write_tcia_phantoms
+    from training.fit import fit
+    from training.recipe import train_preset
+
+    sources = write_tcia_phantoms(tmp_path / "tcia", [0, 1])
+    config = load_checkpoint(HOTSPOT_WEIGHTS).config.with_guidance("disk")
+    train = train_preset("tiny").with_(epochs=1, iters_per_epoch=2, click_rounds=2)
+    result = fit(sources[:1], sources[1:], config, train, tmp_path / "run", cache_dir=tmp_path / "cache",
+                 progress=False, init=HOTSPOT_WEIGHTS)
+    assert result.epochs_done == 1
+    predictor = Predictor.from_weights(tmp_path / "run" / "last.pt", device="cpu")
+    assert predictor.config.interactive and predictor.config.in_channels == 3
+    pet, centre = body_with_lesion(size=(48, 44, 56))
+    refined = predictor.refine(pet, Clicks(tumor=[centre]))
+    assert refined.mask.GetSize() == pet.GetSize() and len(refined.clicks) == 1
+
+
+# -- the clicks file (autoPET IV) and the container ------------------------------------------------
+
+def _clicks_json(points: list[tuple[list[int], str]]) -> str:
+    import json
+
+    return json.dumps({"version": {"major": 1, "minor": 0}, "type": "Multiple points",
+                       "points": [{"point": p, "name": n} for p, n in points]})
+
+
+@pytest.mark.parametrize("grid", ["identity", "permuted-anisotropic"])
+def test_the_clicks_file_holds_voxel_indices_of_the_pet(tmp_path, grid):
+    """autoPET IV's lesion-clicks.json: (x, y, z) indices of the PET's voxels; each becomes that voxel's
+    physical point as SimpleITK computes it, whatever the PET's direction and spacing."""
+    from runner.clicks_file import read_clicks
+
+    pet, _ = body_with_lesion(size=(40, 36, 44), **{k: v for k, v in GRIDS[grid].items() if v is not None})
+    path = tmp_path / "lesion-clicks.json"
+    path.write_text(_clicks_json([([21, 17, 30], "tumor"), ([3, 4, 5], "background"), ([39, 35, 43], "tumor")]))
+    clicks = read_clicks(path, pet)
+    assert clicks.tumor == (pet.TransformIndexToPhysicalPoint((21, 17, 30)),
+                            pet.TransformIndexToPhysicalPoint((39, 35, 43)))
+    assert clicks.background == (pet.TransformIndexToPhysicalPoint((3, 4, 5)),)
+
+
+@pytest.mark.parametrize("content, message", [
+    (_clicks_json([([40, 1, 1], "tumor")]), "lies outside the PET's (40, 36, 44) voxels"),
+    (_clicks_json([([1, 1, 1], "lesion")]), "is named 'lesion'; clicks are named 'tumor' or 'background'"),
+    (_clicks_json([([1, 1], "tumor")]), "has no point of three numbers"),
+    ('{"type": "Multiple boxes", "boxes": []}', "annotation type 'Multiple boxes'"),
+    ("{not json", "not a readable JSON file"),
+])
+def test_a_bad_clicks_file_is_one_clear_line(tmp_path, content, message):
+    from common.errors import InputError
+    from runner.clicks_file import read_clicks
+
+    pet, _ = body_with_lesion(size=(40, 36, 44))
+    path = tmp_path / "lesion-clicks.json"
+    path.write_text(content)
+    with pytest.raises(InputError) as err:
+        read_clicks(path, pet)
+    assert message in str(err.value) and str(err.value).startswith(str(path)) and "\n" not in str(err.value)
+
+
+def test_a_scribble_is_the_voxels_its_line_passes():
+    from runner.clicks_file import rasterise
+
+    voxels = rasterise([(0, 0, 0), (10, 5, 0), (10, 5, 6)])
+    assert voxels[0] == (0, 0, 0) and voxels[-1] == (10, 5, 6) and (10, 5, 0) in voxels
+    steps = np.abs(np.diff(np.asarray(voxels), axis=0))
+    assert steps.max() == 1 and len(set(voxels)) == len(voxels)  # 26-connected, no voxel twice
+
+
+def test_process_refines_a_case_with_a_clicks_file(tmp_path):
+    """A case with lesion-clicks.json goes to the interactive network; the written mask is its refinement,
+    under autoPET IV's output interface, and results.json counts the clicks."""
+    import json
+
+    import process
+    from model.network import save_checkpoint
+
+    predictor = _clicking_predictor(32, 0.5, crop="exact")
+    save_checkpoint(tmp_path / "interactive.pt", predictor.networks[0], predictor.config)
+    pet, centre = body_with_lesion(size=(48, 44, 56))
+    (tmp_path / "input/images/pet").mkdir(parents=True)
+    sitk.WriteImage(pet, str(tmp_path / "input/images/pet/case.mha"))
+    index = pet.TransformPhysicalPointToIndex(centre)
+    (tmp_path / "input/lesion-clicks.json").write_text(
+        _clicks_json([(list(index), "tumor"), ([5, 5, 5], "background")]))
+    code = process.main(["--input", str(tmp_path / "input"), "--output", str(tmp_path / "out"), "--weights",
+                         str(HOTSPOT_WEIGHTS), "--interactive-weights", str(tmp_path / "interactive.pt"),
+                         "--device", "cpu", "--output-slug", "tumor-lesion-segmentation"])
+    assert code == 0
+    written = sitk.ReadImage(str(tmp_path / "out/images/tumor-lesion-segmentation/case.mha"))
+    clicks = Clicks(tumor=[pet.TransformIndexToPhysicalPoint(index)],
+                    background=[pet.TransformIndexToPhysicalPoint((5, 5, 5))])
+    expected = Predictor.from_weights(tmp_path / "interactive.pt", device="cpu").refine(pet, clicks).mask
+    assert np.array_equal(sitk.GetArrayFromImage(written), sitk.GetArrayFromImage(expected))
+    step = json.loads((tmp_path / "out/results.json").read_text())[0]["inference"]["steps"][0]
+    assert step["tumor_clicks"] == 1 and step["background_clicks"] == 1

@@ -40,6 +40,7 @@ from model.network import (
     weights_digest,
 )
 from runner.allocator import keep_large_allocations_on_heap
+from training.clicks import ClickSimulator
 
 from .data import CaseStore, CropDataset, epoch_draws
 from .recipe import TrainConfig, make_loss, make_optimizer, make_scheduler, make_train_inferer
@@ -164,17 +165,21 @@ def train_step(
     amp_dtype: torch.dtype | None,
     info: DistInfo = DistInfo(),
     inferer: SlidingWindowInferer | None = None,
+    clicks: ClickSimulator | None = None,
 ) -> StepResult:
     """One optimiser step; a non-finite loss or gradient is never applied (no step, grads dropped).
 
     ``inferer`` (``recipe.make_train_inferer``): the forward pass through a sliding window, the loss
-    on its stitched output; None runs the network on the whole crop.
+    on its stitched output; None runs the network on the whole crop. ``clicks``: for an interactive
+    network, the simulated corrections that fill its click channels first.
     """
     x = batch["pet"].to(device, non_blocking=True)
     y = batch["label"].to(device, non_blocking=True)
     has_lesion = bool(batch["label"].any())
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        if clicks is not None:  # an interactive network: its clicks from its own errors (training/clicks.py)
+            x = torch.cat([x, clicks.guidance(lambda v: inferer(v, net) if inferer is not None else net(v), x, y)], 1)
         logits = inferer(x, net) if inferer is not None else net(x)
         loss = loss_fn(logits.float(), y)
     value = float(loss.detach())
@@ -341,6 +346,7 @@ class _Run:
     best_dice: float = -1.0
     best_epoch: int = -1
     planned: int = 0
+    clicks: ClickSimulator | None = None
 
 
 def fit(
@@ -420,10 +426,15 @@ def _setup(train_sources: Sequence[Case], val_sources: Sequence[Case], config: M
     torch.manual_seed(train.seed)  # identical initial weights on every rank
     net = build_network(config).to(dev)
     optimizer = make_optimizer(net.parameters(), train)
+    if config.interactive and train.click_rounds == 0:
+        raise SystemExit(f"'{config.name}' reads clicks but the recipe simulates none (click_rounds 0); "
+                         "use an interactive preset's recipe")
+    clicks = (ClickSimulator(config, train.click_rounds, train.click_rounds_random, train.click_place)
+              if config.interactive else None)
     return _Run(config, train, opts, out, info, dev, amp_dtype, store, train_ids, val_ids, dataset,
                 dataset.draw_weights(), net, optimizer, make_scheduler(optimizer, train),
                 torch.amp.GradScaler(dev.type, enabled=amp_dtype == torch.float16),  # bf16 needs no scaling
-                model=net, planned=train.epochs)
+                model=net, planned=train.epochs, clicks=clicks)
 
 
 def _resume_or_start(run: _Run) -> None:
@@ -455,9 +466,18 @@ def _resume_or_start(run: _Run) -> None:
         return
     if run.opts.init is not None:
         warm = load_checkpoint(Path(run.opts.init))
-        if not warm.config.same_network(run.config):  # the training crop may differ
+        if run.config.interactive and not warm.config.interactive:  # an automatic network learns to read clicks
+            from training.widen import WidenError, with_click_channels
+
+            try:
+                warm_net = with_click_channels(warm.network, warm.config, run.config)
+            except WidenError as exc:
+                raise SystemExit(f"{run.opts.init}: {exc}; cannot warm-start from it") from None
+            run.net.load_state_dict(warm_net.state_dict())
+        elif not warm.config.same_network(run.config):  # the training crop may differ
             raise SystemExit(f"{run.opts.init}: saved with a different model config; cannot warm-start from it")
-        run.net.load_state_dict(warm.network.state_dict())
+        else:
+            run.net.load_state_dict(warm.network.state_dict())
         if run.info.is_main:
             print(f"warm start from {run.opts.init}", flush=True)
     if run.info.is_main:
@@ -500,7 +520,8 @@ def _train_epoch(run: _Run, epoch: int, loss_fn: torch.nn.Module, inferer: Slidi
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{run.planned}", unit="it", leave=False,
                disable=not (run.opts.progress and info.is_main), mininterval=1.0 if sys.stderr.isatty() else 30.0)
     for batch in bar:
-        step = train_step(run.model, batch, loss_fn, run.optimizer, run.scaler, run.dev, run.amp_dtype, info, inferer)
+        step = train_step(run.model, batch, loss_fn, run.optimizer, run.scaler, run.dev, run.amp_dtype, info, inferer,
+                          run.clicks)
         if step.applied:
             losses.append(step.loss)
             if step.has_lesion:

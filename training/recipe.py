@@ -74,6 +74,11 @@ class TrainConfig:
     # demo: gamma, contrast, brightness, noise, blur and low-resolution augmentation of the PET crop
     # (training/augmentation.py, nnU-Net's defaults); the paper's recipe has none
     intensity_aug: bool = False
+    # interactive networks (a config with guidance; training/clicks.py): rounds of simulated corrective
+    # clicks per step, every step (the authors: 10) or drawn from 0..click_rounds; where a click goes
+    click_rounds: int = 0
+    click_rounds_random: bool = False
+    click_place: str = "uniform"
     val_every: int = 10
     val_max_cases: int = 0  # 0 = the whole validation fold
     seed: int = 0
@@ -96,6 +101,9 @@ class TrainConfig:
         if self.allow_smaller and self.batch_size != self.samples_per_volume:
             raise ValueError("allow_smaller needs one volume per step (batch_size == samples_per_volume): "
                              "crops of different studies may differ in size")
+        if self.click_rounds < 0 or self.click_place not in ("uniform", "centre"):
+            raise ValueError(f"click_rounds must be >= 0 and click_place uniform or centre, got "
+                             f"{self.click_rounds}, {self.click_place!r}")
         if self.iters_per_epoch < 0:
             raise ValueError(f"iters_per_epoch must be >= 0 (0 = one pass over the cases), got {self.iters_per_epoch}")
         if self.batch_size % self.samples_per_volume:
@@ -199,10 +207,27 @@ def tiny_train_config() -> TrainConfig:
     )
 
 
+def paper_interactive_train_config() -> TrainConfig:
+    """The paper's recipe with the authors' interactive training (SW-FastEdit's defaults): 10 rounds of
+    corrective clicks every step (``--max_train_interactions 10``, deepgrow probability 1), each at a
+    random voxel of the current error. For a GPU."""
+    return paper_train_config().with_(click_rounds=10, click_place="uniform", name="paper-interactive")
+
+
+def interactive_demo_train_config() -> TrainConfig:
+    """The demo recipe reading clicks, for two CPU cores: 0 to 3 rounds of corrective clicks per step
+    (a quarter of the steps without any, so the network still segments alone; each round is one more
+    forward pass), placed at the centre of the largest error as autoPET IV's evaluation places them."""
+    return demo_train_config().with_(click_rounds=3, click_rounds_random=True, click_place="centre",
+                                     name="interactive-demo")
+
+
 TRAIN_PRESETS = {
     "paper": paper_train_config,
+    "paper-interactive": paper_interactive_train_config,
     "demo": demo_train_config,
     "demo-wide": demo_train_config,  # the same recipe; only the network is wider
+    "interactive-demo": interactive_demo_train_config,
     "tiny": tiny_train_config,
 }
 
