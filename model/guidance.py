@@ -25,7 +25,9 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import cc3d
 import numpy as np
+from scipy import ndimage
 
 from common.geometry import Grid
 
@@ -39,6 +41,8 @@ GAUSSIAN_TRUNCATE = 4.0
 DISK_LEVEL = 0.1
 
 Point = tuple[float, float, float]
+#: Where a corrective click goes in an error region (``click_voxel``).
+CLICK_PLACES = ("uniform", "centre")
 
 
 @dataclass(frozen=True)
@@ -166,3 +170,26 @@ def encode(voxels: dict[str, np.ndarray], shape: Sequence[int], config: ModelCon
         for voxel in voxels.get(label, ()):
             paint(out[k], voxel, config)
     return out
+
+
+def click_voxel(error: np.ndarray, where: str) -> tuple[int, int, int] | None:
+    """Where a click corrects ``error`` (a boolean array): None when there is no error.
+
+    ``centre``: the voxel deepest inside the largest 26-connected error component (the maximum of its
+    Euclidean distance transform), as autoPET IV places clicks; ``uniform``: any error voxel at random,
+    as the authors' training in practice does (numpy's global generator, so a resumed run repeats it).
+    """
+    if not error.any():
+        return None
+    if where == "uniform":
+        flat = np.flatnonzero(error)
+        return tuple(int(v) for v in np.unravel_index(flat[np.random.randint(len(flat))], error.shape))  # noqa: NPY002
+    if where != "centre":
+        raise ValueError(f"click place must be one of {CLICK_PLACES}, got {where!r}")
+    labels, count = cc3d.connected_components(error, connectivity=26, return_N=True)
+    largest = int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
+    component = labels == largest
+    box = ndimage.find_objects(component.astype(np.uint8))[0]
+    depth = ndimage.distance_transform_edt(np.pad(component[box], 1))[1:-1, 1:-1, 1:-1]
+    inner = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    return tuple(int(i + sl.start) for i, sl in zip(inner, box, strict=True))

@@ -140,7 +140,7 @@ def test_a_new_click_recomputes_only_its_windows_and_equals_a_full_pass_at_the_p
 
 
 def test_a_click_goes_to_the_deepest_voxel_of_the_largest_error_or_anywhere_in_it():
-    from training.clicks import click_voxel
+    from model.guidance import click_voxel
 
     error = np.zeros((30, 30, 30), bool)
     error[2:6, 2:6, 2:6] = True  # small component
@@ -279,3 +279,57 @@ def test_process_refines_a_case_with_a_clicks_file(tmp_path):
     assert np.array_equal(sitk.GetArrayFromImage(written), sitk.GetArrayFromImage(expected))
     step = json.loads((tmp_path / "out/results.json").read_text())[0]["inference"]["steps"][0]
     assert step["tumor_clicks"] == 1 and step["background_clicks"] == 1
+
+
+# -- the interactive protocol (evaluation.interactive) ---------------------------------------------
+
+def test_the_protocol_clicks_into_the_current_errors_and_scores_every_step(tmp_path):
+    """Corrective clicks: step k + 1's tumour click is the deepest voxel of the largest missed part of
+    step k's mask (checked with scipy's labelling and distance transform); the CLI writes every step,
+    the AUC by trapezoids (numpy's) and the plot."""
+    import json
+
+    from evaluation.interactive import auc, main, run_protocol
+
+    predictor = _clicking_predictor(32, 0.5, crop="exact")
+    pet, _ = body_with_lesion(size=(48, 44, 56), lesion_radius_mm=22.0)
+    gt = sitk.Cast(pet > 0.5 * float(sitk.GetArrayViewFromImage(pet).max()), sitk.sitkUInt8)
+    steps = run_protocol(predictor, pet, gt, steps=2)
+    assert [s.step for s in steps] == [0, 1, 2] and steps[0].tumor_clicks == 0
+    truth = sitk.GetArrayFromImage(gt).transpose(2, 1, 0) > 0
+    first = sitk.GetArrayFromImage(predictor.refine(pet, NO_CLICKS).mask).transpose(2, 1, 0) > 0
+    missed = truth & ~first
+    if missed.any():
+        labels, _ = ndimage.label(missed, structure=np.ones((3, 3, 3)))
+        largest = labels == np.argmax(np.bincount(labels.ravel())[1:]) + 1
+        depth = ndimage.distance_transform_edt(np.pad(largest, 1))[1:-1, 1:-1, 1:-1]
+        assert steps[1].tumor_clicks == 1 and depth[steps[1].tumor_click] == depth.max() > 0
+    values = [0.2, 0.5, float("nan"), 0.9]
+    assert auc(values[:2] + values[3:]) == pytest.approx(np.trapezoid([0.2, 0.5, 0.9]))
+    sitk.WriteImage(pet, str(tmp_path / "pet.mha"))
+    sitk.WriteImage(gt, str(tmp_path / "gt.mha"))
+    save = tmp_path / "interactive.pt"
+    from model.network import save_checkpoint
+
+    save_checkpoint(save, predictor.networks[0], predictor.config)
+    assert main(["--weights", str(save), "--pet", str(tmp_path / "pet.mha"), "--gt", str(tmp_path / "gt.mha"),
+                 "--steps", "2", "--clicks", "challenge", "--out", str(tmp_path / "out")]) == 0
+    data = json.loads((tmp_path / "out/interactive.json").read_text())
+    assert len(data["summary"]["steps"]) == 3 and (tmp_path / "out/dice_by_clicks.png").stat().st_size > 0
+    dice = [r["dice"] for r in data["summary"]["steps"]]
+    assert data["summary"]["auc"]["dice"] == pytest.approx(np.trapezoid(dice))
+
+
+def test_challenge_clicks_sit_in_lesions_and_in_hot_uptake_outside_them():
+    from evaluation.interactive import challenge_clicks
+
+    gt = np.zeros((40, 40, 40), np.uint8)
+    gt[5:12, 5:12, 5:12] = 1
+    gt[25:30, 25:33, 20:30] = 1
+    pet = np.ones((40, 40, 40), np.float32)
+    pet[gt > 0] = 8.0
+    pet[30:34, 2:6, 30:35] = 12.0  # a hot organ, 0.13 % of the non-lesion voxels
+    clicks = challenge_clicks(gt, pet, n=3)
+    assert len(clicks["tumor"]) == 3 and all(gt[v] for v in clicks["tumor"])
+    assert {bool(gt[v]) for v in clicks["background"]} == {False}
+    assert all(pet[v] == 12.0 for v in clicks["background"])

@@ -20,33 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import cc3d
 import numpy as np
 import torch
-from scipy import ndimage
 
 from model.config import ModelConfig
-from model.guidance import LABELS, encode
-
-CLICK_PLACES = ("uniform", "centre")
-
-
-def click_voxel(error: np.ndarray, where: str) -> tuple[int, int, int] | None:
-    """Where a click corrects ``error`` (a boolean crop): None when there is no error."""
-    if not error.any():
-        return None
-    if where == "uniform":
-        flat = np.flatnonzero(error)
-        return tuple(int(v) for v in np.unravel_index(flat[np.random.randint(len(flat))], error.shape))  # noqa: NPY002
-    if where != "centre":
-        raise ValueError(f"click place must be one of {CLICK_PLACES}, got {where!r}")
-    labels, count = cc3d.connected_components(error, connectivity=26, return_N=True)
-    largest = int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
-    component = labels == largest
-    box = ndimage.find_objects(component.astype(np.uint8))[0]
-    depth = ndimage.distance_transform_edt(np.pad(component[box], 1))[1:-1, 1:-1, 1:-1]
-    inner = np.unravel_index(int(np.argmax(depth)), depth.shape)
-    return tuple(int(i + sl.start) for i, sl in zip(inner, box, strict=True))
+from model.guidance import CLICK_PLACES, LABELS, click_voxel, encode
 
 
 class ClickSimulator:
