@@ -3,7 +3,9 @@
 Reads every PET in ``<input>/images/pet/`` (SUV; the CT in ``<input>/images/ct/`` is optional; or
 the folders ``<input>/inputs.json`` names; or a folder per case of DICOM series, SUV from the
 headers), writes one uint8 mask with the PET's exact geometry and file name (a DICOM-SEG for DICOM
-input) to ``<output>/images/<output slug>/``, and evalutils' ``<output>/results.json``. Under
+input) to ``<output>/images/<output slug>/``, and evalutils' ``<output>/results.json``. A case with
+a reader's clicks (``<input>/lesion-clicks.json``, autoPET IV) is refined by the interactive network
+(docs/interactive.md). Under
 torchrun each rank takes its share of the cases. The work is done by ``runner.folder`` and
 ``model.Predictor``.
 
