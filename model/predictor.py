@@ -277,7 +277,8 @@ class Predictor:
             volume = prepare(pet, self.config.spacing, *self.config.percentiles)
             region = find_region(volume, self.crop, self.config.roi_size, self.config.overlap, self.margin_mm,
                                  self.context_mm)
-            state = RefineState(self, Grid.of(pet), volume, region, GuidanceVolume(self.config, volume.work_grid),
+            state = RefineState(self, Grid.of(pet), _fingerprint(pet), volume, region,
+                                GuidanceVolume(self.config, volume.work_grid),
                                 CachedSlidingWindow(self.networks, self.config, self.device, self.sw_batch_size))
         changed = state.guidance.add(clicks)
         if state.region is None:  # a flat PET: nothing can be a lesion, clicks or not
@@ -308,6 +309,15 @@ def network_input(volume: PreparedVolume, region: Region, config: ModelConfig,
     return np.concatenate([pet[None], clicks])
 
 
+def _fingerprint(pet: sitk.Image) -> str:
+    """A cheap digest of a PET's voxels (every 5th along each axis): another scan on the same grid is not
+    mistaken for the one a refinement's windows were computed on."""
+    import hashlib
+
+    sample = np.ascontiguousarray(sitk.GetArrayViewFromImage(pet)[::5, ::5, ::5])
+    return hashlib.blake2b(sample.tobytes(), digest_size=16).hexdigest()
+
+
 def _within(box: Box, outer: Box) -> Box | None:
     """``box`` clipped to ``outer``, in ``outer``'s coordinates (None: they do not meet)."""
     out = []
@@ -325,6 +335,7 @@ class RefineState:
 
     predictor: Predictor
     grid: Grid
+    fingerprint: str
     volume: PreparedVolume
     region: Region | None
     guidance: GuidanceVolume
@@ -332,7 +343,7 @@ class RefineState:
 
     def continues(self, predictor: Predictor, pet: sitk.Image, clicks: Clicks) -> bool:
         """Whether ``clicks`` on ``pet`` can start from here: same predictor, same grid, clicks only added."""
-        if predictor is not self.predictor or Grid.of(pet) != self.grid:
+        if predictor is not self.predictor or Grid.of(pet) != self.grid or _fingerprint(pet) != self.fingerprint:
             return False
         try:
             clicks.added_since(self.guidance.clicks)

@@ -333,3 +333,15 @@ def test_challenge_clicks_sit_in_lesions_and_in_hot_uptake_outside_them():
     assert len(clicks["tumor"]) == 3 and all(gt[v] for v in clicks["tumor"])
     assert {bool(gt[v]) for v in clicks["background"]} == {False}
     assert all(pet[v] == 12.0 for v in clicks["background"])
+
+
+def test_a_refinement_of_another_scan_on_the_same_grid_starts_afresh():
+    predictor = _clicking_predictor(32, 0.5)
+    pet, centre = body_with_lesion(size=(48, 44, 56))
+    other, _ = body_with_lesion(size=(48, 44, 56), seed=3, lesion_offset_mm=(-15.0, 0.0, 10.0))
+    clicks = Clicks(tumor=[centre])
+    first = predictor.refine(pet, clicks)
+    again = predictor.refine(other, clicks.plus("background", centre), previous=first)
+    assert again.windows_run == again.windows_total  # not the first scan's windows
+    fresh = predictor.refine(other, clicks.plus("background", centre))
+    assert np.array_equal(sitk.GetArrayFromImage(again.mask), sitk.GetArrayFromImage(fresh.mask))
