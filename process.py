@@ -57,8 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", metavar="K/N", help="take the K-th of N shares of the cases (balanced by size), for "
                    "job arrays; results.shard-K-of-N.json (under torchrun the ranks split the cases by themselves)")
     p.add_argument("--overwrite", action="store_true", help="recompute cases whose mask exists (default: skip)")
-    p.add_argument("--crop", choices=CROP_MODES, default=DEFAULT_CROP, help="exact (default): the authors' masks; "
-                   "body: fewer windows, Dice 0.93-0.997 against exact at the paper's windowing; none: all windows")
+    p.add_argument("--crop", choices=CROP_MODES, default=DEFAULT_CROP,
+                   help="exact (default): the authors' scores inside the body's box (body + 10 mm), background "
+                        "outside it; body: fewer windows, approximate (docs/performance.md); none: all windows, "
+                        "the whole field of view as the authors ran it")
     p.add_argument("--tta", default="", metavar="AXES",
                    help="test-time augmentation: average each network's logits over flips of these RAS axes, "
                         "e.g. 012 for all 8 mirrorings (default: none, as the authors ran it)")

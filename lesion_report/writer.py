@@ -36,17 +36,36 @@ PROBABILITY_SUBDIR = Path("probabilities")
 PICTURE_LESIONS = 20
 
 
+#: The quantities that need the PET in SUV; left empty (null) when it is not.
+SUV_FIELDS = ("suv_max", "suv_mean", "suv_peak", "tlg")
+
+
+def without_suv(data: dict[str, Any], reason: str) -> dict[str, Any]:
+    """A report's dict with its SUV quantities emptied and the reason given: volumes, counts and Dmax
+    do not need SUV, and numbers in Bq/ml must not be read as SUV."""
+    data["summary"] = {k: (None if k in SUV_FIELDS else v) for k, v in data["summary"].items()}
+    data["lesions"] = [{k: (None if k in SUV_FIELDS else v) for k, v in lesion.items()} for lesion in data["lesions"]]
+    data["units"] = {**data["units"], "suv": f"not available: {reason}", "tlg": "not available"}
+    data["suv_missing"] = reason
+    return data
+
+
 def write_case_report(pet: sitk.Image, mask: sitk.Image, path: Path, votes: sitk.Image | None,
-                      networks: int | None, warnings: Sequence[str]) -> dict[str, Any]:
-    """Measure the lesions, write ``path`` (JSON) and its picture (``.png``); return the summary."""
+                      networks: int | None, warnings: Sequence[str], suv_missing: str | None = None) -> dict[str, Any]:
+    """Measure the lesions, write ``path`` (JSON) and its picture (``.png``); return the summary.
+
+    ``suv_missing``: why the PET's values are not SUV; the SUV quantities are then left empty.
+    """
     from .mip import save_mip_png
 
     case = path.stem
     report = measure_lesions(pet, mask, votes, networks, case=case)
     data = {**report.to_dict(), "warnings": list(warnings)}
     s = report.summary
-    title = (f"{case}   {s.lesions} lesion(s)   TMTV {s.tmtv_ml:.1f} ml   TLG {s.tlg:.0f}   "
-             f"SUVmax {s.suv_max:.1f}   Dmax {s.dmax_mm:.0f} mm")
+    uptake = f"TLG {s.tlg:.0f}   SUVmax {s.suv_max:.1f}" if suv_missing is None else "SUV n/a"
+    if suv_missing is not None:
+        data = without_suv(data, suv_missing)
+    title = f"{case}   {s.lesions} lesion(s)   TMTV {s.tmtv_ml:.1f} ml   {uptake}   Dmax {s.dmax_mm:.0f} mm"
     write_atomic(path.with_suffix(".png"),
                  lambda tmp: save_mip_png(pet, tmp, pred=mask, title=title, lesions=report.lesions[:PICTURE_LESIONS],
                                           more_lesions=max(0, len(report.lesions) - PICTURE_LESIONS)))
@@ -116,9 +135,10 @@ def run_page(folder: Path, entries: Sequence[CaseEntry], reports: dict[str, dict
             data = base64.b64encode(picture.read_bytes()).decode("ascii")
             parts.append(f"<img alt='MIP of {html.escape(entry.name)}' src='data:image/png;base64,{data}'>")
         s = report["summary"]
-        parts.append(f"<p><b>{s['lesions']}</b> lesion(s), TMTV <b>{s['tmtv_ml']:.1f} ml</b>, TLG {s['tlg']:.1f}, "
-                     f"SUVmax {s['suv_max']:.1f}, Dmax {s['dmax_mm']:.0f} mm, largest lesion "
-                     f"{s['largest_lesion_ml']:.1f} ml</p>")
+        uptake = (f"TLG {s['tlg']:.1f}, SUVmax {s['suv_max']:.1f}" if s["suv_max"] is not None
+                  else f"SUV not available ({html.escape(str(report.get('suv_missing', '')))})")
+        parts.append(f"<p><b>{s['lesions']}</b> lesion(s), TMTV <b>{s['tmtv_ml']:.1f} ml</b>, {uptake}, "
+                     f"Dmax {s['dmax_mm']:.0f} mm, largest lesion {s['largest_lesion_ml']:.1f} ml</p>")
         for warning in report.get("warnings", []):
             parts.append(f"<p class='warn'>warning: {html.escape(warning)}</p>")
         if report["lesions"]:

@@ -86,6 +86,10 @@ def segment_file(predictor: Predictor, pet_path: Path, ct_path: Path | None, mas
     started = time.perf_counter()
     source = read_pet(pet_path)
     pet = source.image
+    suv_missing = source.series.suv_missing if source.series is not None else None
+    if suv_missing:
+        report.warnings.append(f"{pet_path}: values are not SUV ({suv_missing}); segmented from the stored "
+                               "values, the report leaves SUVmax, SUVmean, SUVpeak and TLG empty")
     ct = None
     if ct_path is not None:
         ct, warning = _read_ct(ct_path, pet)
@@ -128,7 +132,7 @@ def segment_file(predictor: Predictor, pet_path: Path, ct_path: Path | None, mas
 
         started = time.perf_counter()
         report.lesions = write_case_report(pet, mask, extras.report, prediction.votes, prediction.networks,
-                                           report.warnings)
+                                           report.warnings, suv_missing)
         report.seconds["report"] = time.perf_counter() - started
     return report
 
@@ -163,7 +167,9 @@ def _refine_file(predictor: Predictor, source: PetInput, clicks_path: Path, mask
     if extras.report is not None:
         from lesion_report.writer import write_case_report
 
-        report.lesions = write_case_report(source.image, refined.mask, extras.report, None, None, report.warnings)
+        suv_missing = source.series.suv_missing if source.series is not None else None
+        report.lesions = write_case_report(source.image, refined.mask, extras.report, None, None, report.warnings,
+                                           suv_missing)
     return report
 
 

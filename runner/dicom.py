@@ -62,6 +62,8 @@ class PetVolume:
     image: sitk.Image
     slices: list[pydicom.Dataset]
     series: Series
+    #: Why the values are not SUV (the stored values were kept), or None when they are SUV.
+    suv_missing: str | None = None
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -205,13 +207,22 @@ def suv_factor(first: pydicom.Dataset, slices: Sequence[pydicom.Dataset], series
 
 
 def read_pet_series(series: Series) -> PetVolume:
-    """The series as an SUV image (float32) on its own grid, with its slices in z order."""
+    """The series as an SUV image (float32) on its own grid, with its slices in z order.
+
+    Where the SUV cannot be computed (an anonymiser removed the weight, the dose or the times; units
+    that are not read) the stored values are kept and ``suv_missing`` says why: the mask does not need
+    SUV (the percentile scaling maps any linear scale to the same network input), only the report's
+    SUV quantities do. A series that is not one regular volume is still refused.
+    """
     try:
         slices = [pydicom.dcmread(p) for p in series.files]
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"{series.name()}: a file could not be read ({exc})") from None
     slices, direction, (spacing, origin) = _geometry(slices, series)
-    factor = suv_factor(slices[0], slices, series)
+    try:
+        factor, missing = suv_factor(slices[0], slices, series), None
+    except InputError as exc:
+        factor, missing = 1.0, str(exc).removeprefix(f"{series.name()}: ")
     try:
         planes = [ds.pixel_array.astype(np.float64) * float(ds.get("RescaleSlope", 1.0))
                   + float(ds.get("RescaleIntercept", 0.0)) for ds in slices]
@@ -221,7 +232,7 @@ def read_pet_series(series: Series) -> PetVolume:
     image.SetSpacing(spacing)
     image.SetOrigin(origin)
     image.SetDirection(tuple(float(v) for v in direction.ravel()))
-    return PetVolume(image, slices, series)
+    return PetVolume(image, slices, series, missing)
 
 
 def algorithm_version() -> str:

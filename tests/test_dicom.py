@@ -93,12 +93,21 @@ def _edit(folder: Path, change) -> None:
      "unequal slice spacing"),
 ])
 def test_bad_headers_give_one_clear_error(tmp_path, phantom, name, change, message):
+    """A series that is not one regular volume is refused in one line; headers that only stop the SUV
+    leave the stored values (Bq/ml after the rescale) and say in one line why they are not SUV."""
     write_dicom_study(phantom, tmp_path / "case")
     _edit(tmp_path / "case", change)
-    with pytest.raises(InputError) as err:
-        suv_back(tmp_path / "case")
-    text = str(err.value)
-    assert message in text and text.startswith("series ") and "\n" not in text
+    if name in ("tilt", "spacing"):
+        with pytest.raises(InputError) as err:
+            suv_back(tmp_path / "case")
+        text = str(err.value)
+        assert message in text and text.startswith("series ") and "\n" not in text
+        return
+    volume = read_pet_series(pet_series(tmp_path / "case"))
+    assert message in volume.suv_missing and "\n" not in volume.suv_missing
+    stored = np.stack([ds.pixel_array * float(ds.RescaleSlope) + float(ds.get("RescaleIntercept", 0.0))
+                       for ds in volume.slices])  # pydicom's own values, in the volume's slice order
+    np.testing.assert_allclose(sitk.GetArrayFromImage(volume.image), stored, rtol=1e-6)
 
 
 def test_two_pet_series_in_one_case_folder(tmp_path, phantom):
@@ -130,7 +139,9 @@ def test_process_on_three_dicom_studies_one_broken(tmp_path, phantom, caplog):
     for name in ("study_a", "study_b"):
         write_dicom_study(phantom, root / name / "nested", ct=sitk.Cast(phantom * 0 - 1000, sitk.sitkInt16))
     write_dicom_study(phantom, root / "study_c")
-    _edit(root / "study_c", lambda ds, k: delattr(ds, "PatientWeight"))
+    _edit(root / "study_c", lambda ds, k: setattr(ds, "ImagePositionPatient", [
+        float(ds.ImagePositionPatient[0]), float(ds.ImagePositionPatient[1]) + 0.5 * k,
+        float(ds.ImagePositionPatient[2])]))  # gantry tilt: not one regular volume
     caplog.set_level(logging.INFO)
 
     code = process.main(["--input", str(root), "--output", str(tmp_path / "out"), "--weights", str(HOTSPOT_WEIGHTS),
@@ -140,7 +151,8 @@ def test_process_on_three_dicom_studies_one_broken(tmp_path, phantom, caplog):
     assert written == ["study_a.dcm", "study_b.dcm"]
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR and "study_c" in r.getMessage()]
     assert len(errors) == 2 and errors[0].startswith(f"{root / 'study_c'}: series ")  # the case's line, the summary
-    assert errors[0].endswith("(PET WB phantom): missing PatientWeight")
+    assert errors[0].endswith("(PET WB phantom): gantry tilt (slices not stacked along their normal); "
+                              "resample it first")
     pet = read_pet_series(pet_series(root / "study_a"))
     mask = read_seg_mask(tmp_path / "out" / OUT_SUB / "study_a.dcm", pet)
     assert mask.any()  # the hot ball
@@ -186,3 +198,28 @@ def test_an_anonymised_series_keeps_its_mask(tmp_path, phantom):
     pet = read_pet_series(pet_series(root / "anon"))
     assert seg.StudyInstanceUID == pet.slices[0].StudyInstanceUID
     assert read_seg_mask(tmp_path / "out" / OUT_SUB / "anon.dcm", pet).any()
+
+
+def test_a_series_without_suv_headers_is_segmented_and_its_report_leaves_suv_empty(tmp_path, phantom, caplog):
+    """An archive export whose anonymiser removed the patient's weight and the radiopharmaceutical: the
+    mask needs no SUV, so the case is segmented from the stored values (the same mask as with SUV:
+    the percentile scaling is scale-free), and the report gives volumes and counts with SUV empty."""
+    root = tmp_path / "input"
+    write_dicom_study(phantom, root / "full")
+    write_dicom_study(phantom, root / "stripped")
+    _edit(root / "stripped", lambda ds, k: [delattr(ds, key) for key in ("PatientWeight",
+                                                                        "RadiopharmaceuticalInformationSequence")])
+    caplog.set_level(logging.WARNING)
+    code = process.main(["--input", str(root), "--output", str(tmp_path / "out"), "--weights", str(HOTSPOT_WEIGHTS),
+                         "--device", "cpu", "--report"])
+    assert code == 0
+    masks = {name: read_seg_mask(tmp_path / "out" / OUT_SUB / f"{name}.dcm", read_pet_series(pet_series(root / name)))
+             for name in ("full", "stripped")}
+    assert masks["full"].any() and np.array_equal(masks["full"], masks["stripped"])
+    report = json.loads((tmp_path / "out/lesion-report/stripped.json").read_text())
+    assert report["suv_missing"] == "missing PatientWeight"
+    assert report["summary"]["suv_max"] is None and report["summary"]["tmtv_ml"] > 0
+    assert all(lesion["tlg"] is None and lesion["volume_ml"] > 0 for lesion in report["lesions"])
+    full = json.loads((tmp_path / "out/lesion-report/full.json").read_text())
+    assert full["summary"]["suv_max"] > 0 and full["summary"]["tmtv_ml"] == report["summary"]["tmtv_ml"]
+    assert any("values are not SUV (missing PatientWeight)" in r.getMessage() for r in caplog.records)
