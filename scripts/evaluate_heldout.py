@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                           *([f"--limit {args.limit}"] if args.limit else []), f"--table {args.table}"])
         note = (f"Written by `python -m scripts.evaluate_heldout --weights MODEL {flags}` (crop: {crop}; {cases}). "
                 "Dice: mean over the cases "
-                "with lesions; FPV, FNV: means over all cases (ml). Sets: "
+                "with lesions; FPV: mean over all cases; FNV: mean over the cases with lesions (ml). Sets: "
                 + ", ".join(f"{name} = `{folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder}`"
                             for name, folder, _, _ in counts) + ".")
         update_table(args.table, head, rows, note)
