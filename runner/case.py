@@ -38,6 +38,8 @@ class CaseReport:
     fallbacks: list[str] = field(default_factory=list)
     #: The lesion report's per-case summary, when one was asked for.
     lesions: dict | None = None
+    #: Why the PET's values are not SUV (None: they are, as far as can be told).
+    suv_missing: str | None = None
 
     def summary(self) -> str:
         total = sum(self.seconds.values())
@@ -86,7 +88,7 @@ def segment_file(predictor: Predictor, pet_path: Path, ct_path: Path | None, mas
     started = time.perf_counter()
     source = read_pet(pet_path)
     pet = source.image
-    suv_missing = source.series.suv_missing if source.series is not None else None
+    report.suv_missing = suv_missing = not_suv(source)
     if suv_missing:
         report.warnings.append(f"{pet_path}: values are not SUV ({suv_missing}); segmented from the stored "
                                "values, the report leaves SUVmax, SUVmean, SUVpeak and TLG empty")
@@ -167,10 +169,32 @@ def _refine_file(predictor: Predictor, source: PetInput, clicks_path: Path, mask
     if extras.report is not None:
         from lesion_report.writer import write_case_report
 
-        suv_missing = source.series.suv_missing if source.series is not None else None
         report.lesions = write_case_report(source.image, refined.mask, extras.report, None, None, report.warnings,
-                                           suv_missing)
+                                           report.suv_missing)
     return report
+
+
+#: A body whose median value exceeds this is not in SUV (soft tissue is about 1 g/ml; Bq/ml gives thousands).
+SUV_BODY_MEDIAN_LIMIT = 50.0
+
+
+def not_suv(source: PetInput) -> str | None:
+    """Why the PET's values are not SUV: the DICOM headers' reason, or for an image file a body (voxels
+    above 1 % of the maximum, every 4th voxel per axis) whose median lies far outside SUV's range."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    if source.series is not None:
+        return source.series.suv_missing
+    sample = np.asarray(sitk.GetArrayViewFromImage(source.image)[::4, ::4, ::4], dtype=np.float64)
+    sample = sample[np.isfinite(sample)]
+    top = float(sample.max()) if sample.size else 0.0
+    body = sample[sample > 0.01 * top] if top > 0 else sample[:0]
+    median = float(np.median(body)) if body.size else 0.0
+    if median > SUV_BODY_MEDIAN_LIMIT:
+        return (f"the body's median value is {median:.4g}, far above SUV's range (Bq/ml?); convert to SUV first "
+                "for the report's SUV quantities")
+    return None
 
 
 def read_pet(pet_path: Path) -> PetInput:
@@ -208,7 +232,7 @@ def write_report_from_files(pet_path: Path, mask_path: Path, extras: ExtraOutput
             networks = int(votes.GetMetaData(NETWORKS_KEY))
         else:
             votes = None
-    return write_case_report(pet, mask, extras.report, votes, networks, [])
+    return write_case_report(pet, mask, extras.report, votes, networks, [], not_suv(PetInput(pet)))
 
 
 def _read_ct(ct_path: Path, pet: sitk.Image) -> tuple[sitk.Image | None, str | None]:

@@ -272,6 +272,8 @@ def run_case(predictor: Predictor, case: Case, output_dir: Path, overwrite: bool
     log.info("%s: %s", case.pet.name, report.summary())
     result["inference"] = {"crop": predictor.crop, "steps": report.steps, "time_budget": report.budget,
                            "out_of_memory_fallbacks": report.fallbacks, "seconds": report.seconds}
+    if report.suv_missing:
+        result["values_not_suv"] = report.suv_missing
     if report.lesions is not None:
         result["lesion_report"] = report.lesions
     return result, False

@@ -116,3 +116,36 @@ def test_report_of_any_mask_from_the_command_line(tmp_path, capsys):
     assert report_cli.main(["--pet", str(pets / "a.mha"), "--mask", str(tmp_path / "off.mha"),
                             "--out", str(tmp_path / "y.json")]) == 1
     assert "off.mha: mask is not on the PET's grid" in capsys.readouterr().err
+
+
+def test_a_pet_in_bq_per_ml_is_segmented_and_flagged_not_suv(tmp_path, caplog):
+    """An .mha in Bq/ml where the challenge expects SUV: the mask is the SUV one's (the percentile
+    scaling is scale-free), the log and results.json say the values are not SUV, and the report leaves
+    the SUV quantities empty rather than print Bq/ml as SUV."""
+    import json
+    import logging
+
+    import numpy as np
+    import SimpleITK as sitk
+
+    import process
+    from tests.conftest import body_with_lesion
+
+    pet, _ = body_with_lesion(size=(48, 44, 56))
+    for name, image in (("suv", pet), ("bqml", pet * 5000.0)):
+        (tmp_path / name / "images/pet").mkdir(parents=True)
+        sitk.WriteImage(image, str(tmp_path / name / "images/pet/case.mha"))
+    caplog.set_level(logging.WARNING)
+    for name in ("suv", "bqml"):
+        assert process.main(["--input", str(tmp_path / name), "--output", str(tmp_path / f"out-{name}"), "--weights",
+                             str(HOTSPOT_WEIGHTS), "--device", "cpu", "--report"]) == 0
+    masks = {name: sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / f"out-{name}" / OUT_SUB / "case.mha")))
+             for name in ("suv", "bqml")}
+    assert masks["suv"].any() and np.array_equal(masks["suv"], masks["bqml"])
+    results = {name: json.loads((tmp_path / f"out-{name}/results.json").read_text())[0] for name in ("suv", "bqml")}
+    assert "values_not_suv" not in results["suv"] and "Bq/ml?" in results["bqml"]["values_not_suv"]
+    reports = {name: json.loads((tmp_path / f"out-{name}/lesion-report/case.json").read_text())
+               for name in ("suv", "bqml")}
+    assert reports["suv"]["summary"]["suv_max"] > 0 and reports["bqml"]["summary"]["suv_max"] is None
+    assert reports["bqml"]["summary"]["tmtv_ml"] == reports["suv"]["summary"]["tmtv_ml"]
+    assert sum("values are not SUV" in r.getMessage() for r in caplog.records) == 1
