@@ -23,6 +23,7 @@ and the DICOM-SEG (highdicom) references each of them.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -32,8 +33,11 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import SimpleITK as sitk
+from pydicom.multival import MultiValue
 
 from common.errors import InputError
+
+log = logging.getLogger(__name__)
 
 PET_MODALITY = "PT"
 #: Philips private tag: multiply CNTS pixel values by it to get Bq/ml.
@@ -50,6 +54,9 @@ class Series:
     modality: str
     files: tuple[Path, ...]
     description: str = ""
+    #: The first file's ImageType and CorrectedImage values (upper case): what kind of PET series it is.
+    image_type: tuple[str, ...] = ()
+    corrected: tuple[str, ...] = ()
 
     def name(self) -> str:
         return f"series {self.uid}" + (f" ({self.description})" if self.description else "")
@@ -84,7 +91,7 @@ def dicom_files(folder: Path) -> list[Path]:
 def find_series(folder: Path) -> list[Series]:
     """The series below ``folder``, grouped by SeriesInstanceUID (headers only are read)."""
     groups: dict[str, list[Path]] = defaultdict(list)
-    info: dict[str, tuple[str, str]] = {}
+    info: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...]]] = {}
     for path in dicom_files(folder):
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
@@ -94,8 +101,27 @@ def find_series(folder: Path) -> list[Series]:
         if not uid:
             raise InputError(f"{path}: no SeriesInstanceUID")
         groups[uid].append(path)
-        info.setdefault(uid, (str(ds.get("Modality", "")), str(ds.get("SeriesDescription", ""))))
-    return [Series(uid, info[uid][0], tuple(files), info[uid][1]) for uid, files in sorted(groups.items())]
+        info.setdefault(uid, (str(ds.get("Modality", "")), str(ds.get("SeriesDescription", "")),
+                              _values(ds.get("ImageType")), _values(ds.get("CorrectedImage"))))
+    return [Series(uid, info[uid][0], tuple(files), *info[uid][1:]) for uid, files in sorted(groups.items())]
+
+
+def _values(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items = value if isinstance(value, list | tuple | MultiValue) else [value]
+    return tuple(str(v).strip().upper() for v in items)
+
+
+def set_aside(series: Series) -> str | None:
+    """Why a PT series is not the PET to segment (None: it may be): a projection (MIP) or a
+    reconstruction without attenuation correction (NAC), by ImageType, CorrectedImage or its description."""
+    words = set(series.description.upper().replace("-", " ").replace("_", " ").split())
+    if {"MIP", "PROJECTION", "REPROJECTION"} & (set(series.image_type) | words):
+        return "a maximum-intensity projection (MIP)"
+    if (series.corrected and "ATTN" not in series.corrected) or {"NAC", "NOAC", "NONAC"} & words:
+        return "not attenuation corrected (NAC)"
+    return None
 
 
 def pet_series(folder: Path) -> Series:
@@ -105,9 +131,18 @@ def pet_series(folder: Path) -> Series:
     if not pets:
         found = ", ".join(sorted({s.modality or "?" for s in series})) or "no DICOM files"
         raise InputError(f"{folder}: no PET (modality PT) series ({found})")
-    if len(pets) > 1:
-        raise InputError(f"{folder}: {len(pets)} PET series, one expected per case folder: "
-                         + ", ".join(s.uid for s in pets))
+    if len(pets) > 1:  # an exported study: the attenuation-corrected PET beside its NAC and MIP series
+        reasons = {s.uid: set_aside(s) for s in pets}
+        kept = [s for s in pets if reasons[s.uid] is None]
+        if len(kept) == 1:
+            for s in pets:
+                if reasons[s.uid]:
+                    log.info("%s: %s set aside: %s", folder, s.name(), reasons[s.uid])
+            return kept[0]
+        raise InputError(f"{folder}: {len(kept) or len(pets)} PET series and no way to tell which to segment, one "
+                         "expected per case folder: " + "; ".join(f"{s.name()}" + (f" ({reasons[s.uid]})"
+                                                                                  if reasons[s.uid] else "")
+                                                                  for s in pets))
     return pets[0]
 
 

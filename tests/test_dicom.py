@@ -113,7 +113,23 @@ def test_bad_headers_give_one_clear_error(tmp_path, phantom, name, change, messa
 def test_two_pet_series_in_one_case_folder(tmp_path, phantom):
     write_dicom_study(phantom, tmp_path / "case" / "first")
     write_dicom_study(phantom, tmp_path / "case" / "second")
-    with pytest.raises(InputError, match="2 PET series, one expected per case folder"):
+    with pytest.raises(InputError, match="2 PET series and no way to tell which to segment, one expected per case"):
+        pet_series(tmp_path / "case")
+
+
+def test_the_attenuation_corrected_pet_is_chosen_beside_its_nac_and_mip_series(tmp_path, phantom):
+    """An exported study: the PET, a non-attenuation-corrected reconstruction and a MIP series, all PT.
+    The one to segment is the attenuation-corrected, non-projection series; the others are set aside."""
+    uids = write_dicom_study(phantom, tmp_path / "case" / "ac")
+    write_dicom_study(phantom, tmp_path / "case" / "nac")
+    _edit(tmp_path / "case" / "nac", lambda ds, k: (setattr(ds, "CorrectedImage", ["DECY"]),
+                                                    setattr(ds, "SeriesDescription", "PET WB NAC")))
+    write_dicom_study(phantom, tmp_path / "case" / "mip")
+    _edit(tmp_path / "case" / "mip", lambda ds, k: setattr(ds, "ImageType", ["DERIVED", "SECONDARY", "MIP"]))
+    assert pet_series(tmp_path / "case").uid == uids["PT"]
+    _edit(tmp_path / "case" / "nac", lambda ds, k: setattr(ds, "CorrectedImage", ["DECY", "ATTN"]))
+    _edit(tmp_path / "case" / "nac", lambda ds, k: setattr(ds, "SeriesDescription", "PET WB 2"))
+    with pytest.raises(InputError, match=r"no way to tell which to segment.*\(a maximum-intensity projection"):
         pet_series(tmp_path / "case")
 
 
