@@ -201,8 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cases, summary = evaluate(args.weights, _pairs(args.pet, args.gt), args.steps, args.clicks, args.crop,
                                   args.device)
-    except (CaseError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (CaseError, ValueError, RuntimeError, OSError) as err:  # one line, whatever the case or the network
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
     write_json_atomic({"weights": str(args.weights), "clicks": args.clicks, "summary": summary,
                        "cases": {name: [asdict(s) for s in steps] for name, steps in cases.items()}},

@@ -106,7 +106,13 @@ class ModelConfig:
         return (out[0], out[1], out[2])
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields, without the click settings of a network that reads none: an automatic checkpoint's
+        config reads as it did before they existed (older code loads it, runs resume)."""
+        data = asdict(self)
+        if not self.interactive:
+            for name in ("guidance", "guidance_sigma", "guidance_radius"):
+                data.pop(name)
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)

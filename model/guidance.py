@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cc3d
 import numpy as np
@@ -141,21 +141,32 @@ def paint(channel: np.ndarray, voxel: Sequence[int], config: ModelConfig) -> tup
 
 @dataclass
 class GuidanceVolume:
-    """The two click channels on a working grid, and the clicks painted into them so far."""
+    """The two click channels over ``box`` of a working grid (all of it by default), and the clicks
+    painted into them so far. ``channels`` may be given: a view into the network's input array, so
+    that painting a click writes straight into what the windows read."""
 
     config: ModelConfig
     grid: Grid
-    channels: np.ndarray = field(init=False)
+    box: tuple[slice, slice, slice] | None = None
+    channels: np.ndarray | None = None
     clicks: Clicks = NO_CLICKS
 
     def __post_init__(self) -> None:
-        self.channels = np.zeros((len(LABELS), *self.grid.size), np.float32)
+        if self.box is None:
+            self.box = (slice(0, self.grid.size[0]), slice(0, self.grid.size[1]), slice(0, self.grid.size[2]))
+        shape = tuple(sl.stop - sl.start for sl in self.box)
+        if self.channels is None:
+            self.channels = np.zeros((len(LABELS), *shape), np.float32)
+        elif self.channels.shape != (len(LABELS), *shape):
+            raise ValueError(f"click channels of shape {self.channels.shape}, the box needs {(len(LABELS), *shape)}")
 
     def add(self, clicks: Clicks) -> list[tuple[slice, slice, slice]]:
-        """Paint the clicks made since the last call; return the boxes of the working grid they changed."""
+        """Paint the clicks made since the last call; return the boxes (in ``box``'s own coordinates)
+        they changed. A click whose support lies outside ``box`` changes nothing there."""
         changed = []
+        offset = np.array([sl.start for sl in self.box])
         for label, point in clicks.added_since(self.clicks):
-            voxel = to_voxels([point], self.grid)[0]
+            voxel = to_voxels([point], self.grid)[0] - offset
             box = paint(self.channels[LABELS.index(label)], voxel, self.config)
             if box is not None:
                 changed.append(box)

@@ -24,7 +24,6 @@ import torch
 
 from common.geometry import Grid, same_geometry
 
-from .boxes import Box
 from .config import ModelConfig
 from .cropping import CROP_MODES, DEFAULT_CROP, FAST_CONTEXT_MM, MARGIN_MM, Region, fast_region, find_region
 from .ensemble import mean_probability, vote, vote_counts
@@ -257,12 +256,14 @@ class Predictor:
 
     # -- interactive refinement ------------------------------------------------------------------
 
-    def refine(self, pet: sitk.Image, clicks: Clicks, previous: Refinement | None = None) -> Refinement:
+    def refine(self, pet: sitk.Image, clicks: Clicks, previous: Refinement | None = None,
+               ct: sitk.Image | None = None) -> Refinement:
         """The mask of an interactive network given ``clicks``; pass the last result as ``previous`` and
         only the windows the new clicks reach are run again (the mask is the same as without it).
 
         ``previous`` is used when it came from this predictor for a PET on the same grid and ``clicks``
         are its clicks plus new ones; otherwise everything is computed afresh. No TTA, no time budget.
+        ``ct`` on the PET's grid counts as body for the crop, as in ``predict``.
         """
         if not self.config.interactive:
             raise ValueError(f"'{self.config.name}' reads no clicks (guidance 'none'); use predict(), or "
@@ -274,39 +275,42 @@ class Predictor:
             state = None
         fresh = state is None
         if fresh:
-            volume = prepare(pet, self.config.spacing, *self.config.percentiles)
+            usable_ct = ct if ct is not None and same_geometry(ct, pet) else None
+            volume = prepare(pet, self.config.spacing, *self.config.percentiles, ct=usable_ct)
             region = find_region(volume, self.crop, self.config.roi_size, self.config.overlap, self.margin_mm,
                                  self.context_mm)
-            state = RefineState(self, Grid.of(pet), _fingerprint(pet), volume, region,
-                                GuidanceVolume(self.config, volume.work_grid),
+            inputs = network_input(volume, region, self.config) if region is not None else None
+            guidance = GuidanceVolume(self.config, volume.work_grid, region.work_box if region else None,
+                                      inputs[1:] if inputs is not None else None)
+            state = RefineState(self, Grid.of(pet), _fingerprint(pet), volume, region, guidance, inputs,
                                 CachedSlidingWindow(self.networks, self.config, self.device, self.sw_batch_size))
-        changed = state.guidance.add(clicks)
-        if state.region is None:  # a flat PET: nothing can be a lesion, clicks or not
-            back, run = state.volume.nothing(), 0
-        else:
-            work_box = state.region.work_box
-            inputs = network_input(state.volume, state.region, self.config, state.guidance)
-            if fresh:
-                scores, run = state.windows.run(inputs), len(state.windows.windows)
+        try:  # a failure half-way (out of memory, a signal) must not leave clicks painted but not computed
+            changed = state.guidance.add(clicks)
+            if state.region is None:  # a flat PET: nothing can be a lesion, clicks or not
+                back, run = state.volume.nothing(), 0
             else:
-                local = [b for b in (_within(box, work_box) for box in changed) if b is not None]
-                scores, run = state.windows.update(inputs, local)
-            back = state.volume.undo([(state.region, scores)])
+                if fresh:
+                    scores, run = state.windows.run(state.inputs), len(state.windows.windows)
+                else:
+                    scores, run = state.windows.update(state.inputs, changed)
+                back = state.volume.undo([(state.region, scores)])
+        except BaseException:
+            state.broken = True
+            raise
         mask = vote(back.scores, self.config.vote) if back.scores else np.zeros((0, 0, 0), bool)
         return Refinement(back.image(mask.astype(np.uint8)), clicks, run, len(state.windows.windows),
                           time.perf_counter() - started, state)
 
 
-def network_input(volume: PreparedVolume, region: Region, config: ModelConfig,
-                  guidance: GuidanceVolume | None = None) -> np.ndarray:
+def network_input(volume: PreparedVolume, region: Region, config: ModelConfig) -> np.ndarray:
     """What the windows run over: the PET on the region's working box, and for an interactive network
-    its two click channels there (empty without clicks)."""
+    its two click channels there, empty (``refine`` paints clicks into them)."""
     pet = volume.work[region.work_box]
     if not config.interactive:
         return pet
-    clicks = (np.zeros((2, *pet.shape), np.float32) if guidance is None
-              else guidance.channels[(slice(None), *region.work_box)])
-    return np.concatenate([pet[None], clicks])
+    out = np.zeros((3, *pet.shape), np.float32)
+    out[0] = pet
+    return out
 
 
 def _fingerprint(pet: sitk.Image) -> str:
@@ -316,17 +320,6 @@ def _fingerprint(pet: sitk.Image) -> str:
 
     sample = np.ascontiguousarray(sitk.GetArrayViewFromImage(pet)[::5, ::5, ::5])
     return hashlib.blake2b(sample.tobytes(), digest_size=16).hexdigest()
-
-
-def _within(box: Box, outer: Box) -> Box | None:
-    """``box`` clipped to ``outer``, in ``outer``'s coordinates (None: they do not meet)."""
-    out = []
-    for b, o in zip(box, outer, strict=True):
-        lo, hi = max(b.start, o.start), min(b.stop, o.stop)
-        if lo >= hi:
-            return None
-        out.append(slice(lo - o.start, hi - o.start))
-    return out[0], out[1], out[2]
 
 
 @dataclass
@@ -339,11 +332,16 @@ class RefineState:
     volume: PreparedVolume
     region: Region | None
     guidance: GuidanceVolume
+    inputs: np.ndarray | None
     windows: CachedSlidingWindow
+    #: Set when a refinement failed half-way: its windows may not match its clicks any more.
+    broken: bool = False
 
     def continues(self, predictor: Predictor, pet: sitk.Image, clicks: Clicks) -> bool:
         """Whether ``clicks`` on ``pet`` can start from here: same predictor, same grid, clicks only added."""
-        if predictor is not self.predictor or Grid.of(pet) != self.grid or _fingerprint(pet) != self.fingerprint:
+        if self.broken or predictor is not self.predictor or Grid.of(pet) != self.grid:
+            return False
+        if _fingerprint(pet) != self.fingerprint:
             return False
         try:
             clicks.added_since(self.guidance.clicks)

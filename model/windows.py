@@ -106,17 +106,23 @@ class CachedSlidingWindow:
         self.scores[(slice(None), *region)] = self.numerator[(slice(None), *region)] / self.denominator[region]
 
     def run(self, volume: np.ndarray) -> np.ndarray:
-        """Every window of ``volume`` (C, X, Y, Z): (M, X, Y, Z) scores, the windows' outputs kept."""
+        """Every window of ``volume`` (C, X, Y, Z): (M, X, Y, Z) scores, the windows' outputs kept (or,
+        above ``max_cache_bytes``, each batch blended in as it comes and none kept)."""
         self._layout(volume.shape[1:])
         padded = self._padded_input(volume)
-        outputs = self._run_windows(padded, list(range(len(self.windows))))
         self.denominator = np.zeros(self.padded, np.float32)
         for window in self.windows:
             self.denominator[window] += self.weight
         self.numerator = np.zeros((len(self.networks), *self.padded), np.float32)
-        self.scores = np.zeros_like(self.numerator)
-        self._blend(tuple(slice(0, n) for n in self.padded), outputs)  # type: ignore[arg-type]
-        self.outputs = outputs if self.cache_bytes <= self.max_cache_bytes else {}
+        keep = self.cache_bytes <= self.max_cache_bytes
+        self.outputs = {}
+        for first in range(0, len(self.windows), self.sw_batch_size):  # window order, as _blend sums
+            batch = self._run_windows(padded, list(range(first, min(first + self.sw_batch_size, len(self.windows)))))
+            for i, out in batch.items():
+                self.numerator[(slice(None), *self.windows[i])] += self.weight * out
+            if keep:
+                self.outputs.update(batch)
+        self.scores = self.numerator / self.denominator
         return self.result()
 
     def update(self, volume: np.ndarray, changed: Sequence[Box]) -> tuple[np.ndarray, int]:

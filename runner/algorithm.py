@@ -62,17 +62,20 @@ def build_algorithm(args: argparse.Namespace) -> LesionSegmentation:
     interactive = None
     if has_clicks(args.input) and not predictor.config.interactive:  # loaded now: a bad one fails in seconds
         path = args.interactive_weights
-        if not path.exists():
-            raise InputError(f"{args.input}: clicks given, but no interactive weights at {path} "
-                             "(--interactive-weights)")
-        interactive = Predictor.from_weights(path, device=device, crop=args.crop, sw_batch_size=args.sw_batch_size)
-        if not interactive.config.interactive:
-            raise InputError(f"{path}: '{interactive.config.name}' reads no clicks; not interactive weights")
-        log.info("interactive network '%s' from %s for the cases with clicks", interactive.config.name, path)
+        if path.exists():
+            interactive = Predictor.from_weights(path, device=device, crop=args.crop,
+                                                 sw_batch_size=args.sw_batch_size)
+            if not interactive.config.interactive:
+                raise InputError(f"{path}: '{interactive.config.name}' reads no clicks; not interactive weights")
+            log.info("interactive network '%s' from %s for the cases with clicks", interactive.config.name, path)
+        else:
+            log.warning("%s: clicks given, but no interactive weights at %s (--interactive-weights); those cases "
+                        "are segmented without their clicks", args.input, path)
     if predictor.device.type == "cpu":
         from .allocator import keep_large_allocations_on_heap
 
         keep_large_allocations_on_heap()  # window activations reuse heap pages instead of fresh maps
     return LesionSegmentation(FolderRun(predictor, args.input, args.output, args.output_slug, args.overwrite,
                                         shard, extras=extras, case_timeout_s=args.case_timeout,
-                                        output_format=args.output_format, interactive=interactive))
+                                        output_format=args.output_format, interactive=interactive,
+                                        use_clicks=interactive is not None or predictor.config.interactive))

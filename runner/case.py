@@ -100,7 +100,8 @@ def segment_file(predictor: Predictor, pet_path: Path, ct_path: Path | None, mas
     report.seconds["read"] = time.perf_counter() - started
 
     if clicks_path is not None:
-        return _refine_file(interactive or predictor, source, clicks_path, mask_path, fmt, extras, report, cancelled)
+        return _refine_file(interactive or predictor, source, ct, clicks_path, mask_path, fmt, extras, report,
+                            cancelled)
     with predictor.lock:  # its last_info is this prediction's until released
         prediction = predictor.predict_all(pet, ct, votes=extras.votes is not None or extras.report is not None,
                                            probability=extras.probability is not None)
@@ -139,8 +140,9 @@ def segment_file(predictor: Predictor, pet_path: Path, ct_path: Path | None, mas
     return report
 
 
-def _refine_file(predictor: Predictor, source: PetInput, clicks_path: Path, mask_path: Path, fmt: MaskFormat,
-                 extras: ExtraOutputs, report: CaseReport, cancelled: threading.Event | None) -> CaseReport:
+def _refine_file(predictor: Predictor, source: PetInput, ct: sitk.Image | None, clicks_path: Path, mask_path: Path,
+                 fmt: MaskFormat, extras: ExtraOutputs, report: CaseReport, cancelled: threading.Event | None
+                 ) -> CaseReport:
     """The interactive network's mask for a reader's clicks, written as ``segment_file`` writes masks."""
     import numpy as np
     import SimpleITK as sitk
@@ -151,8 +153,11 @@ def _refine_file(predictor: Predictor, source: PetInput, clicks_path: Path, mask
     started = time.perf_counter()
     clicks = read_clicks(clicks_path, source.image)
     with predictor.lock:
-        refined = predictor.refine(source.image, clicks)
+        refined = predictor.refine(source.image, clicks, ct=ct)
     report.seconds["refine"] = time.perf_counter() - started
+    if refined.state.volume.nonfinite_voxels:
+        report.warnings.append(f"{clicks_path.parent}: {refined.state.volume.nonfinite_voxels} NaN/Inf voxel(s) "
+                               "treated as 0")
     report.windows = report.windows_uncropped = refined.windows_total
     report.steps = [{"networks": list(range(len(predictor.networks))), "clicks": len(clicks),
                      "tumor_clicks": len(clicks.tumor), "background_clicks": len(clicks.background),

@@ -94,7 +94,7 @@ def read_clicks(path: Path, pet: sitk.Image) -> Clicks:
         if kind in POINT_TYPES:
             voxels = [_indices(entry.get("point"), path, k)]
         else:
-            corners = entry.get("points", entry.get("path"))
+            corners = next((entry[k] for k in ("points", "path_points", "path") if k in entry), None)
             if corners is None and "start" in entry:
                 corners = [entry.get("start"), entry.get("end")]
             if not isinstance(corners, list) or not corners:

@@ -239,6 +239,9 @@ def run_case(predictor: Predictor, case: Case, output_dir: Path, overwrite: bool
     line naming the file and recorded in ``error_messages``.
     """
     target, extras = output_dir / mask_name(case, output_format), extras or ExtraOutputs()
+    if case.clicks is not None and (extras.votes or extras.probability):  # one network's mask: no ensemble maps
+        log.warning("%s: no vote or probability map for a case refined with clicks", case.pet.name)
+        extras = ExtraOutputs(report=extras.report)
     fmt = format_of(target)
     result: dict[str, Any] = {"outputs": [dict(type=fmt.results_type, filename=target.name)],
                               "inputs": [dict(type="dicom_folder" if is_dicom_case(case) else "metaio_image",
@@ -305,6 +308,8 @@ class FolderRun:
     output_format: str | None = None
     #: The network that refines cases with clicks (None: ``predictor``, where it reads clicks itself).
     interactive: Predictor | None = None
+    #: Whether clicks files are read at all (False: no network reads them; the cases run without).
+    use_clicks: bool = True
 
     @property
     def output_dir(self) -> Path:
@@ -312,7 +317,8 @@ class FolderRun:
 
     def find(self) -> None:
         self.folders = input_folders(self.input_root)
-        self.all_cases = attach_clicks(find_cases(self.folders), self.input_root)
+        cases = find_cases(self.folders)
+        self.all_cases = attach_clicks(cases, self.input_root) if self.use_clicks else cases
         self.cases = shard_cases(self.all_cases, self.shard)
         if self.shard.count > 1:
             log.info("shard %d of %d: %d of %d case(s)", self.shard.index + 1, self.shard.count, len(self.cases),

@@ -345,3 +345,18 @@ def test_a_refinement_of_another_scan_on_the_same_grid_starts_afresh():
     assert again.windows_run == again.windows_total  # not the first scan's windows
     fresh = predictor.refine(other, clicks.plus("background", centre))
     assert np.array_equal(sitk.GetArrayFromImage(again.mask), sitk.GetArrayFromImage(fresh.mask))
+
+
+def test_without_room_for_a_cache_each_batch_is_blended_as_it_comes_and_gives_the_same_scores():
+    from model.windows import CachedSlidingWindow
+
+    predictor = _clicking_predictor(32, 0.5)
+    volume = np.random.default_rng(0).random((3, 70, 40, 50)).astype(np.float32)
+    cached = CachedSlidingWindow(predictor.networks, predictor.config, predictor.device, 2)
+    uncached = CachedSlidingWindow(predictor.networks, predictor.config, predictor.device, 2, max_cache_bytes=0)
+    a, b = cached.run(volume), uncached.run(volume)
+    assert np.array_equal(a, b) and cached.outputs and not uncached.outputs
+    volume[1, 5:9, 5:9, 5:9] = 1.0
+    changed = [(slice(5, 9),) * 3]
+    (a2, run_a), (b2, run_b) = cached.update(volume, changed), uncached.update(volume, changed)
+    assert run_a < run_b == len(uncached.windows) and np.array_equal(a2, b2)

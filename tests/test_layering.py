@@ -74,7 +74,8 @@ def test_the_checker_sees_an_upward_a_sideways_and_a_lazy_import():
 
 
 def test_no_package_imports_one_above_or_beside_it():
-    found = [line for module, path in project_modules().items() for line in violations(path.read_text(), module)]
+    found = [line for module, path in project_modules().items()
+             for line in violations(path.read_text(encoding="utf-8"), module)]
     assert not found, "imports against the layering:\n" + "\n".join(found)
 
 
@@ -85,7 +86,7 @@ def _closure(start: Path) -> set[str]:
     todo = [("process", start)]
     while todo:
         module, path = todo.pop()
-        tree = ast.parse(path.read_text())
+        tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             targets: list[str] = []
             if isinstance(node, ast.Import):
@@ -104,8 +105,9 @@ def _closure(start: Path) -> set[str]:
 def test_the_container_copies_exactly_the_packages_process_py_imports():
     needed = _closure(ROOT / "process.py")
     assert {"common", "model", "runner", "lesion_report"} <= needed
-    copied = set(re.findall(r"^COPY (\w+)/ /opt/app/", (ROOT / "Dockerfile").read_text(), flags=re.MULTILINE))
-    allowed = {line.strip()[1:].rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()
-               if line.startswith("!")}
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    copied = set(re.findall(r"^COPY (\w+)/ /opt/app/", dockerfile, flags=re.MULTILINE))
+    ignore = (ROOT / ".dockerignore").read_text(encoding="utf-8")
+    allowed = {line.strip()[1:].rstrip("/") for line in ignore.splitlines() if line.startswith("!")}
     assert copied - {"weights"} == needed, f"Dockerfile copies {sorted(copied)}, process.py needs {sorted(needed)}"
     assert needed <= allowed, f".dockerignore keeps out {sorted(needed - allowed)}"

@@ -442,7 +442,7 @@ def _resume_or_start(run: _Run) -> None:
     last_path = run.out / "last.pt"
     if run.opts.resume and last_path.is_file():
         state = torch.load(last_path, map_location="cpu", weights_only=True)
-        if state.get("config") != run.config.to_json():
+        if ModelConfig.from_json(state["config"]) != run.config:  # fields added since read as their defaults
             raise SystemExit(f"{last_path}: saved with a different model config; refusing to resume")
         saved_train = TrainConfig.from_json(state["train_config"])
         if saved_train != run.train:  # e.g. a demo run from before CPU bf16 (amp) or before round 4 (hot_balance)
