@@ -360,3 +360,25 @@ def test_without_room_for_a_cache_each_batch_is_blended_as_it_comes_and_gives_th
     changed = [(slice(5, 9),) * 3]
     (a2, run_a), (b2, run_b) = cached.update(volume, changed), uncached.update(volume, changed)
     assert run_a < run_b == len(uncached.windows) and np.array_equal(a2, b2)
+
+
+def test_click_channels_started_as_uptake_keep_the_automatic_output_without_clicks():
+    """gain 2: the tumour channel's first weights are twice the PET's, the background's minus that; with
+    empty click channels the network computes exactly what the automatic one did, and a tumour click
+    raises the lesion score where it lies."""
+    from training.widen import with_click_channels
+
+    loaded = load_checkpoint(HOTSPOT_WEIGHTS)
+    config = loaded.config.with_guidance("disk")
+    net = with_click_channels(loaded.network, loaded.config, config, gain=2.0)
+    conv = net.input_block.conv1.conv.weight
+    assert torch.equal(conv[:, 1], 2.0 * conv[:, 0]) and torch.equal(conv[:, 2], -2.0 * conv[:, 0])
+    x = torch.rand(1, 1, 32, 32, 32)
+    empty = torch.cat([x, torch.zeros(1, 2, 32, 32, 32)], 1)
+    with torch.no_grad():
+        assert torch.equal(loaded.network(x), net(empty))
+        click = empty.clone()
+        click[0, 1, 12:20, 12:20, 12:20] = 1.0
+        before, after = net(empty), net(click)
+    lesion = lambda out: (out[0, 1] - out[0, 0])[12:20, 12:20, 12:20].mean()  # noqa: E731
+    assert lesion(after) > lesion(before)

@@ -470,7 +470,7 @@ def _resume_or_start(run: _Run) -> None:
             from training.widen import WidenError, with_click_channels
 
             try:
-                warm_net = with_click_channels(warm.network, warm.config, run.config)
+                warm_net = with_click_channels(warm.network, warm.config, run.config, run.train.click_init_gain)
             except WidenError as exc:
                 raise SystemExit(f"{run.opts.init}: {exc}; cannot warm-start from it") from None
             run.net.load_state_dict(warm_net.state_dict())

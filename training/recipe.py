@@ -79,6 +79,9 @@ class TrainConfig:
     click_rounds: int = 0
     click_rounds_random: bool = False
     click_place: str = "uniform"
+    # warm start of an interactive network from an automatic one: the click channels' first weights as
+    # this multiple of the PET channel's (tumour) and its negative (background); 0 = zeros
+    click_init_gain: float = 0.0
     val_every: int = 10
     val_max_cases: int = 0  # 0 = the whole validation fold
     seed: int = 0
@@ -217,9 +220,10 @@ def paper_interactive_train_config() -> TrainConfig:
 def interactive_demo_train_config() -> TrainConfig:
     """The demo recipe reading clicks, for two CPU cores: 0 to 3 rounds of corrective clicks per step
     (a quarter of the steps without any, so the network still segments alone; each round is one more
-    forward pass), placed at the centre of the largest error as autoPET IV's evaluation places them."""
+    forward pass), placed at the centre of the largest error as autoPET IV's evaluation places them;
+    warm-started click weights at 2 x the PET's (``click_init_gain``)."""
     return demo_train_config().with_(click_rounds=3, click_rounds_random=True, click_place="centre",
-                                     name="interactive-demo")
+                                     click_init_gain=2.0, name="interactive-demo")
 
 
 TRAIN_PRESETS = {

@@ -161,13 +161,16 @@ def widen_weights(source: Path, new: ModelConfig, out: Path, noise: float = 0.01
     return written
 
 
-def with_click_channels(old_net: torch.nn.Module, old: ModelConfig, new: ModelConfig) -> DynUNet:
+def with_click_channels(old_net: torch.nn.Module, old: ModelConfig, new: ModelConfig, gain: float = 0.0) -> DynUNet:
     """An interactive network (``new``: ``old`` plus click channels) computing exactly what ``old_net``
-    computes, clicks or not: every convolution that reads the input keeps its weights for the PET and
-    gets zeros for the two click channels (the input block's 3x3x3 conv and its 1x1 projection).
+    computes without clicks: every convolution that reads the input (the input block's 3x3x3 conv and
+    its 1x1 projection) keeps its weights for the PET and gets, for the click channels, ``gain`` times
+    them (tumour) and ``-gain`` times them (background).
 
-    Training from there starts at the automatic network's masks and learns what clicks mean; the
-    gradient of a zero weight is the click channel times the upstream gradient, so it does move.
+    With ``gain`` 0 clicks start meaningless and their weights must be learnt from zero (1700 CPU steps
+    at lr 1e-4 moved them to 3 % of the PET's: the network ignored its clicks). With a gain a tumour
+    click reads as uptake and a background click as its absence, so training starts from clicks that
+    already act (docs/interactive.md).
     """
     if old.interactive or not new.interactive:
         raise WidenError(f"'{old.name}' -> '{new.name}': adds click channels to a network that reads none")
@@ -186,6 +189,8 @@ def with_click_channels(old_net: torch.nn.Module, old: ModelConfig, new: ModelCo
         elif source.dim() == 5 and source.shape[1] == old.in_channels and target.shape[1] == new.in_channels:
             padded = torch.zeros_like(target)
             padded[:, : old.in_channels] = source
+            padded[:, old.in_channels] = gain * source[:, 0]  # tumour clicks read as uptake
+            padded[:, old.in_channels + 1] = -gain * source[:, 0]  # background clicks as its absence
             state[key] = padded
         else:
             raise WidenError(f"internal: {key} {tuple(source.shape)} cannot become {tuple(target.shape)}")
