@@ -193,20 +193,29 @@ class Predictor:
         """prepare -> region -> score -> undo: every network's scores on the PET's grid (the vote is the caller's)."""
         started = time.perf_counter()
         self.last_info = PredictionInfo()
-        check_image(pet, "PET")
-        usable_ct = ct if ct is not None and same_geometry(ct, pet) else None  # the CT counts as body too
-        volume = prepare(pet, self.config.spacing, *self.config.percentiles, ct=usable_ct)
+        volume = self._prepare(pet, ct)
         info = self.last_info
         info.nonfinite_voxels, info.resampled, info.working_shape = (volume.nonfinite_voxels, volume.resampled,
                                                                      volume.work.shape)
         info.seconds["preprocess"] = time.perf_counter() - started
         return self._after_prepare(volume, started)
 
+    def _prepare(self, pet: sitk.Image, ct: sitk.Image | None) -> PreparedVolume:
+        """The checked PET on the working grid; a CT on the PET's grid counts as body too."""
+        check_image(pet, "PET")
+        usable_ct = ct if ct is not None and same_geometry(ct, pet) else None
+        return prepare(pet, self.config.spacing, *self.config.percentiles, ct=usable_ct)
+
+    def _region(self, volume: PreparedVolume) -> Region | None:
+        """Where this predictor's crop mode runs the windows (None: a flat PET, nothing to score)."""
+        cfg = self.config
+        return find_region(volume, self.crop, cfg.roi_size, cfg.overlap, self.margin_mm, self.context_mm)
+
     def _after_prepare(self, volume: PreparedVolume, started: float) -> OnInput:
         cfg, info = self.config, self.last_info
         info.windows_uncropped = count_windows(volume.work.shape, cfg.roi_size, cfg.overlap)
         clock = time.perf_counter()
-        region = find_region(volume, self.crop, cfg.roi_size, cfg.overlap, self.margin_mm, self.context_mm)
+        region = self._region(volume)
         info.seconds["crop"] = time.perf_counter() - clock
         if region is None:
             return volume.nothing()
@@ -269,16 +278,14 @@ class Predictor:
             raise ValueError(f"'{self.config.name}' reads no clicks (guidance 'none'); use predict(), or "
                              "interactive weights (a config with guidance)")
         started = time.perf_counter()
-        check_image(pet, "PET")
+        check_image(pet, "PET")  # before a previous state is compared with it
         state = previous.state if previous is not None else None
         if state is not None and not state.continues(self, pet, clicks):
             state = None
         fresh = state is None
         if fresh:
-            usable_ct = ct if ct is not None and same_geometry(ct, pet) else None
-            volume = prepare(pet, self.config.spacing, *self.config.percentiles, ct=usable_ct)
-            region = find_region(volume, self.crop, self.config.roi_size, self.config.overlap, self.margin_mm,
-                                 self.context_mm)
+            volume = self._prepare(pet, ct)
+            region = self._region(volume)
             inputs = network_input(volume, region, self.config) if region is not None else None
             guidance = GuidanceVolume(self.config, volume.work_grid, region.work_box if region else None,
                                       inputs[1:] if inputs is not None else None)

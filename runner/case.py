@@ -118,8 +118,7 @@ def segment_file(predictor: Predictor, pet_path: Path, ct_path: Path | None, mas
                                f"projected at {info.budget['projected_full_s']:g} s)")
     report.lesion_voxels = int(np.count_nonzero(sitk.GetArrayViewFromImage(mask)))
 
-    if cancelled is not None and cancelled.is_set():  # given up by the watchdog: an abandoned case writes nothing
-        raise RuntimeError(f"{pet_path}: abandoned after --case-timeout; nothing written")
+    _stop_if_abandoned(cancelled, report)
     started = time.perf_counter()
     if extras.votes is not None:
         write_image_atomic(prediction.votes, extras.votes)
@@ -127,15 +126,29 @@ def segment_file(predictor: Predictor, pet_path: Path, ct_path: Path | None, mas
         write_image_atomic(prediction.probability, extras.probability)
     if extras.votes is not None or extras.probability is not None:
         report.seconds["write_maps"] = time.perf_counter() - started
-        started = time.perf_counter()
+    return _write_mask_and_report(report, source, mask, mask_path, fmt, extras, prediction.votes, prediction.networks)
+
+
+def _stop_if_abandoned(cancelled: threading.Event | None, report: CaseReport) -> None:
+    """Given up by the watchdog (``--case-timeout``): an abandoned case writes nothing."""
+    if cancelled is not None and cancelled.is_set():
+        raise RuntimeError(f"{report.pet}: abandoned after --case-timeout; nothing written")
+
+
+def _write_mask_and_report(report: CaseReport, source: PetInput, mask: sitk.Image, mask_path: Path,
+                           fmt: MaskFormat, extras: ExtraOutputs, votes: sitk.Image | None,
+                           networks: int | None) -> CaseReport:
+    """The mask in its format, then the lesion report where asked (after the mask: a missing report is
+    made from the files later)."""
+    started = time.perf_counter()
     fmt.write(mask, source, mask_path)
     report.seconds["write"] = time.perf_counter() - started
     if extras.report is not None:
         from lesion_report.writer import write_case_report
 
         started = time.perf_counter()
-        report.lesions = write_case_report(pet, mask, extras.report, prediction.votes, prediction.networks,
-                                           report.warnings, suv_missing)
+        report.lesions = write_case_report(source.image, mask, extras.report, votes, networks, report.warnings,
+                                           report.suv_missing)
         report.seconds["report"] = time.perf_counter() - started
     return report
 
@@ -166,17 +179,8 @@ def _refine_file(predictor: Predictor, source: PetInput, ct: sitk.Image | None, 
     for asked in (extras.votes, extras.probability):
         if asked is not None:
             report.warnings.append(f"{asked}: not written; an interactive refinement has one network's mask only")
-    if cancelled is not None and cancelled.is_set():
-        raise RuntimeError(f"{clicks_path}: abandoned after --case-timeout; nothing written")
-    started = time.perf_counter()
-    fmt.write(refined.mask, source, mask_path)
-    report.seconds["write"] = time.perf_counter() - started
-    if extras.report is not None:
-        from lesion_report.writer import write_case_report
-
-        report.lesions = write_case_report(source.image, refined.mask, extras.report, None, None, report.warnings,
-                                           report.suv_missing)
-    return report
+    _stop_if_abandoned(cancelled, report)
+    return _write_mask_and_report(report, source, refined.mask, mask_path, fmt, extras, None, None)
 
 
 #: A body whose median value exceeds this is not in SUV (soft tissue is about 1 g/ml; Bq/ml gives thousands).
