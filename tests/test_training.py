@@ -96,9 +96,7 @@ def test_transform_order_is_the_papers() -> None:
         "RandFlipd",
         "RandFlipd",
         "RandFlipd",
-        "RandRotate90d",
-        "RandRotate90d",
-        "RandRotate90d",
+        "RandRotate90d",  # the axial plane only, as the authors' RandRotate90d(spatial_axes=(0, 1))
         "NonFiniteToZerod",
     ]
     demo = transform_names(preset("demo"), train_preset("demo"))
@@ -153,8 +151,8 @@ def test_recipe_parameters() -> None:
     crop = rand[0]
     assert crop.cropper.pos_ratio == pytest.approx(0.6)
     assert tuple(crop.cropper.spatial_size) == (224, 224, 224) and crop.cropper.allow_smaller
-    assert [t.flipper.spatial_axis for t in rand[1:4]] == [0, 1, 2] and all(t.prob == 0.1 for t in rand[1:7])
-    assert {tuple(t.spatial_axes) for t in rand[4:7]} == {(0, 1), (1, 2), (0, 2)}
+    assert [t.flipper.spatial_axis for t in rand[1:4]] == [0, 1, 2] and all(t.prob == 0.1 for t in rand[1:5])
+    assert tuple(rand[4].spatial_axes) == (0, 1) and type(rand[5]).__name__ == "NonFiniteToZerod"  # axial only
     assert (train.batch_size, train.iters_per_epoch, train.steps_per_epoch(810), train.steps_per_epoch(810, 4)) == (
         1, 0, 810, 203)  # the authors' epoch: one pass over the training cases, one crop per step
     loss = make_loss(train)

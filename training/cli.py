@@ -19,8 +19,8 @@ from model.network import CheckpointError, add_weights_argument
 from .data import CACHE_DTYPES, CaseStore, as_sources
 from .export import EXPORT_DTYPES
 from .layouts import LayoutError
-from .recipe import TrainConfig, train_preset
-from .splits import SplitError
+from .recipe import NonFiniteLoss, TrainConfig, train_preset
+from .splits import ALL_DATA, SPLIT_METHODS, SplitError, member_name, parse_members
 from .widen import WidenError
 
 LAYOUTS = ("tcia", "nnunet")
@@ -56,20 +56,26 @@ def lesion_positive(records: Sequence[Any]) -> dict[str, bool]:
 
 
 def fold_sources(
-    records: Sequence[Any], splits: Path, fold: int
+    records: Sequence[Any], splits: Path, fold: int | str, method: str = "balanced"
 ) -> tuple[list[Case], list[Case]]:
-    """Train and validation cases of one fold; the splits file is made (by patient) if missing."""
+    """Train and validation cases of one fold, or for ``all`` every case of the folds file and no
+    validation; the splits file is made by patient if missing (``method``: lesion-balanced, or the
+    authors' consecutive blocks)."""
     from . import splits as splits_mod
 
     splits = Path(splits)
     if splits.is_file():
         folds = splits_mod.load_splits(splits)
     else:
-        folds = splits_mod.make_folds(list(records), n_folds=5, seed=0, positive=lesion_positive(records))
+        folds = (splits_mod.authors_folds(list(records)) if method == "authors" else
+                 splits_mod.make_folds(list(records), n_folds=5, seed=0, positive=lesion_positive(records)))
         splits.parent.mkdir(parents=True, exist_ok=True)
         splits_mod.save_splits(folds, splits)
-        print(f"wrote {splits} ({len(folds)} folds)", flush=True)
-    chosen = next((f for f in folds if int(f["fold"]) == fold), None)
+        print(f"wrote {splits} ({len(folds)} folds, {method})", flush=True)
+    if fold == ALL_DATA:
+        chosen = {"train": sorted(splits_mod.cases_of(folds)), "val": []}
+    else:
+        chosen = next((f for f in folds if int(f["fold"]) == fold), None)
     if chosen is None:
         raise SystemExit(f"{splits}: no fold {fold}")
     by_id = {str(r.case_id): r for r in records}
@@ -143,7 +149,7 @@ def _data_info(args: argparse.Namespace, n_train: int, n_val: int) -> dict[str, 
 def run_fold(args: argparse.Namespace, fold: int, records: Sequence[Any]) -> Any:
     from .fit import fit
 
-    train_src, val_src = fold_sources(records, args.splits, fold)
+    train_src, val_src = fold_sources(records, args.splits, fold, args.split)
     config = _model_config(args)
     train = _train_config(args)
     budget = args.time_budget_min * 60 if args.time_budget_min else None
@@ -152,7 +158,7 @@ def run_fold(args: argparse.Namespace, fold: int, records: Sequence[Any]) -> Any
         val_src,
         config,
         train,
-        Path(args.out) / f"fold{fold}",
+        Path(args.out) / member_name(fold),
         cache_dir=_cache_dir(args),
         cache_dtype=args.cache_dtype,
         resume=args.resume,
@@ -163,6 +169,7 @@ def run_fold(args: argparse.Namespace, fold: int, records: Sequence[Any]) -> Any
         fold=fold,
         progress=not args.quiet,
         stop_after=args.stop_after,
+        stop_epoch=args.stop_epoch,
         init=_init_checkpoint(args, fold),
     )
 
@@ -173,10 +180,11 @@ def _init_checkpoint(args: argparse.Namespace, fold: int) -> Path | None:
     if not getattr(args, "init_from", None):
         return None
     root = Path(args.init_from)
-    for candidate in (root / f"fold{fold}" / "best.pt", root / f"fold{fold}" / "last.pt", root / f"fold{fold}.pt"):
+    name = member_name(fold)
+    for candidate in (root / name / "best.pt", root / name / "last.pt", root / f"{name}.pt"):
         if candidate.is_file():
             return candidate
-    raise SystemExit(f"{root}: no fold{fold}/best.pt, fold{fold}/last.pt or fold{fold}.pt to warm-start from")
+    raise SystemExit(f"{root}: no {name}/best.pt, {name}/last.pt or {name}.pt to warm-start from")
 
 
 def _cache_dir(args: argparse.Namespace) -> Path:
@@ -195,6 +203,8 @@ def cmd_splits(args: argparse.Namespace) -> int:
     """Write patient-level folds; with --extend, add the data's new cases to an existing folds file."""
     from . import splits as splits_mod
 
+    if args.extend and args.method == "authors":
+        raise SplitError("--method authors makes new folds; --extend keeps an existing file's folds")
     if args.train_only and not args.extend:
         raise SplitError("--train-only adds cases to an existing folds file: give it with --extend")
     old = splits_mod.load_splits(args.extend) if args.extend else None  # a bad file fails before the labels are read
@@ -209,6 +219,9 @@ def cmd_splits(args: argparse.Namespace) -> int:
         except SplitError as err:
             raise SplitError(f"{args.extend}: {err}") from None
         added = len(records) - len(splits_mod.cases_of(old))
+    elif args.method == "authors":
+        folds = splits_mod.authors_folds(records, n_folds=args.n_folds or 5)
+        added = len(records)
     else:
         folds = splits_mod.make_folds(records, n_folds=args.n_folds or 5, seed=args.seed, positive=positive)
         added = len(records)
@@ -247,8 +260,8 @@ def cmd_cv(args: argparse.Namespace) -> int:
     _setup_threads(args.threads)
     records = read_records(Path(args.data), args.layout, args.channel_order)
     for fold in args.folds:
-        status = read_status(Path(args.out) / f"fold{fold}")
-        if args.resume and status and status.get("status") in ("finished", "budget"):
+        status = read_status(Path(args.out) / member_name(fold))
+        if args.resume and status and status.get("status") in ("finished", "budget", "stop_epoch"):
             print(
                 f"fold {fold}: already {status['status']} ({status['epochs_done']} epochs), skipped",
                 flush=True,
@@ -275,7 +288,7 @@ def cmd_revalidate(args: argparse.Namespace) -> int:
     if args.all_cases and not (args.splits and Path(args.splits).is_file()):
         raise SystemExit(f"--all-cases needs --splits naming the folds file the run trained with (got {args.splits!r})")
     for fold in args.folds:
-        folder = Path(args.out) / f"fold{fold}"
+        folder = Path(args.out) / member_name(fold)
         if args.all_cases:
             _, val_src = fold_sources(records, args.splits, fold)
             r = validate_full(folder, sources, [v.case_id for v in val_src], _cache_dir(args), args.device,
@@ -314,9 +327,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     histories = {}
     for fold in args.folds:
-        path = Path(args.runs) / f"fold{fold}" / "last.pt"
+        path = Path(args.runs) / member_name(fold) / "last.pt"
         if path.is_file():
-            histories[f"fold {fold}"] = torch.load(path, map_location="cpu", weights_only=True)["history"]
+            histories[member_name(fold)] = torch.load(path, map_location="cpu", weights_only=True)["history"]
     if not histories:
         raise SystemExit(f"{args.runs}: no fold*/last.pt")
     plot_curves(histories, Path(args.out), title=args.title)
@@ -341,8 +354,11 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _folds(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v.strip()]
+def _folds(text: str) -> list[int | str]:
+    try:
+        return parse_members(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected fold numbers and 'all', comma-separated, got {text!r}") from None
 
 
 _PRESET_NAMES = tuple(PRESETS)
@@ -367,6 +383,9 @@ def _add_data(p: argparse.ArgumentParser) -> None:
 def _add_training(p: argparse.ArgumentParser) -> None:
     _add_data(p)
     p.add_argument("--splits", required=True, help="folds JSON (made by patient if it does not exist)")
+    p.add_argument("--split", choices=SPLIT_METHODS, default="balanced",
+                   help="how a missing --splits file is made: balanced = seeded, lesion-positive studies spread "
+                        "evenly; authors = five consecutive blocks of the sorted patient folders (their split_data.py)")
     p.add_argument("--out", required=True, help="run folder; fold K writes RUN_DIR/foldK/")
     p.add_argument("--epochs", type=int, help="planned epochs (the cosine schedule's length)")
     p.add_argument("--iters-per-epoch", type=int, help="optimiser steps per epoch and process")
@@ -407,6 +426,9 @@ def _add_training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init-from", help="warm-start fold K from DIR/foldK/best.pt of a run or DIR/foldK.pt "
                    "of a weights folder (fresh optimizer and schedule)")
     p.add_argument("--stop-after", type=int, help="end this process after N epochs (resumable, for tests)")
+    p.add_argument("--stop-epoch", type=_positive_int,
+                   help="end the run after epoch N, the cosine still planned over --epochs (the authors planned "
+                        "800 and stopped their folds at 564, 447, 411, 391 and the single network at 400)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -429,6 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --extend: new patients join every fold's training set and no validation set, "
                         "so each fold keeps its validation cases (and figures comparable with earlier runs)")
     p.add_argument("--n-folds", type=int, help="number of folds (default 5; with --extend, the old file's)")
+    p.add_argument("--method", choices=SPLIT_METHODS, default="balanced",
+                   help="balanced = seeded, lesion-positive studies spread evenly over the folds; authors = "
+                        "consecutive blocks of ceil(patients / folds) sorted patient folders, as their split_data.py")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_splits)
 
@@ -439,7 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cv", help="train the folds one after another")
     _add_training(p)
-    p.add_argument("--folds", type=_folds, default=[0, 1, 2, 3, 4], help="e.g. 0,1,2,3,4")
+    p.add_argument("--folds", type=_folds, default=[0, 1, 2, 3, 4],
+                   help="e.g. 0,1,2,3,4; 'all' trains one network on every case of the folds file without "
+                        "validation (the authors' ensemble: 0,2,3,4,all)")
     p.set_defaults(func=cmd_cv)
 
     p = sub.add_parser("revalidate", help="validate final weights a budget stop left unvalidated, or all cases")
@@ -456,7 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="copy each fold's checkpoint to WEIGHTS/fold<k>.pt + manifest.json")
     p.add_argument("--runs", required=True, help="run folder with fold0/ ... fold4/")
     p.add_argument("--out", default="weights", help="weights folder")
-    p.add_argument("--which", type=_which, default="best", help="best or last, or one per fold: best,last,...")
+    p.add_argument("--which", type=_which,
+                   help="best or last, or one per fold: best,last,... (default: last for the paper's recipes, "
+                        "as the authors kept each network's most recent checkpoint; best for the others)")
     p.add_argument("--folds", type=_folds, default=[0, 1, 2, 3, 4])
     p.add_argument("--description", default="", help="what the weights were trained on")
     p.add_argument("--dtype", choices=tuple(EXPORT_DTYPES), default="float32",
@@ -486,7 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (LayoutError, SplitError, CheckpointError, WidenError) as err:  # the user's data, not a bug
+    except (LayoutError, SplitError, CheckpointError, WidenError, NonFiniteLoss) as err:  # data, not a bug
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -43,7 +43,7 @@ from runner.allocator import keep_large_allocations_on_heap
 from training.clicks import ClickSimulator
 
 from .data import CaseStore, CropDataset, epoch_draws
-from .recipe import TrainConfig, make_loss, make_optimizer, make_scheduler, make_train_inferer
+from .recipe import NonFiniteLoss, TrainConfig, make_loss, make_optimizer, make_scheduler, make_train_inferer
 from .reporting import CSV_FIELDS, is_finite_number, plot_curves, write_metrics_csv
 
 STATE_KIND = "training-state"
@@ -294,7 +294,7 @@ class FitResult:
     epochs_done: int
     best_epoch: int
     best_val_dice: float
-    status: str  # "finished" | "budget"
+    status: str  # "finished" | "budget" | "stop_epoch" (or "stopped" by ``stop_after``)
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -317,6 +317,9 @@ class FitOptions:
     progress: bool = True
     stop_after: int | None = None
     init: Path | None = None
+    # end the run after this epoch while the cosine stays planned for ``train.epochs`` (the authors
+    # planned 800 epochs and kept each network's most recent checkpoint at 391-564)
+    stop_epoch: int | None = None
 
 
 @dataclass
@@ -391,7 +394,8 @@ def fit(
             _save_epoch(run, row, improved)
         _barrier(run.info)
         epoch += 1
-    if status == "budget" and run.val_ids and run.history and not is_finite_number(run.history[-1].get("val_dice")):
+    if status in ("budget", "stop_epoch") and run.val_ids and run.history \
+            and not is_finite_number(run.history[-1].get("val_dice")):
         run.best_dice, run.best_epoch = _validate_last(run.model, run.net, run.store, run.val_ids, config, run.dev,
                                                        run.info, run.history, run.out, run.best_dice, run.best_epoch)
     if run.info.is_main:
@@ -411,7 +415,9 @@ def _setup(train_sources: Sequence[Case], val_sources: Sequence[Case], config: M
     dev = torch.device(device)
     if dev.type == "cpu":  # every step's activations would otherwise be mapped and faulted in afresh
         keep_large_allocations_on_heap()
-    if dev.type == "cuda":
+    if train.deterministic:  # the authors' set_determinism + cudnn.deterministic: the same kernels every run
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    elif dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick the fastest kernels
     amp_dtype = autocast_dtype(train, dev)
     if info.is_main:
@@ -487,10 +493,12 @@ def _resume_or_start(run: _Run) -> None:
 
 
 def _stop_reason(run: _Run, epoch: int) -> str:
-    """"stopped" (``stop_after`` epochs done in this process), "budget" (the next epoch would overrun
-    the time budget) or "finished" (go on)."""
+    """"stopped" (``stop_after`` epochs done in this process), "stop_epoch" (``stop_epoch`` reached),
+    "budget" (the next epoch would overrun the time budget) or "finished" (go on)."""
     if run.opts.stop_after is not None and epoch - run.start_epoch >= run.opts.stop_after:
         return "stopped"
+    if run.opts.stop_epoch is not None and epoch >= run.opts.stop_epoch:
+        return "stop_epoch"
     budget = run.opts.time_budget_s
     if budget is not None and run.history and \
             run.elapsed + _next_epoch_s(run.history, epoch + 1, run.planned, run.train) > budget:
@@ -519,9 +527,17 @@ def _train_epoch(run: _Run, epoch: int, loss_fn: torch.nn.Module, inferer: Slidi
     skipped = 0
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{run.planned}", unit="it", leave=False,
                disable=not (run.opts.progress and info.is_main), mininterval=1.0 if sys.stderr.isatty() else 30.0)
-    for batch in bar:
+    for i, batch in enumerate(bar):
         step = train_step(run.model, batch, loss_fn, run.optimizer, run.scaler, run.dev, run.amp_dtype, info, inferer,
                           run.clicks)
+        if not step.applied and train.nonfinite == "stop" and _any_rank(not math.isfinite(step.loss), info):
+            bar.close()
+            cases = ", ".join(str(c) for c in batch.get("case_id", [])) or "unknown"
+            where = (f"loss {step.loss} on case {cases}" if not math.isfinite(step.loss)
+                     else "loss not finite on another process")
+            raise NonFiniteLoss(f"epoch {epoch + 1} step {i + 1}: {where}; the '{train.name}' recipe stops here, "
+                                f"as the authors' training did (TerminateOnNan); {run.out / 'last.pt'} holds "
+                                f"epoch {epoch}")
         if step.applied:
             losses.append(step.loss)
             if step.has_lesion:

@@ -37,6 +37,8 @@ KEYS = ("pet", "label")
 
 
 TRAIN_INFERERS = ("sliding", "simple")
+#: 90-degree rotation planes by name, as spatial axis pairs of the RAS-ordered crop
+ROT90_PLANES = {"xy": (0, 1), "yz": (1, 2), "xz": (0, 2)}
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,9 @@ class TrainConfig:
     dice_batch: bool = False  # demo: one Dice over the whole batch (nnU-Net's batch Dice), not one per crop
     flip_prob: float = 0.1
     rot90_prob: float = 0.1
+    # planes of the 90-degree rotations, as RAS axis pairs "xy" (0, 1), "yz" (1, 2), "xz" (0, 2); the
+    # authors rotate in "xy" only (RandRotate90d's default axes), which never swaps the 3 mm axis
+    rot90_planes: str = "xy,yz,xz"
     amp: bool = True  # mixed precision: fp16 + GradScaler on CUDA, bf16 on CPUs with native bf16
     # the forward pass: "sliding" runs the crop through a SlidingWindowInferer (the model's ROI,
     # gaussian blending) and takes the loss on the stitched output, as the authors trained; "simple"
@@ -85,6 +90,11 @@ class TrainConfig:
     val_every: int = 10
     val_max_cases: int = 0  # 0 = the whole validation fold
     seed: int = 0
+    # cuDNN's deterministic kernels and no autotuning (the authors: set_determinism + cudnn.deterministic)
+    deterministic: bool = False
+    # a step whose loss is not finite: "skip" it (the demo's choice) or "stop" the run there with one line
+    # naming the step and the case (the authors' TerminateOnNan)
+    nonfinite: str = "skip"
     name: str = "paper"
 
     def __post_init__(self) -> None:
@@ -107,12 +117,21 @@ class TrainConfig:
         if self.click_rounds < 0 or self.click_place not in ("uniform", "centre"):
             raise ValueError(f"click_rounds must be >= 0 and click_place uniform or centre, got "
                              f"{self.click_rounds}, {self.click_place!r}")
+        if self.nonfinite not in ("skip", "stop"):
+            raise ValueError(f"nonfinite must be skip or stop, got {self.nonfinite!r}")
+        unknown = [p for p in self.rot90_planes.split(",") if p.strip() not in ROT90_PLANES]
+        if unknown or not self.rot90_planes.strip():
+            raise ValueError(f"rot90_planes: a comma list of {sorted(ROT90_PLANES)}, got {self.rot90_planes!r}")
         if self.iters_per_epoch < 0:
             raise ValueError(f"iters_per_epoch must be >= 0 (0 = one pass over the cases), got {self.iters_per_epoch}")
         if self.batch_size % self.samples_per_volume:
             raise ValueError(
                 f"batch_size {self.batch_size} must be a multiple of samples_per_volume {self.samples_per_volume}"
             )
+
+    @property
+    def rot90_axes(self) -> list[tuple[int, int]]:
+        return [ROT90_PLANES[p.strip()] for p in self.rot90_planes.split(",")]
 
     @property
     def uses_hot_sampler(self) -> bool:
@@ -148,13 +167,21 @@ class TrainConfig:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
+class NonFiniteLoss(RuntimeError):
+    """A run whose recipe stops at a non-finite loss (``TrainConfig.nonfinite == "stop"``) met one."""
+
+
 def paper_train_config() -> TrainConfig:
-    """Table 7 of the paper: Adam 2e-4, cosine to 1e-8, 60/40 crops, flips/rot90 at 0.1, AMP; and,
-    as the authors' code trained (``get_inferers`` in their api.py), the forward pass through a
-    128^3 sliding window at overlap 0.25 over the 224^3 crop (8 windows, stitched, then DiceCE),
-    an epoch as one pass over the training cases with one crop per step, and studies shorter than
-    the crop cropped smaller, not padded (``allow_smaller``)."""
-    return TrainConfig(train_inferer="sliding", iters_per_epoch=0, batch_size=1, allow_smaller=True)
+    """Table 7 of the paper: Adam 2e-4, cosine over 800 epochs to 1e-8, 60/40 crops, flips and
+    rot90 at 0.1, AMP; and where the authors' code (commit c377616) differs from or adds to the
+    paper, the code: the forward pass through a 128^3 sliding window at overlap 0.25 over the 224^3
+    crop (8 windows, stitched, then DiceCE; ``get_inferers`` in their api.py), an epoch as one pass
+    over the training cases with one crop per step, studies shorter than the crop cropped smaller
+    (``allow_smaller``), rotations in the axial plane only (``RandRotate90d``'s default axes), seed
+    36 with cuDNN's deterministic kernels, and a run that stops at a non-finite loss
+    (``TerminateOnNan``). docs/training.md lists every point against the authors'."""
+    return TrainConfig(train_inferer="sliding", iters_per_epoch=0, batch_size=1, allow_smaller=True,
+                       rot90_planes="xy", seed=36, deterministic=True, nonfinite="stop")
 
 
 def demo_train_config() -> TrainConfig:
@@ -397,7 +424,7 @@ def crop_transform(config: ModelConfig, train: TrainConfig) -> MapTransform:
 
 
 def random_transforms(config: ModelConfig, train: TrainConfig) -> Compose:
-    """After the cache point: crop, flips on each axis, 90-degree rotations in each plane, the demo's
+    """After the cache point: crop, flips on each axis, 90-degree rotations in the recipe's planes, the demo's
     intensity augmentation where enabled, NaN -> 0 last."""
     steps: list[Any] = []
     if not train.uses_hot_sampler and not train.allow_smaller:
@@ -407,7 +434,7 @@ def random_transforms(config: ModelConfig, train: TrainConfig) -> Compose:
     steps += [RandFlipd(keys=list(KEYS), prob=train.flip_prob, spatial_axis=axis) for axis in range(3)]
     steps += [
         RandRotate90d(keys=list(KEYS), prob=train.rot90_prob, max_k=3, spatial_axes=axes)
-        for axes in ((0, 1), (1, 2), (0, 2))
+        for axes in train.rot90_axes
     ]
     if train.intensity_aug:  # the image only, after the geometry: the label is never touched
         steps += DEMO_AUGMENTATION.transforms(keys="pet")

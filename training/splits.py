@@ -52,6 +52,49 @@ def make_folds(
     return _as_folds(folds, sorted(c for cases in by_patient.values() for c in cases))
 
 
+def authors_folds(records: Sequence[Any], n_folds: int = 5) -> list[dict[str, Any]]:
+    """The authors' split (their ``scripts/split_data.py``): the patient folders in order, cut into
+    consecutive blocks of ceil(patients / n_folds); fold k validates on block k, trains on the rest.
+
+    Their script takes the folders in ``os.scandir`` order, which depends on the file system; here
+    they are sorted, so the same data gives the same folds on every machine. Where the ceiling leaves
+    fewer than ``n_folds`` blocks (e.g. 11 patients: blocks of 3, 3, 3, 2) their script fails on the
+    missing block; so does this, in one line. Lesion-positive studies are not balanced over folds.
+    """
+    if n_folds < 2:
+        raise SplitError("n_folds must be >= 2")
+    by_patient = _by_patient(records)
+    patients = sorted(by_patient)
+    size = -(-len(patients) // n_folds)
+    blocks = [patients[i:i + size] for i in range(0, len(patients), size)]
+    if len(blocks) < n_folds:
+        raise SplitError(f"{len(patients)} patients in blocks of ceil({len(patients)}/{n_folds}) = {size} make "
+                         f"{len(blocks)} blocks, not {n_folds} (the authors' split needs them all)")
+    folds = [[c for p in block for c in by_patient[p]] for block in blocks]
+    return _as_folds(folds, sorted(c for cases in by_patient.values() for c in cases))
+
+
+SPLIT_METHODS = ("balanced", "authors")
+
+#: The ensemble member trained on every case of the folds file, without validation (the authors'
+#: fifth network, their best single one, beside four cross-validation folds).
+ALL_DATA = "all"
+
+
+def member_name(fold: int | str) -> str:
+    """The run folder and exported file name of a member: ``fold<k>`` or ``all``."""
+    return ALL_DATA if fold == ALL_DATA else f"fold{int(fold)}"
+
+
+def parse_members(text: str) -> list[int | str]:
+    """"0,2,3,4,all" -> [0, 2, 3, 4, "all"]."""
+    out: list[int | str] = []
+    for value in (v.strip() for v in text.split(",")):
+        if value:
+            out.append(ALL_DATA if value == ALL_DATA else int(value))
+    return out
+
+
 def _by_patient(records: Sequence[Any]) -> dict[str, list[str]]:
     """Patient id -> its case ids (sorted); a case id given twice is an error."""
     by_patient: dict[str, list[str]] = defaultdict(list)
