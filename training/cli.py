@@ -149,7 +149,8 @@ def _data_info(args: argparse.Namespace, n_train: int, n_val: int) -> dict[str, 
 def run_fold(args: argparse.Namespace, fold: int, records: Sequence[Any]) -> Any:
     from .fit import fit
 
-    train_src, val_src = fold_sources(records, args.splits, fold, args.split)
+    method = args.split or ("authors" if args.preset.startswith("paper") else "balanced")
+    train_src, val_src = fold_sources(records, args.splits, fold, method)
     config = _model_config(args)
     train = _train_config(args)
     budget = args.time_budget_min * 60 if args.time_budget_min else None
@@ -383,9 +384,10 @@ def _add_data(p: argparse.ArgumentParser) -> None:
 def _add_training(p: argparse.ArgumentParser) -> None:
     _add_data(p)
     p.add_argument("--splits", required=True, help="folds JSON (made by patient if it does not exist)")
-    p.add_argument("--split", choices=SPLIT_METHODS, default="balanced",
-                   help="how a missing --splits file is made: balanced = seeded, lesion-positive studies spread "
-                        "evenly; authors = five consecutive blocks of the sorted patient folders (their split_data.py)")
+    p.add_argument("--split", choices=SPLIT_METHODS,
+                   help="how a missing --splits file is made: authors = five consecutive blocks of the sorted "
+                        "patient folders, as their split_data.py (default of the paper presets); balanced = seeded, "
+                        "lesion-positive studies spread evenly (default of the others)")
     p.add_argument("--out", required=True, help="run folder; fold K writes RUN_DIR/foldK/")
     p.add_argument("--epochs", type=int, help="planned epochs (the cosine schedule's length)")
     p.add_argument("--iters-per-epoch", type=int, help="optimiser steps per epoch and process")
