@@ -15,7 +15,7 @@ from common.images import read_header, read_image
 from model.predictor import NETWORKS_KEY, Predictor
 
 from .clicks_file import read_clicks
-from .formats import MaskFormat, PetInput, format_of
+from .formats import MaskFormat, PetInput, format_of, write_mask
 from .inputs import is_dicom_folder
 
 if TYPE_CHECKING:
@@ -40,6 +40,8 @@ class CaseReport:
     lesions: dict | None = None
     #: Why the PET's values are not SUV (None: they are, as far as can be told).
     suv_missing: str | None = None
+    #: Why the DICOM-SEG could not be written (the mask then went to ``mask``, an .mha beside it).
+    seg_failure: str | None = None
 
     def summary(self) -> str:
         total = sum(self.seconds.values())
@@ -141,7 +143,10 @@ def _write_mask_and_report(report: CaseReport, source: PetInput, mask: sitk.Imag
     """The mask in its format, then the lesion report where asked (after the mask: a missing report is
     made from the files later)."""
     started = time.perf_counter()
-    fmt.write(mask, source, mask_path)
+    report.mask, failure = write_mask(fmt, mask, source, mask_path)
+    if failure:
+        report.warnings.append(failure)
+        report.seg_failure = failure
     report.seconds["write"] = time.perf_counter() - started
     if extras.report is not None:
         from lesion_report.writer import write_case_report

@@ -169,7 +169,7 @@ def _geometry(slices: list[pydicom.Dataset], series: Series) -> tuple[list[pydic
     positions = np.array([[float(v) for v in _tag(ds, "ImagePositionPatient", series)] for ds in slices])
     order = np.argsort(positions @ normal)
     slices, positions = [slices[i] for i in order], positions[order]
-    sizes = {(int(ds.Rows), int(ds.Columns)) for ds in slices}
+    sizes = {(int(_tag(ds, "Rows", series)), int(_tag(ds, "Columns", series))) for ds in slices}
     spacings = {tuple(round(float(v), 5) for v in _tag(ds, "PixelSpacing", series)) for ds in slices}
     if len(sizes) != 1 or len(spacings) != 1:
         raise InputError(f"{series.name()}: slices of different sizes or pixel spacings (a mixed series)")

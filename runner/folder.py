@@ -277,6 +277,9 @@ def run_case(predictor: Predictor, case: Case, output_dir: Path, overwrite: bool
                            "out_of_memory_fallbacks": report.fallbacks, "seconds": report.seconds}
     if report.suv_missing:
         result["values_not_suv"] = report.suv_missing
+    if report.seg_failure:  # the mask went out as .mha beside the SEG's name
+        result["outputs"] = [dict(type=format_of(report.mask).results_type, filename=report.mask.name)]
+        result["dicom_seg_not_written"] = report.seg_failure
     if report.lesions is not None:
         result["lesion_report"] = report.lesions
     return result, False

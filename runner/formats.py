@@ -166,3 +166,24 @@ register(itk_format("mha", (".mha", ".mhd")))
 register(itk_format("nifti", (".nii.gz", ".nii")))
 register(itk_format("nrrd", (".nrrd",)))
 register(MaskFormat("dicom-seg", (".dcm",), "dicom_seg", write_dicom_seg, dicom_seg_problem, needs_dicom=True))
+
+#: Where a mask goes when its DICOM-SEG cannot be written: beside it, as MetaImage.
+FALLBACK = "mha"
+
+
+def write_mask(fmt: MaskFormat, mask: sitk.Image, pet: PetInput, path: Path) -> tuple[Path, str | None]:
+    """Write ``mask`` in ``fmt``; returns the file written and, where the DICOM-SEG could not be made
+    from the source's headers, the one-line reason. A computed mask is never lost to its wrapper: the
+    SEG's failure sends it to ``<name>.mha`` beside the SEG's path (for a reader to load or convert)."""
+    try:
+        fmt.write(mask, pet, path)
+        return path, None
+    except Exception as exc:  # noqa: BLE001 - whatever the source's headers make highdicom raise
+        if not fmt.needs_dicom:
+            raise
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        fallback = path.with_suffix(FORMATS[FALLBACK].suffix)
+        FORMATS[FALLBACK].write(mask, pet, fallback)
+        return fallback, (f"{path}: DICOM-SEG not written ({type(exc).__name__}: {reason}); "
+                          f"the mask is in {fallback.name}")
+

@@ -239,3 +239,70 @@ def test_a_series_without_suv_headers_is_segmented_and_its_report_leaves_suv_emp
     full = json.loads((tmp_path / "out/lesion-report/full.json").read_text())
     assert full["summary"]["suv_max"] > 0 and full["summary"]["tmtv_ml"] == report["summary"]["tmtv_ml"]
     assert any("values are not SUV (missing PatientWeight)" in r.getMessage() for r in caplog.records)
+
+
+#: What highdicom 0.28 reads from a SEG's single-frame source images (grep of its seg/, base and
+#: module code for attributes of the source datasets), plus the file's own identity.
+SEG_SOURCE_ATTRIBUTES = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate", "StudyTime",
+    "StudyID", "AccessionNumber", "ReferringPhysicianName", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID",
+    "FrameOfReferenceUID", "Modality", "Rows", "Columns", "PixelSpacing", "SliceThickness",
+    "ImageOrientationPatient", "ImagePositionPatient", "SpecificCharacterSet", "Manufacturer",
+    "ManufacturerModelName", "InstitutionName", "StationName", "SoftwareVersions", "DeviceSerialNumber",
+    "AcquisitionDate", "AcquisitionTime", "LossyImageCompression",
+)
+
+
+def test_each_attribute_the_seg_reads_removed_in_turn_never_loses_the_mask(tmp_path, phantom):
+    """Every attribute highdicom takes from the source, stripped from the whole series in turn: the PET
+    is refused before any computing (one line naming it), or the mask comes out, as a SEG that highdicom
+    parses back to the same voxels or, where the SEG cannot be made, as an .mha beside it with the reason."""
+    from runner.formats import FORMATS, PetInput, write_mask
+
+    study = tmp_path / "study"
+    write_dicom_study(phantom, study)
+    mask_array = (sitk.GetArrayFromImage(suv_back(study)) > 2.0).astype(np.uint8)
+    outcomes = {}
+    for keyword in SEG_SOURCE_ATTRIBUTES:
+        folder = tmp_path / keyword
+        shutil.copytree(study, folder)
+        _edit(folder, lambda ds, k, key=keyword: delattr(ds, key) if key in ds else None)
+        try:
+            pet = read_pet_series(pet_series(folder))
+        except InputError as exc:  # refused before the network ran: nothing computed, nothing lost
+            assert "\n" not in str(exc) and keyword in str(exc)  # the case folder is added by the runner
+            outcomes[keyword] = "refused"
+            continue
+        mask = sitk.GetImageFromArray(mask_array)
+        mask.CopyInformation(pet.image)
+        target = tmp_path / "out" / f"{keyword}.dcm"
+        target.parent.mkdir(exist_ok=True)
+        written, failure = write_mask(FORMATS["dicom-seg"], mask, PetInput(pet.image, pet), target)
+        if failure is None:
+            assert written == target and np.array_equal(read_seg_mask(target, pet), mask_array)
+            outcomes[keyword] = "seg"
+        else:
+            assert written == target.with_suffix(".mha") and not target.exists() and "\n" not in failure
+            assert failure.startswith(f"{target}: DICOM-SEG not written") and failure.endswith(f"{keyword}.mha")
+            assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(written))), mask_array)
+            outcomes[keyword] = "mha"
+    # the anonymiser's usual victims (Type 2) give a SEG; a series without a study to refer to, an .mha
+    assert all(outcomes[k] == "seg" for k in ("PatientBirthDate", "PatientSex", "StudyID", "ReferringPhysicianName",
+                                              "AccessionNumber", "PatientName", "PatientID"))
+    assert outcomes["StudyInstanceUID"] == "mha"
+    assert set(outcomes.values()) <= {"seg", "mha", "refused"}
+
+
+def test_a_seg_that_cannot_be_written_leaves_the_mask_as_mha_named_in_results(tmp_path, phantom):
+    root = tmp_path / "input"
+    write_dicom_study(phantom, root / "nostudy")
+    _edit(root / "nostudy", lambda ds, k: delattr(ds, "StudyInstanceUID"))
+    code = process.main(["--input", str(root), "--output", str(tmp_path / "out"), "--weights", str(HOTSPOT_WEIGHTS),
+                         "--device", "cpu"])
+    assert code == 0
+    out = tmp_path / "out" / OUT_SUB
+    assert not (out / "nostudy.dcm").exists() and sitk.ReadImage(str(out / "nostudy.mha")).GetSize() == \
+        suv_back(root / "nostudy").GetSize()
+    (entry,) = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert entry["outputs"] == [{"type": "metaio_image", "filename": "nostudy.mha"}]
+    assert "StudyInstanceUID" in entry["dicom_seg_not_written"] and entry["error_messages"] == []
