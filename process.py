@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="uint8 map of how many networks voted lesion, in <output>/votes/")
     p.add_argument("--save-probabilities", action="store_true",
                    help="float32 mean lesion probability, in <output>/probabilities/")
+    p.add_argument("--suv-factors", metavar="SPEC|FILE",
+                   help="SUV for PETs whose headers lack it (the mask needs none; the report's SUV values do): "
+                        "'weight=72,dose=350MBq,injection=10:02,scan=11:04[,half_life=6586.2]' or 'scale=F' for every "
+                        "case, or a .json/.csv per case id (docs/dicom.md)")
     p.add_argument("--verbose", action="store_true", help="debug log and full tracebacks")
     return p
 

@@ -17,6 +17,7 @@ from model.sliding_window import parse_axes
 
 from .folder import PET_SUBDIR, Extras, FolderRun, check_folders, has_clicks
 from .sharding import parse_shard, torchrun_shard
+from .suv import SuvTable
 
 log = logging.getLogger("process")
 
@@ -78,4 +79,5 @@ def build_algorithm(args: argparse.Namespace) -> LesionSegmentation:
     return LesionSegmentation(FolderRun(predictor, args.input, args.output, args.output_slug, args.overwrite,
                                         shard, extras=extras, case_timeout_s=args.case_timeout,
                                         output_format=args.output_format, interactive=interactive,
-                                        use_clicks=interactive is not None or predictor.config.interactive))
+                                        use_clicks=interactive is not None or predictor.config.interactive,
+                                        suv_factors=SuvTable.parse(args.suv_factors) if args.suv_factors else None))

@@ -21,6 +21,8 @@ from .inputs import is_dicom_folder
 if TYPE_CHECKING:
     import SimpleITK as sitk
 
+    from .suv import SuvFactors
+
 
 @dataclass
 class CaseReport:
@@ -40,6 +42,8 @@ class CaseReport:
     lesions: dict | None = None
     #: Why the PET's values are not SUV (None: they are, as far as can be told).
     suv_missing: str | None = None
+    #: Where the SUV came from (``PetInput.suv_origin``).
+    suv_origin: str | None = None
     #: Why the DICOM-SEG could not be written (the mask then went to ``mask``, an .mha beside it).
     seg_failure: str | None = None
 
@@ -74,7 +78,8 @@ class ExtraOutputs:
 
 def segment_file(predictor: Predictor, pet_path: Path, ct_path: Path | None, mask_path: Path,
                  extras: ExtraOutputs | None = None, cancelled: threading.Event | None = None,
-                 clicks_path: Path | None = None, interactive: Predictor | None = None) -> CaseReport:
+                 clicks_path: Path | None = None, interactive: Predictor | None = None,
+                 suv: SuvFactors | None = None) -> CaseReport:
     """Segment one PET file into ``mask_path`` (and ``extras``); raise InputError naming the file on bad input.
 
     The mask is written after the vote and probability maps and before the report: a case whose
@@ -88,8 +93,11 @@ def segment_file(predictor: Predictor, pet_path: Path, ct_path: Path | None, mas
     report, extras = CaseReport(pet_path, mask_path), extras or ExtraOutputs()
     fmt = format_of(mask_path)
     started = time.perf_counter()
-    source = read_pet(pet_path)
+    source = read_pet(pet_path, suv)
     pet = source.image
+    report.suv_origin = source.suv_origin
+    if suv is not None and source.suv_origin == "DICOM headers":
+        report.warnings.append(f"{pet_path}: --suv-factors not used; the DICOM headers give the SUV")
     report.suv_missing = suv_missing = not_suv(source)
     if suv_missing:
         report.warnings.append(f"{pet_path}: values are not SUV ({suv_missing}); segmented from the stored "
@@ -200,21 +208,37 @@ def not_suv(source: PetInput) -> str | None:
 
     if source.series is not None:
         return source.series.suv_missing
+    if source.suv_missing is not None or source.suv_origin is not None:  # a sidecar or --suv-factors decided
+        return source.suv_missing
     sample = np.asarray(sitk.GetArrayViewFromImage(source.image)[::4, ::4, ::4], dtype=np.float64)
     sample = sample[np.isfinite(sample)]
     top = float(sample.max()) if sample.size else 0.0
     body = sample[sample > 0.01 * top] if top > 0 else sample[:0]
     median = float(np.median(body)) if body.size else 0.0
     if median > SUV_BODY_MEDIAN_LIMIT:
-        return (f"the body's median value is {median:.4g}, far above SUV's range (Bq/ml?); convert to SUV first "
+        return (f"the body's median value is {median:.4g}, far above SUV's range (Bq/ml?); give --suv-factors "
                 "for the report's SUV quantities")
     return None
 
 
-def read_pet(pet_path: Path) -> PetInput:
-    """The PET of a case: an image file, or a case folder of DICOM series (SUV from the PET series' headers)."""
+def read_pet(pet_path: Path, factors: SuvFactors | None = None) -> PetInput:
+    """The PET of a case in SUV where it can be had: an image file (as given, or converted by its BIDS /
+    dcm2niix sidecar and ``factors``), or a case folder of DICOM series (SUV from the PET series'
+    headers; ``factors`` fill in for headers an anonymiser removed). See ``runner.suv``."""
+    from dataclasses import replace
+
+    from .suv import sidecar_factors, sidecar_of
+
     if not is_dicom_folder(pet_path):
-        return PetInput(read_image(pet_path, "PET"))
+        image = read_image(pet_path, "PET")
+        sidecar = sidecar_of(pet_path)
+        chosen = sidecar_factors(sidecar).merged(factors) if sidecar is not None else factors
+        if chosen is None:
+            return PetInput(image)
+        try:
+            return PetInput(_scaled(image, chosen.factor()), suv_origin=chosen.origin)
+        except InputError as exc:
+            return PetInput(image, suv_missing=str(exc))
     from .dicom import pet_series, read_pet_series
 
     try:
@@ -222,10 +246,27 @@ def read_pet(pet_path: Path) -> PetInput:
     except InputError as exc:  # the case folder first, then the series and the tag
         message = str(exc)
         raise InputError(message if message.startswith(str(pet_path)) else f"{pet_path}: {message}") from None
+    if series.suv_missing is None:
+        return PetInput(series.image, series, suv_origin="DICOM headers")
+    if factors is not None:
+        try:
+            scaled = _scaled(series.image, factors.factor())
+        except InputError as exc:
+            series = replace(series, suv_missing=f"{series.suv_missing}; {exc}")
+        else:
+            return PetInput(scaled, replace(series, image=scaled, suv_missing=None), suv_origin=factors.origin)
     return PetInput(series.image, series)
 
 
-def write_report_from_files(pet_path: Path, mask_path: Path, extras: ExtraOutputs) -> dict:
+def _scaled(image: sitk.Image, factor: float) -> sitk.Image:
+    """``image`` x ``factor`` as float32, geometry kept."""
+    import SimpleITK as sitk
+
+    return sitk.Cast(image, sitk.sitkFloat32) * float(factor)
+
+
+def write_report_from_files(pet_path: Path, mask_path: Path, extras: ExtraOutputs,
+                            factors: SuvFactors | None = None) -> dict:
     """The lesion report of a case whose mask (and maybe vote map) an earlier run wrote: no inference.
 
     The vote share comes from the vote map and the network count its header records (MetaImage
@@ -237,7 +278,8 @@ def write_report_from_files(pet_path: Path, mask_path: Path, extras: ExtraOutput
     if is_dicom_folder(pet_path) or fmt.read is None:
         raise InputError(f"{pet_path}: the report of a DICOM case is made with its segmentation; rerun with "
                          "--overwrite")
-    pet = read_image(pet_path, "PET")
+    source = read_pet(pet_path, factors)
+    pet = source.image
     mask = fmt.read(mask_path)
     votes, networks = None, None
     if extras.votes is not None and extras.votes.exists():
@@ -246,7 +288,7 @@ def write_report_from_files(pet_path: Path, mask_path: Path, extras: ExtraOutput
             networks = int(votes.GetMetaData(NETWORKS_KEY))
         else:
             votes = None
-    return write_case_report(pet, mask, extras.report, votes, networks, [], not_suv(PetInput(pet)))
+    return write_case_report(pet, mask, extras.report, votes, networks, [], not_suv(source))
 
 
 def _read_ct(ct_path: Path, pet: sitk.Image) -> tuple[sitk.Image | None, str | None]:

@@ -253,6 +253,11 @@ def read_pet_series(series: Series) -> PetVolume:
         slices = [pydicom.dcmread(p) for p in series.files]
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"{series.name()}: a file could not be read ({exc})") from None
+    frames = max(int(ds.get("NumberOfFrames") or 1) for ds in slices)
+    if frames > 1:  # Enhanced / Legacy Converted Enhanced PET: geometry and rescale in functional groups
+        raise InputError(f"{series.name()}: a multi-frame PET ({frames} frames in one file, SOP class "
+                         f"{slices[0].get('SOPClassUID', '?')}); not read yet: export the series as single-frame "
+                         "PET Image Storage")
     slices, direction, (spacing, origin) = _geometry(slices, series)
     try:
         factor, missing = suv_factor(slices[0], slices, series), None

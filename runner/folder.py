@@ -30,6 +30,7 @@ from .clicks_file import CLICKS_FOLDER, CLICKS_JSON, clicks_for
 from .formats import FORMATS, format_of, is_dicom_case, mask_name
 from .inputs import pair_cases
 from .sharding import WHOLE, Shard, shard_cases, write_results
+from .suv import SuvFactors, SuvTable
 from .watchdog import CaseTimeout, within
 
 log = logging.getLogger(__name__)
@@ -231,7 +232,8 @@ def _one_line_error(exc: Exception, case: Case) -> str:
 
 def run_case(predictor: Predictor, case: Case, output_dir: Path, overwrite: bool = False,
              extras: ExtraOutputs | None = None, timeout_s: float | None = None,
-             output_format: str | None = None, interactive: Predictor | None = None) -> tuple[dict[str, Any], bool]:
+             output_format: str | None = None, interactive: Predictor | None = None,
+             suv: SuvFactors | None = None) -> tuple[dict[str, Any], bool]:
     """Segment one case into ``output_dir`` unless its mask (and the asked-for extras) are there.
 
     A finished mask whose lesion report alone is missing gets the report from the files, without
@@ -254,7 +256,7 @@ def run_case(predictor: Predictor, case: Case, output_dir: Path, overwrite: bool
             return result, False
         if problem is None and set(missing) <= {extras.report, extras.picture}:
             try:
-                summary = write_report_from_files(case.pet, target, extras)
+                summary = write_report_from_files(case.pet, target, extras, suv)
             except Exception as exc:  # noqa: BLE001 - one broken case must not stop the others
                 message = _one_line_error(exc, case)
                 log.error("%s", message)
@@ -264,7 +266,8 @@ def run_case(predictor: Predictor, case: Case, output_dir: Path, overwrite: bool
         log.warning("%s; recomputing it", problem or f"{target}: mask exists but not {', '.join(map(str, missing))}")
     try:
         report = within(timeout_s, lambda cancelled: segment_file(predictor, case.pet, case.ct, target, extras,
-                                                                  cancelled, case.clicks, interactive), str(case.pet))
+                                                                  cancelled, case.clicks, interactive, suv),
+                        str(case.pet))
     except Exception as exc:  # noqa: BLE001 - one broken case must not stop the others
         message = _one_line_error(exc, case)
         log.error("%s", message)
@@ -275,6 +278,8 @@ def run_case(predictor: Predictor, case: Case, output_dir: Path, overwrite: bool
     log.info("%s: %s", case.pet.name, report.summary())
     result["inference"] = {"crop": predictor.crop, "steps": report.steps, "time_budget": report.budget,
                            "out_of_memory_fallbacks": report.fallbacks, "seconds": report.seconds}
+    if report.suv_origin:
+        result["suv_source"] = report.suv_origin
     if report.suv_missing:
         result["values_not_suv"] = report.suv_missing
     if report.seg_failure:  # the mask went out as .mha beside the SEG's name
@@ -313,6 +318,8 @@ class FolderRun:
     interactive: Predictor | None = None
     #: Whether clicks files are read at all (False: no network reads them; the cases run without).
     use_clicks: bool = True
+    #: ``--suv-factors``: SUV ingredients the PETs' headers lack, for every case or per case id.
+    suv_factors: SuvTable | None = None
 
     @property
     def output_dir(self) -> Path:
@@ -333,7 +340,8 @@ class FolderRun:
             self.current = case.pet.name  # left set when interrupted: the message names the case
             result, failed = run_case(self.predictor, case, self.output_dir, self.overwrite,
                                       self.extras.for_case(self.output_root, case), self.case_timeout_s,
-                                      self.output_format, self.interactive)
+                                      self.output_format, self.interactive,
+                                      self.suv_factors.for_case(case.case_id) if self.suv_factors else None)
             self.current = None
             self.results.append(result)
             self.failed += [case.pet.name] if failed else []

@@ -39,6 +39,10 @@ class PetInput:
 
     image: sitk.Image
     series: PetVolume | None = None
+    #: Where the SUV came from ("DICOM headers", "--suv-factors", "sidecar x.json"); None: values as given.
+    suv_origin: str | None = None
+    #: Why an image file's values could not be made SUV (its sidecar or --suv-factors fell short).
+    suv_missing: str | None = None
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -217,28 +218,104 @@ def test_an_anonymised_series_keeps_its_mask(tmp_path, phantom):
 
 
 def test_a_series_without_suv_headers_is_segmented_and_its_report_leaves_suv_empty(tmp_path, phantom, caplog):
-    """An archive export whose anonymiser removed the patient's weight and the radiopharmaceutical: the
-    mask needs no SUV, so the case is segmented from the stored values (the same mask as with SUV:
-    the percentile scaling is scale-free), and the report gives volumes and counts with SUV empty."""
+    """An archive export whose anonymiser removed the units, the patient's weight and the radiopharmaceutical,
+    its pixels MONOCHROME1: the mask needs no SUV, so the case is segmented from the stored values (the
+    same mask as with SUV: the percentile scaling is scale-free), and the report gives volumes and counts
+    with SUV empty. The same series with ``--suv-factors`` (per case, from a JSON table) gets its SUV back."""
+    acq = Acquisition()
     root = tmp_path / "input"
-    write_dicom_study(phantom, root / "full")
-    write_dicom_study(phantom, root / "stripped")
-    _edit(root / "stripped", lambda ds, k: [delattr(ds, key) for key in ("PatientWeight",
-                                                                        "RadiopharmaceuticalInformationSequence")])
+    for name in ("full", "stripped", "given"):
+        write_dicom_study(phantom, root / name, acq)
+    for name in ("stripped", "given"):
+        _edit(root / name, lambda ds, k: ([delattr(ds, key) for key in ("Units", "PatientWeight",
+                                                                        "RadiopharmaceuticalInformationSequence")],
+                                          setattr(ds, "PhotometricInterpretation", "MONOCHROME1")))
+    table = tmp_path / "factors.json"
+    table.write_text(json.dumps({"given": {"weight": acq.weight_kg, "dose": f"{acq.dose_bq / 1e6} MBq",
+                                           "injection": acq.injected.isoformat(), "scan": acq.scan_start.isoformat(),
+                                           "half_life": acq.half_life_s}}))
     caplog.set_level(logging.WARNING)
     code = process.main(["--input", str(root), "--output", str(tmp_path / "out"), "--weights", str(HOTSPOT_WEIGHTS),
-                         "--device", "cpu", "--report"])
+                         "--device", "cpu", "--report", "--suv-factors", str(table)])
     assert code == 0
     masks = {name: read_seg_mask(tmp_path / "out" / OUT_SUB / f"{name}.dcm", read_pet_series(pet_series(root / name)))
-             for name in ("full", "stripped")}
+             for name in ("full", "stripped", "given")}
     assert masks["full"].any() and np.array_equal(masks["full"], masks["stripped"])
+    assert np.array_equal(masks["full"], masks["given"])
     report = json.loads((tmp_path / "out/lesion-report/stripped.json").read_text())
-    assert report["suv_missing"] == "missing PatientWeight"
+    assert report["suv_missing"] == "missing Units"
     assert report["summary"]["suv_max"] is None and report["summary"]["tmtv_ml"] > 0
     assert all(lesion["tlg"] is None and lesion["volume_ml"] > 0 for lesion in report["lesions"])
     full = json.loads((tmp_path / "out/lesion-report/full.json").read_text())
     assert full["summary"]["suv_max"] > 0 and full["summary"]["tmtv_ml"] == report["summary"]["tmtv_ml"]
-    assert any("values are not SUV (missing PatientWeight)" in r.getMessage() for r in caplog.records)
+    assert any("values are not SUV (missing Units)" in r.getMessage() for r in caplog.records)
+    given = json.loads((tmp_path / "out/lesion-report/given.json").read_text())
+    assert given.get("suv_missing") is None
+    for key in ("suv_max", "tlg"):  # the headers' SUV and the given factors' agree to 1e-4
+        assert given["summary"][key] == pytest.approx(full["summary"][key], rel=1e-4)
+    for ours, theirs in zip(given["lesions"], full["lesions"], strict=True):
+        for key in ("suv_max", "suv_mean", "suv_peak", "tlg"):
+            assert ours[key] == pytest.approx(theirs[key], rel=1e-4)
+    results = {e["inputs"][0]["filename"]: e for e in json.loads((tmp_path / "out/results.json").read_text())}
+    assert results["full"]["suv_source"] == "DICOM headers" and "suv_source" not in results["stripped"]
+    assert results["given"]["suv_source"].startswith(f"--suv-factors {table} (case given)")
+
+
+def test_suv_from_a_bids_or_dcm2niix_sidecar_equals_the_dicom_route(tmp_path, phantom):
+    """The same phantom's stored Bq/ml as a NIfTI with a JSON sidecar beside it: the BIDS-PET fields (dose,
+    injection and decay-reference seconds, tracer) with the weight from --suv-factors (BIDS keeps it in
+    participants.tsv), or dcm2niix's (dose, half-life, weight) with the times from --suv-factors, give the
+    SUV the DICOM headers give, within 1e-4; without a sidecar the values are taken as given."""
+    from runner.case import not_suv, read_pet
+    from runner.suv import SuvFactors
+
+    acq = Acquisition(weight_kg=68.0, dose_bq=2.9e8, scan_start=dt.datetime(2026, 3, 4, 10, 17, 40))
+    write_dicom_study(phantom, tmp_path / "dicom", acq)
+    suv = sitk.GetArrayFromImage(suv_back(tmp_path / "dicom"))
+    raw = tmp_path / "raw"
+    write_dicom_study(phantom, raw, acq)
+    _edit(raw, lambda ds, k: delattr(ds, "Units"))
+    stored = read_pet_series(pet_series(raw)).image  # the stored values (Bq/ml), as the scanner wrote them
+    elapsed = (acq.scan_start - acq.injected).total_seconds()
+    sidecars = {
+        "bids": ({"Units": "Bq/mL", "TracerRadionuclide": "F18", "InjectedRadioactivity": acq.dose_bq / 1e6,
+                  "InjectedRadioactivityUnits": "MBq", "TimeZero": "09:00:00", "InjectionStart": 0,
+                  "ScanStart": elapsed, "ImageDecayCorrected": True, "ImageDecayCorrectionTime": elapsed},
+                 SuvFactors(weight_kg=acq.weight_kg)),
+        "dcm2niix": ({"Units": "BQML", "RadionuclideTotalDose": acq.dose_bq, "RadionuclideHalfLife": acq.half_life_s,
+                      "PatientWeight": acq.weight_kg},
+                     SuvFactors(injection=acq.injected.time().isoformat(), scan=acq.scan_start.time().isoformat())),
+    }
+    for name, (fields, given) in sidecars.items():
+        image = tmp_path / name / "sub-01_pet.nii.gz"
+        image.parent.mkdir()
+        sitk.WriteImage(stored, str(image))
+        (image.parent / "sub-01_pet.json").write_text(json.dumps(fields))
+        source = read_pet(image, given)
+        assert source.suv_origin == "sidecar sub-01_pet.json + --suv-factors" and not_suv(source) is None
+        np.testing.assert_allclose(sitk.GetArrayFromImage(source.image), suv, rtol=1e-4, atol=1e-6)
+        alone = read_pet(image)  # without the user's part, the sidecar falls short and says what is missing
+        assert alone.suv_missing is not None and "sidecar sub-01_pet.json: no " in alone.suv_missing
+        assert not_suv(alone) == alone.suv_missing
+    plain = tmp_path / "plain.nii.gz"
+    sitk.WriteImage(stored, str(plain))
+    taken = read_pet(plain)
+    assert taken.suv_origin is None and "Bq/ml?" in not_suv(taken)  # Bq/ml as given: flagged, not converted
+
+
+def test_suv_factors_spec_parsing_against_a_direct_computation() -> None:
+    from runner.suv import SuvTable
+
+    factor = SuvTable.parse("weight=72, dose=9.46mCi, injection=10:02, scan=11:04:30").every.factor()
+    direct = 72_000 / (9.46 * 3.7e7 * 0.5 ** (3750 / 6586.2))
+    assert factor == pytest.approx(direct, rel=1e-12)
+    assert SuvTable.parse("scale=5e-4").every.factor() == 5e-4
+    for bad, message in (("weight=72,dose=3e8", "no injection, scan"), ("weight=72000,dose=3e8,injection=9:00,"
+                         "scan=10:00", "implausible weight 72000 kg"), ("dose=3 furlongs", "dose '3 furlongs'"),
+                         ("weight=70,dose=3e8,injection=11:00,scan=10:00", "injection after the scan start"),
+                         ("colour=blue", "unknown field(s) colour")):
+        with pytest.raises(InputError, match=re.escape(message)):
+            SuvTable.parse(bad)
 
 
 #: What highdicom 0.28 reads from a SEG's single-frame source images (grep of its seg/, base and
@@ -306,3 +383,21 @@ def test_a_seg_that_cannot_be_written_leaves_the_mask_as_mha_named_in_results(tm
     (entry,) = json.loads((tmp_path / "out" / "results.json").read_text())
     assert entry["outputs"] == [{"type": "metaio_image", "filename": "nostudy.mha"}]
     assert "StudyInstanceUID" in entry["dicom_seg_not_written"] and entry["error_messages"] == []
+
+
+def test_a_multi_frame_pet_is_refused_in_one_line(tmp_path, phantom):
+    """A Legacy Converted Enhanced PET (highdicom's conversion of the project's series, as a PACS makes
+    them): not read yet, so the case is refused before any computing, in one line saying what it is."""
+    from highdicom.legacy import LegacyConvertedEnhancedPETImage
+
+    write_dicom_study(phantom, tmp_path / "single")
+    slices = [pydicom.dcmread(p) for p in sorted((tmp_path / "single" / "PT").iterdir())]
+    enhanced = LegacyConvertedEnhancedPETImage(slices, series_instance_uid=hd.UID(), series_number=2,
+                                               sop_instance_uid=hd.UID(), instance_number=1)
+    (tmp_path / "multi").mkdir()
+    enhanced.save_as(tmp_path / "multi" / "pet.dcm")
+    assert int(pydicom.dcmread(tmp_path / "multi" / "pet.dcm").NumberOfFrames) == len(slices)
+    with pytest.raises(InputError, match=r"a multi-frame PET \(\d+ frames in one file, SOP class 1\.2\.840\.10008\."
+                                         r"5\.1\.4\.1\.1\.128\.1\); not read yet") as err:
+        read_pet_series(pet_series(tmp_path / "multi"))
+    assert "\n" not in str(err.value)

@@ -1,0 +1,231 @@
+"""SUV where the PET's own headers cannot give it: ``--suv-factors`` and BIDS-PET / dcm2niix sidecars.
+
+The mask never needs SUV (the percentile scaling maps any linear scale to the same network input);
+the lesion report's SUVmax/mean/peak and TLG do. A DICOM series gets its factor from its headers
+(``runner.dicom.suv_factor``); what an anonymiser or a converter left out can be given here:
+
+    --suv-factors "weight=72,dose=350MBq,injection=10:02:00,scan=11:04:00"   one set for every case
+    --suv-factors "scale=5.1e-4"                                             a plain factor
+    --suv-factors factors.csv | factors.json                                 per case (by case id)
+
+SUVbw = stored value x weight [g] / (dose x 2^(-(scan - injection) / half-life)): the image is taken
+as decay-corrected to the scan start (DICOM's DecayCorrection START). Half-life: F-18's 6586.2 s
+unless ``half_life=`` says otherwise.
+
+An image file with a ``.json`` beside it (same stem) has its SUV ingredients read from there: the
+BIDS-PET fields ``InjectedRadioactivity`` + ``InjectedRadioactivityUnits``, ``InjectionStart`` and
+``ImageDecayCorrectionTime`` (seconds from ``TimeZero``), ``TracerRadionuclide``, ``Units``; or
+dcm2niix's ``RadionuclideTotalDose`` (Bq), ``RadionuclideHalfLife`` (s) and ``PatientWeight`` (kg).
+BIDS keeps the body weight outside the sidecar (participants.tsv), so a sidecar without
+``BodyWeight``/``PatientWeight`` needs ``--suv-factors weight=..`` beside it; fields given there win.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import math
+import re
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from common.errors import InputError
+
+#: F-18's half-life in seconds (109.77 min).
+F18_HALF_LIFE_S = 6586.2
+HALF_LIVES_S = {"F18": F18_HALF_LIFE_S, "C11": 1221.66, "GA68": 4062.6, "CU64": 45721.1, "ZR89": 282276.0,
+                "N13": 597.9, "O15": 122.24, "RB82": 75.45}
+DOSE_UNITS_BQ = {"BQ": 1.0, "KBQ": 1e3, "MBQ": 1e6, "GBQ": 1e9, "CI": 3.7e10, "MCI": 3.7e7, "UCI": 3.7e4}
+#: Plausible body weights (kg): outside, grams were probably given as kilograms.
+WEIGHT_KG = (1.0, 400.0)
+CONCENTRATION_UNITS = {"BQ/ML": 1.0, "KBQ/ML": 1e3, "BQML": 1.0}
+
+
+@dataclass(frozen=True)
+class SuvFactors:
+    """What SUVbw needs, or a plain ``scale``; ``origin`` says where it came from (for results.json)."""
+
+    weight_kg: float | None = None
+    dose_bq: float | None = None
+    injection: float | str | None = None  # "HH:MM[:SS]", ISO date-time, or seconds on a sidecar's clock
+    scan: float | str | None = None  # the decay-correction reference: the scan start
+    half_life_s: float | None = None
+    scale: float | None = None
+    value_scale: float = 1.0  # stored value -> Bq/ml (a sidecar's kBq/ml: 1000)
+    origin: str = "--suv-factors"
+
+    def factor(self) -> float:
+        """Stored value -> SUVbw; InputError (the first missing or implausible ingredient) otherwise."""
+        if self.scale is not None:
+            if not self.scale > 0:
+                raise InputError(f"{self.origin}: scale {self.scale:g} must be positive")
+            return float(self.scale)
+        missing = [name for name, value in (("weight", self.weight_kg), ("dose", self.dose_bq),
+                                            ("injection", self.injection), ("scan", self.scan)) if value is None]
+        if missing:
+            raise InputError(f"{self.origin}: no {', '.join(missing)} for the SUV")
+        weight, dose = float(self.weight_kg), float(self.dose_bq)  # type: ignore[arg-type]
+        if not WEIGHT_KG[0] <= weight <= WEIGHT_KG[1]:
+            raise InputError(f"{self.origin}: implausible weight {weight:g} kg (grams given as kg?)")
+        half_life = self.half_life_s or F18_HALF_LIFE_S
+        if dose <= 0 or half_life <= 0:
+            raise InputError(f"{self.origin}: dose {dose:g} Bq and half-life {half_life:g} s must be positive")
+        elapsed = _seconds_between(self.injection, self.scan, self.origin)
+        decayed = dose * math.pow(2.0, -elapsed / half_life)
+        return self.value_scale * weight * 1000.0 / decayed
+
+    def merged(self, override: SuvFactors | None) -> SuvFactors:
+        """These factors with ``override``'s given fields in their place (the user's flags over a sidecar)."""
+        if override is None:
+            return self
+        changes = {f.name: getattr(override, f.name) for f in fields(self)
+                   if f.name not in ("value_scale", "origin") and getattr(override, f.name) is not None}
+        return replace(self, **changes, origin=f"{self.origin} + {override.origin}")
+
+
+def _seconds_between(injection: float | str | None, scan: float | str | None, origin: str) -> float:
+    if isinstance(injection, (int, float)) and isinstance(scan, (int, float)):
+        elapsed = float(scan) - float(injection)
+    else:
+        start, end = _clock(injection, origin, "injection"), _clock(scan, origin, "scan")
+        if isinstance(start, dt.time) != isinstance(end, dt.time):
+            raise InputError(f"{origin}: give injection and scan both as times or both as date-times")
+        if isinstance(start, dt.time):
+            day = dt.date(2000, 1, 1)
+            start, end = dt.datetime.combine(day, start), dt.datetime.combine(day, end)  # type: ignore[arg-type]
+        elapsed = (end - start).total_seconds()  # type: ignore[operator]
+    if elapsed < 0:
+        raise InputError(f"{origin}: injection after the scan start ({elapsed:+.0f} s)")
+    return elapsed
+
+
+def _clock(value: float | str | None, origin: str, what: str) -> dt.time | dt.datetime:
+    text = str(value).strip()
+    try:
+        if "T" in text or "-" in text:
+            return dt.datetime.fromisoformat(text)
+        return dt.time.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"{origin}: {what} {text!r} is not HH:MM[:SS] or an ISO date-time") from None
+
+
+def _dose(text: str, origin: str) -> float:
+    match = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([A-Za-z]*)\s*", text)
+    unit = (match.group(2) if match else "").upper() or "BQ"
+    if match is None or unit not in DOSE_UNITS_BQ:
+        raise InputError(f"{origin}: dose {text!r}: a number with one of {', '.join(DOSE_UNITS_BQ)} (default Bq)")
+    return float(match.group(1)) * DOSE_UNITS_BQ[unit]
+
+
+def _number(text: Any, origin: str, what: str) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        raise InputError(f"{origin}: {what} {text!r} is not a number") from None
+
+
+def from_fields(values: dict[str, Any], origin: str) -> SuvFactors:
+    """weight, dose (with unit), injection, scan, half_life, scale: as in the spec string, JSON or CSV."""
+    known = {"weight", "dose", "injection", "scan", "half_life", "scale"}
+    unknown = sorted(set(values) - known - {"case"})
+    if unknown:
+        raise InputError(f"{origin}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    got = {k: v for k, v in values.items() if v not in (None, "")}
+    return SuvFactors(
+        weight_kg=_number(got["weight"], origin, "weight") if "weight" in got else None,
+        dose_bq=_dose(str(got["dose"]), origin) if "dose" in got else None,
+        injection=got.get("injection"), scan=got.get("scan"),
+        half_life_s=_number(got["half_life"], origin, "half_life") if "half_life" in got else None,
+        scale=_number(got["scale"], origin, "scale") if "scale" in got else None, origin=origin)
+
+
+class SuvTable:
+    """``--suv-factors``: one set for every case, or per case id from a JSON object or a CSV with ``case``."""
+
+    def __init__(self, every: SuvFactors | None = None, per_case: dict[str, SuvFactors] | None = None) -> None:
+        self.every, self.per_case = every, per_case or {}
+
+    @classmethod
+    def parse(cls, text: str) -> SuvTable:
+        path = Path(text)
+        if path.suffix.lower() in (".json", ".csv"):
+            if not path.is_file():
+                raise InputError(f"--suv-factors {path}: no such file")
+            return cls(per_case=_read_table(path))
+        pairs = [p.split("=", 1) for p in text.split(",") if p.strip()]
+        if not pairs or any(len(p) != 2 for p in pairs):
+            raise InputError(f"--suv-factors {text!r}: key=value pairs (weight, dose, injection, scan, half_life; "
+                             "or scale), or a .json/.csv file")
+        factors = from_fields({k.strip(): v.strip() for k, v in pairs}, "--suv-factors")
+        factors.factor()  # a bad set fails before any case is read
+        return cls(every=factors)
+
+    def for_case(self, case_id: str) -> SuvFactors | None:
+        return self.per_case.get(case_id, self.every)
+
+
+def _read_table(path: Path) -> dict[str, SuvFactors]:
+    origin = f"--suv-factors {path}"
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(path.read_text())
+            if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+                raise InputError(f"{origin}: expected {{case id: {{weight: .., dose: .., ...}}}}")
+            rows = {str(case): dict(values) for case, values in data.items()}
+        else:
+            with path.open(newline="") as f:
+                reader = csv.DictReader(f)
+                if "case" not in (reader.fieldnames or []):
+                    raise InputError(f"{origin}: no 'case' column")
+                rows = {str(row["case"]): {k: v for k, v in row.items() if k} for row in reader}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{origin}: cannot be read ({exc})") from None
+    return {case: from_fields(values, f"{origin} (case {case})") for case, values in rows.items()}
+
+
+def sidecar_of(image: Path) -> Path | None:
+    """``x.nii.gz`` / ``x.nii`` / ``x.mha`` -> ``x.json`` beside it, when there is one."""
+    name = image.name
+    for suffix in (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd"):
+        if name.lower().endswith(suffix):
+            candidate = image.with_name(name[: -len(suffix)] + ".json")
+            return candidate if candidate.is_file() else None
+    return None
+
+
+def sidecar_factors(path: Path) -> SuvFactors:
+    """The SUV ingredients of a BIDS-PET or dcm2niix sidecar (``factor()`` says what is missing)."""
+    origin = f"sidecar {path.name}"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: the sidecar cannot be read ({exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: the sidecar is not a JSON object")
+    units = str(data.get("Units", "Bq/mL")).replace(" ", "").upper()
+    if units not in CONCENTRATION_UNITS:
+        raise InputError(f"{origin}: Units {data.get('Units')!r}; only Bq/mL and kBq/mL are converted to SUV")
+    dose = None
+    if data.get("InjectedRadioactivity") is not None:  # BIDS-PET
+        unit = str(data.get("InjectedRadioactivityUnits", "MBq")).replace(" ", "").upper()
+        if unit not in DOSE_UNITS_BQ:
+            raise InputError(f"{origin}: InjectedRadioactivityUnits {unit!r}")
+        dose = _number(data["InjectedRadioactivity"], origin, "InjectedRadioactivity") * DOSE_UNITS_BQ[unit]
+    elif data.get("RadionuclideTotalDose") is not None:  # dcm2niix: Bq
+        dose = _number(data["RadionuclideTotalDose"], origin, "RadionuclideTotalDose")
+    nuclide = re.sub(r"[^A-Z0-9]", "", str(data.get("TracerRadionuclide", "")).upper())
+    half_life = (_number(data["RadionuclideHalfLife"], origin, "RadionuclideHalfLife")
+                 if data.get("RadionuclideHalfLife") is not None else HALF_LIVES_S.get(nuclide))
+    weight = data.get("BodyWeight", data.get("PatientWeight"))
+    injection = scan = None
+    if data.get("InjectionStart") is not None:  # BIDS: seconds from TimeZero
+        injection = _number(data["InjectionStart"], origin, "InjectionStart")
+        if data.get("ImageDecayCorrected") is False:
+            raise InputError(f"{origin}: ImageDecayCorrected false; only decay-corrected images are converted")
+        reference = data.get("ImageDecayCorrectionTime", data.get("ScanStart"))
+        scan = _number(reference, origin, "ImageDecayCorrectionTime") if reference is not None else None
+    return SuvFactors(weight_kg=_number(weight, origin, "weight") if weight is not None else None, dose_bq=dose,
+                      injection=injection, scan=scan, half_life_s=half_life, value_scale=CONCENTRATION_UNITS[units],
+                      origin=origin)
