@@ -75,6 +75,63 @@ class MemoisedNetwork(torch.nn.Module):
         return torch.stack([self.cache[k] for k in keys])
 
 
+OUTSIDE_KINDS = ("bag", "line", "arm")
+
+
+def add_outside_object(pet: sitk.Image, kind: str) -> tuple[sitk.Image, np.ndarray]:
+    """The phantom with a hot object outside the body, as real scans carry them; and where it is.
+
+    ``bag``: a urine bag (an ellipsoid 120 x 80 x 180 mm at SUV 40) in the air beside the thigh;
+    ``line``: an injection line (6 mm thick, SUV 20) from the side of the chest 150 mm out and 250 mm
+    down, off the table; ``arm``: the field of view cut 40 mm inside the body's widest point, so an arm
+    ends at the image's edge (the region is then the 60 mm of body beside the cut). Returns the new
+    image and an (x, y, z) boolean mask of the object (or region) on its grid.
+    """
+    arr = sitk.GetArrayFromImage(pet).transpose(2, 1, 0).astype(np.float32)
+    spacing = np.array(pet.GetSpacing())
+    body = arr > 0.01 * float(arr.max())
+    z_body = np.flatnonzero(body.any(axis=(0, 1)))
+    grid = np.stack(np.meshgrid(*[np.arange(n) * s for n, s in zip(arr.shape, spacing, strict=True)],
+                                indexing="ij"), axis=-1)
+
+    def across(z: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.flatnonzero(body[:, :, z].any(axis=1)), np.flatnonzero(body[:, :, z].any(axis=0))
+
+    if kind == "arm":
+        xs = np.flatnonzero(body.any(axis=(1, 2)))
+        cut = int(xs[-1] - round(40 / spacing[0]))
+        cropped = pet[: cut + 1, :, :]
+        region = body[: cut + 1] & (np.arange(cut + 1)[:, None, None] > cut - round(60 / spacing[0]))
+        return cropped, region
+    if kind == "bag":
+        z = int(z_body[0] + 0.15 * (z_body[-1] - z_body[0]))
+        xs, ys = across(z)
+        semi = np.array([60.0, 40.0, 90.0])
+        centre = np.array([xs[-1] * spacing[0] + 25 + semi[0], ys.mean() * spacing[1], z * spacing[2]])
+        centre[0] = min(centre[0], (arr.shape[0] - 1) * spacing[0] - semi[0])
+        obj = (((grid - centre) / semi) ** 2).sum(-1) <= 1
+        value = 40.0
+    elif kind == "line":
+        z = int(z_body[0] + 0.65 * (z_body[-1] - z_body[0]))
+        xs, ys = across(z)
+        start = np.array([xs[-1] * spacing[0], ys.mean() * spacing[1], z * spacing[2]])
+        corner = start + [150.0, 0.0, 0.0]
+        corner[0] = min(corner[0], (arr.shape[0] - 2) * spacing[0])
+        end = corner - [0.0, 0.0, 250.0]
+        obj = np.zeros(arr.shape, bool)
+        for a, b in ((start, corner), (corner, end)):
+            t = np.clip(((grid - a) @ (b - a)) / max(float((b - a) @ (b - a)), 1e-9), 0, 1)
+            obj |= np.linalg.norm(grid - (a + t[..., None] * (b - a)), axis=-1) <= 3.0
+        obj &= ~body
+        value = 20.0
+    else:
+        raise ValueError(f"outside object: one of {OUTSIDE_KINDS}, got {kind!r}")
+    arr[obj] = np.maximum(arr[obj], value)
+    out = sitk.GetImageFromArray(np.ascontiguousarray(arr.transpose(2, 1, 0)))
+    out.CopyInformation(pet)
+    return out, obj
+
+
 def component_changes(mask: np.ndarray, reference: np.ndarray) -> tuple[int, int]:
     """Components (18-connected) of ``mask`` touching nothing of ``reference`` and vice versa."""
 
@@ -109,14 +166,20 @@ def compare(mask: np.ndarray, none_mask: np.ndarray, ref_mask: np.ndarray, depth
     }
 
 
-def run_phantom(seed: int, networks: list[MemoisedNetwork], config, contexts: tuple[float, ...]) -> dict:
+def run_phantom(seed: int, networks: list[MemoisedNetwork], config, contexts: tuple[float, ...],
+                outside: str | None = None) -> dict:
     phantom = make_phantom(seed, spacing=config.spacing, lesions=True)
-    pet = phantom.pet
+    pet, label, obj = phantom.pet, phantom.label, None
+    if outside is not None:
+        pet, obj = add_outside_object(pet, outside)
+        label = label[: pet.GetSize()[0], :, :]
     array = sitk.GetArrayFromImage(pet).transpose(2, 1, 0)
-    truth = sitk.GetArrayFromImage(phantom.label).transpose(2, 1, 0) > 0
+    truth = sitk.GetArrayFromImage(label).transpose(2, 1, 0) > 0
     depth = body_depth_mm(array, pet.GetSpacing())
     row: dict = {"seed": seed, "shape": list(pet.GetSize()), "truth_voxels": int(truth.sum()),
                  "voxel_ml": voxel_volume_ml(pet.GetSpacing())}
+    if obj is not None:
+        row.update(outside=outside, object_voxels=int(obj.sum()))
     for net in networks:
         net.cache.clear()
         net.computed = net.looked_up = 0
@@ -160,6 +223,9 @@ def run_phantom(seed: int, networks: list[MemoisedNetwork], config, contexts: tu
         m["seconds_est"] = round(m["windows"] * per_window * len(networks), 1)
         m.update(compare(mask, none_mask, ref_mask, depth))
         m["dice_to_truth"] = round(dice(mask, truth), 4)
+        if obj is not None:  # what the run marked of the object, and where it differs from the uncropped run
+            m["object_marked"] = int((mask & obj).sum())
+            m["object_differ_from_none"] = int(((mask != none_mask) & obj).sum())
         row["modes"].append(m)
         print("  " + json.dumps(m), flush=True)
     return row
@@ -176,7 +242,8 @@ def markdown_table(result: dict) -> str:
             mode = m["mode"] if m["mode"] != "body" else f"body +{context:g} mm"
             d = m["differ_by_depth"]
             depth = " / ".join(str(d[k]) for k in ("depth_0_10mm", "depth_10_30mm", "depth_30_60mm", "depth_60_infmm"))
-            lines.append(f"| {phantom['seed']} {'x'.join(map(str, phantom['shape']))} | {mode} | {m['windows']} "
+            name = f"{phantom['seed']}" + (f" + {phantom['outside']}" if phantom.get("outside") else "")
+            lines.append(f"| {name} {'x'.join(map(str, phantom['shape']))} | {mode} | {m['windows']} "
                          f"| {m['seconds_est']} | {m['dice_to_none']:.4f} | {m['dice_to_reference']:.4f} "
                          f"| {m['differ_from_none']} | +{m['components_gained']} / -{m['components_lost']} | {depth} |")
     return "\n".join(lines)
@@ -190,8 +257,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="phantom seeds (the held-out set's are 50000 and up)")
     parser.add_argument("--roi", type=int, default=128, help="window side (voxels); the paper's is 128")
     parser.add_argument("--overlap", type=float, default=0.75, help="window overlap; the paper's is 0.75")
-    parser.add_argument("--contexts", type=float, nargs="+", default=list(CONTEXTS_MM),
-                        help="contexts (mm beyond the body box) of the fast mode to sweep")
+    parser.add_argument("--contexts", type=float, nargs="*", default=list(CONTEXTS_MM),
+                        help="contexts (mm beyond the body box) of the fast mode to sweep (none: exact only)")
+    parser.add_argument("--outside", nargs="+", choices=OUTSIDE_KINDS,
+                        help="add a hot object outside the body to each phantom, one run per kind: a urine bag "
+                             "beside the thigh, an injection line off the table, an arm cut by the field of view")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--markdown", type=Path, help="only print a saved --json result as a Markdown table")
     args = parser.parse_args(argv)
@@ -205,9 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     result = {"weights": weights_label(args.weights), "models": len(networks), "config": config.name,
               "roi": args.roi, "overlap": args.overlap, "sigma_scale": config.sigma_scale,
               "torch_threads": torch.get_num_threads(), "phantoms": []}
-    for seed in args.seeds:
+    runs = [(seed, kind) for seed in args.seeds for kind in (args.outside or [None])]
+    for seed, kind in runs:
         with torch.inference_mode():
-            result["phantoms"].append(run_phantom(seed, networks, config, tuple(args.contexts)))
+            result["phantoms"].append(run_phantom(seed, networks, config, tuple(args.contexts), kind))
         if args.json:  # after every phantom, so a long run keeps what it measured
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -90,6 +90,39 @@ def test_default_mode_equals_monai_at_the_paper_windowing(tmp_path):
     assert np.abs(scores - ref_scores).max() < 1e-3
 
 
+def test_exact_crop_drops_windows_of_a_wide_field_and_keeps_monais_scores_inside_the_box(tmp_path):
+    """A field of view much wider than the body (448 x 128 x 128 voxels of 4 mm, the body 100 voxels wide
+    in the middle) with a thin hot line in the air: at the paper's windowing the exact crop runs fewer
+    windows than the uncropped run, every score inside the body's box equals MONAI's chain, and outside
+    the box the mask is background (where the whole-field run may mark the line)."""
+    config = paper_config().with_(filters=(2, 4, 4, 4, 4, 4), spacing=(4.0, 4.0, 4.0), name="paper-small")
+    torch.manual_seed(5)
+    net = build_network(config).eval()
+    rng = np.random.default_rng(2)
+    values = np.zeros((448, 128, 128), np.float32)  # x, y, z
+    values[180:280, 20:108, 10:118] = 1.0 + rng.normal(0, 0.1, (100, 88, 108))
+    idx = np.stack(np.meshgrid(*[np.arange(n) for n in (100, 88, 108)], indexing="ij"), axis=-1)
+    values[180:280, 20:108, 10:118] += 5.0 * (np.linalg.norm(idx - np.array([40, 50, 60]), axis=-1) <= 10)
+    values[330:440, 64, 64] = 8.0  # an injection line off the table, in the air
+    pet = sitk.GetImageFromArray(np.ascontiguousarray(values.transpose(2, 1, 0)))
+    pet.SetSpacing((4.0, 4.0, 4.0))
+    path = tmp_path / "wide.mha"
+    sitk.WriteImage(pet, str(path))
+
+    _, ref_scores = reference_predict(path, [net], config, sw_batch_size=4, return_scores=True)
+    predictor = Predictor([net], config, device="cpu")
+    assert predictor.crop == "exact"
+    scores = predictor.predict_scores(pet)[0]
+    mask = as_xyz(predictor.predict(pet))
+    info = predictor.last_info
+    assert info.windows < info.windows_uncropped == 11  # x: (448 - 128) / 32 + 1 windows, one along y and z
+    inside = scores > -1000  # the box; outside it the fill that makes background
+    xs = np.flatnonzero(inside.any(axis=(1, 2)))
+    assert xs[0] <= 180 - 2 and xs[-1] >= 279 + 2 and xs[-1] < 330  # body + 10 mm, not the line
+    assert np.abs(scores[inside] - ref_scores[0][inside]).max() < 1e-3
+    assert not mask[~inside].any()
+
+
 def test_input_smaller_than_roi_is_padded(hotspot_predictor):
     pet, _ = body_with_lesion(size=(12, 9, 7), spacing=(4.0, 4.0, 4.0), lesion_offset_mm=(0, 0, 0))
     mask = hotspot_predictor.predict(pet)
