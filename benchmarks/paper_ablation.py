@@ -105,19 +105,26 @@ class PlainInferer:
 
 def score(args: argparse.Namespace) -> dict[str, Any]:
     """Dice / FPV / FNV of both networks at every overlap and with the plain inferer; cached per case."""
+    from model.network import load_ensemble
+
+    networks = {variant: load_ensemble([args.work / variant / "last.pt"])[0] for variant in VARIANTS}
+    return score_networks(args, networks)
+
+
+def score_networks(args: argparse.Namespace, networks: dict[str, Any]) -> dict[str, Any]:
+    """Each named network (a ``LoadedNetwork``) at every overlap and with the plain inferer, on the
+    held-out phantoms of ``args.test_seeds``; every case's scores are cached, so a rerun goes on."""
     import SimpleITK as sitk
 
     from evaluation.metrics import aggregate, evaluate_images
     from model import Predictor
-    from model.network import load_ensemble
 
     torch.set_num_threads(args.threads)
     tests = make_phantoms(args.work / "test", args.test_seeds)
     cache_path = args.work / "scores.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     table: dict[str, Any] = {}
-    for variant in VARIANTS:
-        (loaded,) = load_ensemble([args.work / variant / "last.pt"])
+    for variant, loaded in networks.items():
         for inferer in [*(f"overlap {ov:g}" for ov in OVERLAPS), "plain"]:
             overlap = 0.5 if inferer == "plain" else float(inferer.split()[1])
             predictor = Predictor([loaded.network], loaded.config.with_(overlap=overlap), device="cpu", crop="exact",
@@ -147,17 +154,20 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
 
 def markdown(result: dict[str, Any]) -> str:
     s = result["scores"]
-    lines = ["| trained | " + " | ".join(f"overlap {ov:g}" for ov in OVERLAPS) + " | plain |",
-             "| --- |" + " --- |" * (len(OVERLAPS) + 1)]
-    for variant in VARIANTS:
-        cells = [f"{100 * s[f'{variant}/overlap {ov:g}']['mean_dice']:.2f} %" for ov in OVERLAPS]
-        cells.append(f"{100 * s[f'{variant}/plain']['mean_dice']:.2f} %")
-        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    names = sorted({key.split("/")[0] for key in s})
+    lines = ["| network | | " + " | ".join(f"overlap {ov:g}" for ov in OVERLAPS) + " | plain |",
+             "| --- | --- |" + " --- |" * (len(OVERLAPS) + 1)]
+    for variant in names:
+        for label, key, fmt in (("Dice", "mean_dice", lambda v: f"{100 * v:.2f} %"),
+                                ("FPV ml", "mean_fpv_ml", lambda v: f"{v:.1f}"),
+                                ("FNV ml", "mean_fnv_ml", lambda v: f"{v:.1f}")):
+            cells = [fmt(s[f"{variant}/overlap {ov:g}"][key]) for ov in OVERLAPS] + [fmt(s[f"{variant}/plain"][key])]
+            lines.append(f"| {variant if label == 'Dice' else ''} | {label} | " + " | ".join(cells) + " |")
     p3, p4 = PAPER["table3_trained_overlap_0.25"], PAPER["table4_trained_overlap_0"]
-    lines.append("| paper, Table 3 (trained at overlap 0.25) | " + " | ".join(f"{p3[o]:.2f} %" for o in OVERLAPS)
-                 + " | — |")
-    lines.append("| paper, Table 4 (trained at overlap 0) | " + " | ".join(f"{p4[o]:.2f} %" for o in OVERLAPS)
-                 + " | — |")
+    lines.append("| paper, Table 3 (trained at overlap 0.25) | Dice | "
+                 + " | ".join(f"{p3[o]:.2f} %" for o in OVERLAPS) + " | — |")
+    lines.append("| paper, Table 4 (trained at overlap 0) | Dice | "
+                 + " | ".join(f"{p4[o]:.2f} %" for o in OVERLAPS) + " | — |")
     return "\n".join(lines)
 
 
@@ -169,7 +179,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     s = result["scores"]
-    for variant, colour in zip(VARIANTS, ("tab:blue", "tab:orange"), strict=True):
+    names = sorted({key.split("/")[0] for key in s})
+    for variant, colour in zip(names, ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"),
+                               strict=False):
         ax.plot(OVERLAPS, [100 * s[f"{variant}/overlap {ov:g}"]["mean_dice"] for ov in OVERLAPS], "o-", color=colour,
                 label=f"phantoms, trained {variant}")
         ax.axhline(100 * s[f"{variant}/plain"]["mean_dice"], color=colour, ls=":", lw=1,
@@ -197,12 +209,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=25, help="optimiser steps per epoch")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)  # internal: train one, in a child
+    p.add_argument("--trained-weights", type=Path,
+                   help="no training: score these trained networks (e.g. the shipped folds, weights/) instead, "
+                        "each on its own: Tables 3 and 1 with networks that segment")
+    p.add_argument("--models", type=int, default=1, help="with --trained-weights: the first N networks")
     p.add_argument("--json", type=Path)
     p.add_argument("--plot", type=Path)
     args = p.parse_args(argv)
     if args.variant:
         return train_variant(args)
     args.work.mkdir(parents=True, exist_ok=True)
+    command = "python -m benchmarks.paper_ablation " + " ".join(argv or sys.argv[1:])
+    if args.trained_weights:
+        return _write(args, {"command": command, "trained_weights": str(args.trained_weights),
+                             "test_seeds": args.test_seeds, "scores": score_networks(args, _trained(args)),
+                             "paper": {k: {str(kk): vv for kk, vv in v.items()} for k, v in PAPER.items()}})
     training = {}
     for variant in VARIANTS:
         child = [sys.executable, "-m", "benchmarks.paper_ablation", "--variant", variant, "--work", str(args.work),
@@ -212,10 +233,21 @@ def main(argv: list[str] | None = None) -> int:
                              env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}).stdout
         training[variant] = json.loads(out.strip().splitlines()[-1])
         print(json.dumps(training[variant]), flush=True)
-    result = {"command": "python -m benchmarks.paper_ablation " + " ".join(argv or sys.argv[1:]),
-              "train_seeds": args.train_seeds, "test_seeds": args.test_seeds, "crop": CROP,
+    result = {"command": command, "train_seeds": args.train_seeds, "test_seeds": args.test_seeds, "crop": CROP,
               "epochs": args.epochs, "iters_per_epoch": args.iters, "training": training, "scores": score(args),
               "paper": {k: {str(kk): vv for kk, vv in v.items()} for k, v in PAPER.items()}}
+    return _write(args, result)
+
+
+def _trained(args: argparse.Namespace) -> dict[str, Any]:
+    """The first ``args.models`` networks of a weights folder, by file stem (fold0, fold1, ...)."""
+    from model.network import checkpoint_files, load_ensemble
+
+    files = checkpoint_files(args.trained_weights)[: args.models]
+    return {path.stem: loaded for path, loaded in zip(files, load_ensemble(files), strict=True)}
+
+
+def _write(args: argparse.Namespace, result: dict[str, Any]) -> int:
     print(markdown(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
