@@ -2,13 +2,11 @@
 
 glibc serves an allocation above its mmap threshold (which it raises to at most 32 MiB) with its own
 ``mmap`` and returns it with ``munmap`` when freed, so a loop that allocates the same large tensors
-again and again (a training step's fp32 activations of two 64³ crops) faults every page in afresh.
-Measured in demo training on two cores without native bf16: 280 000 page faults per second, 30 %
-system time and 48-52 s epochs; with maps off and trimming raised, about 300 faults per second, 1 %
-system time and 27-28 s epochs. ``process.py`` on the CPU is the same kind of loop (every batch of
-windows allocates the same activations): on a held-out phantom with the shipped five-network
-ensemble, 74-83 s and 12.5 M page faults per case became 51-55 s and 0.29 M, with 37-40 s of system
-time down to 2 s and peak RSS 1.49 -> 1.51 GB, and identical masks. The environment variables
+again and again (a training step's fp32 activations of two 64³ crops) faults every page in afresh,
+and the system time of those faults slows the steps. ``process.py`` on the CPU is the same kind of
+loop (every batch of windows allocates the same activations). With maps off and trimming raised the
+faults and most of the system time go, and the masks are identical; ``process.py``'s measured
+figures (wall and system time, page faults) are in docs/performance.md. The environment variables
 ``MALLOC_MMAP_MAX_=0`` and ``MALLOC_TRIM_THRESHOLD_`` do the same, but only when set before the
 process starts.
 """

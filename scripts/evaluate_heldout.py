@@ -69,7 +69,7 @@ def _fmt(value: float | None, digits: int) -> str:
 
 
 def cells(agg: dict) -> list[str]:
-    """Dice over the cases with lesions, mean FPV and FNV over all cases."""
+    """Dice over the cases with lesions, mean FPV over all cases, mean FNV over the cases with lesions."""
     return [_fmt(agg["mean_dice"], 3), _fmt(agg["mean_fpv_ml"], 2), _fmt(agg["mean_fnv_ml"], 2)]
 
 
