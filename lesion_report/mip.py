@@ -131,10 +131,13 @@ def save_mip_png(
     dpi: int = 100,
     lesions: Sequence[Lesion] = (),
     more_lesions: int = 0,
+    max_width_px: int | None = None,
 ) -> Path:
     """Write a PNG with coronal and sagittal PET MIPs, prediction in red and ground truth in green.
 
-    The picture is ``height_px`` pixels high; its width follows the body's physical proportions.
+    The picture is ``height_px`` pixels high; its width follows the body's physical proportions. With
+    ``max_width_px`` a field of view wider than tall (a phantom, a head-and-neck or limb scan) gets
+    shorter panels instead of a wider picture, so that a page shows it unscaled, its text legible.
     ``lesions`` (lesion_report/lesions.py) are numbered at their centroids and listed with volume and
     SUVmax in a column on the right, ``more_lesions`` counted below the list.
     """
@@ -142,9 +145,14 @@ def save_mip_png(
     header, margin, gap = HEADER_PX / dpi, MARGIN_PX / dpi, GAP_PX / dpi  # inches
     fig_h = height_px / dpi
     panel_h = fig_h - header - 2 * margin
-    widths = [panel_h * v.width_mm / v.height_mm for v in views]
     legend_w = LEGEND_PX / dpi if lesions else 0.0
-    fig_w = sum(widths) + gap * (len(views) + 1) + legend_w
+    aspects = [v.width_mm / v.height_mm for v in views]
+    fixed_w = gap * (len(views) + 1) + legend_w
+    if max_width_px is not None and panel_h * sum(aspects) + fixed_w > max_width_px / dpi:
+        panel_h = max(1.0, max_width_px / dpi - fixed_w) / sum(aspects)
+        fig_h = panel_h + header + 2 * margin
+    widths = [panel_h * a for a in aspects]
+    fig_w = sum(widths) + fixed_w
     positions = lesion_positions(pet, lesions)
     # A bare Figure on the Agg canvas: no pyplot state, no display, safe in threads and containers.
     fig = Figure(figsize=(fig_w, fig_h), dpi=dpi)
@@ -168,7 +176,7 @@ def save_mip_png(
         ax.set_axis_off()
         ax.text(0.02, 0.99, view.name, transform=ax.transAxes, va="top", fontsize=8, color="tab:blue")
         for lesion, (col, row) in zip(lesions, positions[view.name], strict=True):
-            ax.annotate(str(lesion.id), (col, row), xytext=(4, 4), textcoords="offset points", fontsize=7,
+            ax.annotate(str(lesion.id), (col, row), xytext=(4, 4), textcoords="offset points", fontsize=8,
                         color="darkred", bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.7))
     legend = [f"SUV {SUV_WINDOW[0]:g}-{SUV_WINDOW[1]:g}"]
     if pred is not None:

@@ -34,6 +34,9 @@ VOTES_SUBDIR = Path("votes")
 PROBABILITY_SUBDIR = Path("probabilities")
 #: Lesions listed beside the picture (all are in the JSON and the CSV).
 PICTURE_LESIONS = 20
+#: The run page's pictures at most this wide and high (px): drawn at the size the page shows them,
+#: so that a 1200 px window needs no scroll bar and the lesion numbers keep their 8 pt.
+PICTURE_PX = (1100, 560)
 
 
 #: The quantities that need the PET in SUV; left empty (null) when it is not.
@@ -68,7 +71,8 @@ def write_case_report(pet: sitk.Image, mask: sitk.Image, path: Path, votes: sitk
     title = f"{case}   {s.lesions} lesion(s)   TMTV {s.tmtv_ml:.1f} ml   {uptake}   Dmax {s.dmax_mm:.0f} mm"
     write_atomic(path.with_suffix(".png"),
                  lambda tmp: save_mip_png(pet, tmp, pred=mask, title=title, lesions=report.lesions[:PICTURE_LESIONS],
-                                          more_lesions=max(0, len(report.lesions) - PICTURE_LESIONS)))
+                                          more_lesions=max(0, len(report.lesions) - PICTURE_LESIONS),
+                                          height_px=PICTURE_PX[1], max_width_px=PICTURE_PX[0]))
     write_json_atomic(data, path)
     return data["summary"]
 
@@ -111,10 +115,11 @@ def run_page(folder: Path, entries: Sequence[CaseEntry], reports: dict[str, dict
     failed = sum(bool(e.errors) for e in entries)
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              "<style>body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}"
-             "section{border-top:1px solid #ccc;padding:.6em 0}img{max-height:520px;float:left;margin:0 1em 1em 0}"
+             "section{border-top:1px solid #ccc;padding:.6em 0}"
+             "img{display:block;max-width:100%;height:auto;margin:0 0 1em 0}"
              "table{border-collapse:collapse;font-size:13px}td,th{padding:2px 8px;text-align:right}"
              "th{background:#eee}tr:nth-child(even){background:#f7f7f7}.err{color:#b00}.warn{color:#a60}"
-             "section::after{content:'';display:block;clear:both}</style></head><body>",
+             "</style></head><body>",
              f"<h1>{html.escape(title)}</h1><p>{len(entries)} case(s): {done} with a report, {failed} failed. "
              "Lesions are 18-connected components of the mask, numbered by decreasing volume as in the picture; "
              "volumes in ml, SUV in g/ml, TLG = SUVmean &times; volume, Dmax = largest distance between two "
@@ -130,10 +135,6 @@ def run_page(folder: Path, entries: Sequence[CaseEntry], reports: dict[str, dict
                 parts.append("<p>no report</p>")
             parts.append("</section>")
             continue
-        picture = folder / f"{entry.name}.png"
-        if picture.exists():
-            data = base64.b64encode(picture.read_bytes()).decode("ascii")
-            parts.append(f"<img alt='MIP of {html.escape(entry.name)}' src='data:image/png;base64,{data}'>")
         s = report["summary"]
         uptake = (f"TLG {s['tlg']:.1f}, SUVmax {s['suv_max']:.1f}" if s["suv_max"] is not None
                   else f"SUV not available ({html.escape(str(report.get('suv_missing', '')))})")
@@ -141,6 +142,10 @@ def run_page(folder: Path, entries: Sequence[CaseEntry], reports: dict[str, dict
                      f"Dmax {s['dmax_mm']:.0f} mm, largest lesion {s['largest_lesion_ml']:.1f} ml</p>")
         for warning in report.get("warnings", []):
             parts.append(f"<p class='warn'>warning: {html.escape(warning)}</p>")
+        picture = folder / f"{entry.name}.png"
+        if picture.exists():  # drawn at most PICTURE_PX: shown unscaled in a 1200 px window, scaled down below
+            data = base64.b64encode(picture.read_bytes()).decode("ascii")
+            parts.append(f"<img alt='MIP of {html.escape(entry.name)}' src='data:image/png;base64,{data}'>")
         if report["lesions"]:
             agree = report["networks"] is not None
             head = ["#", "ml", "SUVmax", "SUVmean", "SUVpeak", "TLG", "centroid x, y, z (mm)"]

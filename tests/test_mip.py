@@ -110,3 +110,18 @@ def test_mip_cli_with_metrics_title(tmp_path: Path, capsys) -> None:
     assert imread(out).shape[0] == 200
     assert main(["--pet", str(paths["pet"]), "--pred", str(tmp_path / "nope.mha"), "--out", str(out)]) == 1
     assert "nope.mha" in capsys.readouterr().err
+
+
+def test_a_wide_scan_gets_shorter_panels_not_a_wider_picture(tmp_path: Path) -> None:
+    """A 400 mm wide, 250 mm tall field of view (a phantom, a head-and-neck scan) within a page's width:
+    the panels shrink to fit ``max_width_px`` (true to scale), a tall whole body keeps its height."""
+    wide = sitk.Image([100, 100, 50], sitk.sitkFloat32)  # 4 mm: 400 x 400 x 250 mm
+    wide.SetSpacing((4.0, 4.0, 5.0))
+    out = imread(save_mip_png(wide, tmp_path / "wide.png", height_px=560, max_width_px=1100))
+    free = 1100 - 3 * GAP_PX  # two panels of 400 mm wide and 250 mm tall side by side
+    panel_h = free / (2 * 400 / 250)
+    assert out.shape[1] <= 1100 and abs(out.shape[0] - (panel_h + HEADER_PX + 2 * MARGIN_PX)) <= 1
+    tall = sitk.Image([60, 40, 180], sitk.sitkFloat32)  # 240 x 160 x 1800 mm
+    tall.SetSpacing((4.0, 4.0, 10.0))
+    out = imread(save_mip_png(tall, tmp_path / "tall.png", height_px=560, max_width_px=1100))
+    assert out.shape[0] == 560 and out.shape[1] < 1100
