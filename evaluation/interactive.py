@@ -186,11 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
 def evaluate(weights: Path, pairs: list[tuple[str, Path, Path]], steps: int, mode: str, crop: str = "exact",
              device: str = "cpu") -> tuple[dict[str, list[Step]], dict[str, Any]]:
     """The protocol over cases; per case its steps, and the summary."""
+    from tqdm import tqdm
+
     from model import Predictor
 
     predictor = Predictor.from_weights(weights, device=device, crop=crop)
     cases = {}
-    for name, pet_path, gt_path in pairs:
+    for name, pet_path, gt_path in tqdm(pairs, desc="cases", unit="case", disable=len(pairs) < 2):
         cases[name] = run_protocol(predictor, read_case_image(pet_path, "PET"), read_case_image(gt_path, "label"),
                                    steps, mode)
     return cases, summarise(cases)
