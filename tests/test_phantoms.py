@@ -496,3 +496,35 @@ def test_a_folder_keeps_one_profile(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         phantoms_main(["--out", str(standard), "--seeds", "4", "--ranges", "shifted", *CLI_GRID])
     assert phantoms_main(["--out", str(wide), "--seeds", "4", "--ranges", "wide", *CLI_GRID]) == 0
+
+
+def test_the_organ_map_labels_every_painted_organ_and_lesions_keep_their_own_class(tmp_path: Path) -> None:
+    """Each organ's recorded centre (the generator's ground truth, not the map) lies in its class, every
+    class with uptake is present and hotter than the body's background, and a lesion painted inside the
+    liver keeps the lesion class there, equal to the lesion label voxel for voxel."""
+    from training.phantoms.canvas import ORGAN
+
+    ph = make_phantom(5, spacing=(4.0, 4.0, 4.0), lesions=True)  # two of its lesions lie in the liver
+    organs = sitk.GetArrayFromImage(ph.organs)
+    pet = sitk.GetArrayFromImage(ph.pet)
+    label = sitk.GetArrayFromImage(ph.label)
+    assert ph.organs.GetSize() == ph.pet.GetSize() and ph.organs.GetOrigin() == ph.pet.GetOrigin()
+    for name, cls in (("brain", "brain"), ("liver", "liver"), ("spleen", "spleen"), ("kidney", "kidney"),
+                      ("bladder", "bladder"), ("spine", "marrow")):
+        index = ph.organs.TransformPhysicalPointToIndex(ph.info["organs"][name]["centre_mm"])[::-1]
+        assert organs[index] == (ORGAN["lesion"] if label[index] else ORGAN[cls]), name  # a lesion may sit there
+    background = pet[(organs == 0) & (pet > 0.05)].mean()
+    for cls in ("brain", "heart", "liver", "spleen", "kidney", "bladder", "bowel", "marrow"):
+        assert (organs == ORGAN[cls]).sum() > 50, cls
+        assert pet[organs == ORGAN[cls]].mean() > background, cls
+    assert np.array_equal(organs == ORGAN["lesion"], label > 0)
+    liver_lesions = [les for les in ph.info["lesions"] if les["site"] == "liver" and les["centre_in_grid"]]
+    assert liver_lesions
+    for les in liver_lesions:
+        index = ph.organs.TransformPhysicalPointToIndex(les["centre_mm"])
+        assert organs[index[::-1]] == ORGAN["lesion"]
+
+    assert phantoms_main(["--out", str(tmp_path), "--seeds", "5", "--layout", "tcia", "--organs",
+                          "--shape", "48", "48", "64", "--spacing", "4", "4", "4"]) == 0
+    written = next(tmp_path.rglob("ORGANS.nii.gz"))
+    assert sitk.ReadImage(str(written)).GetSize() == sitk.ReadImage(str(written.parent / "SEG.nii.gz")).GetSize()

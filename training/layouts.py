@@ -29,6 +29,8 @@ from common.geometry import same_geometry
 from common.images import image_stem, is_image_file, read_header
 
 TCIA_PET, TCIA_CT, TCIA_LABEL = "SUV.nii.gz", "CTres.nii.gz", "SEG.nii.gz"
+#: The phantoms' organ map beside the label (``training.phantoms --organs``; not part of autoPET).
+TCIA_ORGANS = "ORGANS.nii.gz"
 NNUNET_ENDING = ".nii.gz"
 GC_PET_DIR, GC_CT_DIR, GC_LABEL_DIR = "images/pet", "images/ct", "labels"
 CHANNEL_ORDERS = {"ct_pet": ("CT", "PET"), "pet_ct": ("PET", "CT")}

@@ -39,14 +39,17 @@ def paint_head(s: Scene) -> None:
     ellipsoid(
         cv, P(*head_c), head_s, act=p.suv.muscle * 0.9, hu=p.hu.muscle, shell=7, inner_act=0.5, inner_hu=p.hu.cortical
     )
-    ellipsoid(cv, P(*head_c), tuple(v - 7 for v in head_s), act=p.suv.marrow * 0.6, hu=p.hu.cortical)
+    with cv.painting("marrow"):
+        ellipsoid(cv, P(*head_c), tuple(v - 7 for v in head_s), act=p.suv.marrow * 0.6, hu=p.hu.cortical)
     brain = p.suv.brain
     bc, bs = s.org.brain.centre, s.org.brain.semi
-    ellipsoid(cv, P(*bc), bs, act=brain, hu=35.0, shell=11, inner_act=brain * 0.42, inner_hu=30.0)
+    with cv.painting("brain"):
+        ellipsoid(cv, P(*bc), bs, act=brain, hu=35.0, shell=11, inner_act=brain * 0.42, inner_hu=30.0)
+        for sx in (-1, 1):  # basal ganglia and cerebellum
+            ellipsoid(cv, P(sx * 22 * hs, 0.0, 90 * h), (10, 15, 11), act=brain * 0.95)
+            ellipsoid(cv, P(sx * 25 * hs, 50 * hs, 150), (30 * hs, 28, 22), act=brain * 0.72, hu=35.0)
     s.record("brain", bc, brain, 35.0, bs)
     for sx in (-1, 1):
-        ellipsoid(cv, P(sx * 22 * hs, 0.0, 90 * h), (10, 15, 11), act=brain * 0.95)
-        ellipsoid(cv, P(sx * 25 * hs, 50 * hs, 150), (30 * hs, 28, 22), act=brain * 0.72, hu=35.0)
         ellipsoid(cv, P(sx * 30 * hs, -55 * hs, 80), (12, 10, 10), act=0.3, hu=10.0)  # eyes
         ellipsoid(cv, P(sx * 45 * hs, 10.0, 170), (14, 18, 20), act=p.suv.salivary, hu=30.0)  # parotids
         ellipsoid(cv, P(sx * 17, -15.0, 190), (8, 10, 12), act=p.suv.tonsil, hu=40.0)  # tonsils
@@ -165,11 +168,12 @@ def paint_neck_glands(s: Scene) -> None:
             c = (sx * rng.uniform(40, 0.7 * A), rng.uniform(-0.3, 0.3) * B, rng.uniform(250, 320) * h)
         else:
             c = (sx * rng.uniform(25, 55), B - f - rng.uniform(20, 40), rng.uniform(320, 520) * h)
-        ellipsoid(
-            cv,
-            P(*c),
-            rng.uniform(5, 14, size=3),
-            rot=rotation(rng),
-            act=p.suv.brown_fat * rng.uniform(0.5, 1.0),
-            hu=p.hu.fat,
-        )
+        with cv.painting("brown_fat"):
+            ellipsoid(
+                cv,
+                P(*c),
+                rng.uniform(5, 14, size=3),
+                rot=rotation(rng),
+                act=p.suv.brown_fat * rng.uniform(0.5, 1.0),
+                hu=p.hu.fat,
+            )

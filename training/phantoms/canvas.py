@@ -7,7 +7,8 @@ Arrays are indexed [z, y, x]; coordinates are physical LPS mm of an axis-aligned
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 from scipy import ndimage
@@ -15,9 +16,20 @@ from scipy import ndimage
 #: a block of the canvas: index slices (z, y, x) and broadcastable float32 coordinates x, y, z
 Block = tuple[tuple[slice, slice, slice], np.ndarray, np.ndarray, np.ndarray]
 
+#: Classes of the organ map (``Canvas.org``, written as ORGANS.nii.gz): the structures with
+#: physiological uptake a lesion network must learn to leave alone, and the lesions themselves.
+ORGAN_CLASSES = ("background", "brain", "heart", "liver", "spleen", "kidney", "bladder", "bowel", "brown_fat",
+                 "marrow", "lesion")
+ORGAN = {name: index for index, name in enumerate(ORGAN_CLASSES)}
+
 
 class Canvas:
-    """Axis-aligned voxel block holding activity (SUV before blur), HU and the lesion label."""
+    """Axis-aligned voxel block holding activity (SUV before blur), HU, the lesion label and the organ map.
+
+    The organ map follows the activity: every paint of activity writes the class being painted
+    (``painting``; 0 outside any), so a later shape painted over an organ (the gallbladder in the
+    liver, a lesion in the spleen) takes its voxels, as it takes their uptake.
+    """
 
     def __init__(self, xs: np.ndarray, ys: np.ndarray, zs: np.ndarray) -> None:
         self.xs, self.ys, self.zs = xs, ys, zs
@@ -25,6 +37,17 @@ class Canvas:
         self.act = np.zeros(shape, np.float32)
         self.hu = np.full(shape, -1000.0, np.float32)
         self.lab = np.zeros(shape, np.uint8)
+        self.org = np.zeros(shape, np.uint8)
+        self.organ = 0
+
+    @contextmanager
+    def painting(self, organ: str) -> Iterator[None]:
+        """Paint the shapes drawn inside as ``organ`` (one of ``ORGAN_CLASSES``) in the organ map."""
+        before, self.organ = self.organ, ORGAN[organ]
+        try:
+            yield
+        finally:
+            self.organ = before
 
     def block(self, lo: Sequence[float], hi: Sequence[float]) -> Block | None:
         """Index slices and broadcastable float32 coordinates of the voxels inside [lo, hi]; None if empty."""
@@ -41,6 +64,8 @@ class Canvas:
 
     def paint(self, sl, mask: np.ndarray, act=None, hu=None, lab=None) -> None:
         """Set values where mask; value may be a scalar or an array shaped like the block."""
+        if act is not None:
+            self.org[sl][mask] = self.organ
         for arr, val in ((self.act, act), (self.hu, hu), (self.lab, lab)):
             if val is None:
                 continue

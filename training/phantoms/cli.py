@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 
 from training import layouts
 
@@ -45,6 +46,7 @@ class Options:
     lesions: bool | None
     channel_order: str
     ranges: str = "standard"
+    organs: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,14 +99,16 @@ def plan_cases(seeds: Sequence[int], studies_per_patient: int) -> list[PhantomJo
     return cases
 
 
-def case_files(case: PhantomJob, layout: str, channel_order: str) -> list[Path]:
+def case_files(case: PhantomJob, layout: str, channel_order: str, organs: bool = False) -> list[Path]:
     """Files of a case relative to --out, in the order they are moved in (label, CT, PET: PET defines a case).
 
-    Mirrors the names layouts.write_case uses; _write_case checks that they still agree.
+    Mirrors the names layouts.write_case uses; _write_case checks that they still agree. ``organs``
+    (TCIA only): the organ map too, before the PET.
     """
     if layout == "tcia":
         study = Path(case.patient_id) / case.case_id[len(case.patient_id) + 1 :]
-        return [study / layouts.TCIA_LABEL, study / layouts.TCIA_CT, study / layouts.TCIA_PET]
+        extra = [study / layouts.TCIA_ORGANS] if organs else []
+        return [study / layouts.TCIA_LABEL, study / layouts.TCIA_CT, *extra, study / layouts.TCIA_PET]
     if layout == "nnunet":
         pet_ch = layouts.CHANNEL_ORDERS[channel_order].index("PET")
         end = layouts.NNUNET_ENDING
@@ -121,7 +125,7 @@ def case_files(case: PhantomJob, layout: str, channel_order: str) -> list[Path]:
 
 
 def is_complete(case: PhantomJob, opts: Options) -> bool:
-    return all((opts.out / rel).is_file() for rel in case_files(case, opts.layout, opts.channel_order))
+    return all((opts.out / rel).is_file() for rel in case_files(case, opts.layout, opts.channel_order, opts.organs))
 
 
 # --------------------------------------------------------------------------------------------
@@ -157,7 +161,10 @@ def make_case(case: PhantomJob, opts: Options) -> str:
             channel_order=opts.channel_order,
         )
         written = [p.relative_to(staging) for p in (rec.label, rec.ct, rec.pet)]
-        expected = case_files(case, opts.layout, opts.channel_order)
+        if opts.organs:
+            sitk.WriteImage(ph.organs, str(rec.label.parent / layouts.TCIA_ORGANS), useCompression=True)
+            written.insert(2, (rec.label.parent / layouts.TCIA_ORGANS).relative_to(staging))
+        expected = case_files(case, opts.layout, opts.channel_order, opts.organs)
         if written != expected:
             raise RuntimeError(f"layouts.write_case wrote {written}, expected {expected}; update case_files")
         for rel in expected:
@@ -255,6 +262,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="the profile values are drawn from: standard (historical), wide (the demo's training "
                         "data), shifted (outside wide: a held-out set); docs/phantoms.md#ranges")
     p.add_argument("--channel-order", choices=["ct_pet", "pet_ct"], default="ct_pet", help="nnU-Net only")
+    p.add_argument("--organs", action="store_true",
+                   help="TCIA layout: also write the organ map ORGANS.nii.gz beside SEG.nii.gz (classes: "
+                        "training.phantoms.canvas.ORGAN_CLASSES; for organ-supervised training)")
     p.add_argument(
         "--studies-per-patient",
         type=int,
@@ -295,7 +305,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         lesions={"auto": None, "yes": True, "no": False}[args.lesions],
         channel_order=args.channel_order,
         ranges=args.ranges,
+        organs=args.organs,
     )
+    if args.organs and args.layout != "tcia":
+        p.error("--organs writes the organ map in the TCIA layout only")
     args.out.mkdir(parents=True, exist_ok=True)
     try:
         claim_ranges(args.out, args.ranges)

@@ -115,12 +115,13 @@ def _orient(arr: np.ndarray, perm: tuple[list[int], list[int]]) -> np.ndarray:
 
 
 def to_images(arrays: Sequence[np.ndarray], rg: RenderGrid, grid: ImageGrid) -> list[sitk.Image]:
-    """PET, CT and label arrays on the render grid as images on the requested grid."""
+    """PET, CT, label and organ-map arrays on the render grid as images on the requested grid."""
     if rg.perm is not None:
         return [grid.apply_to(sitk.GetImageFromArray(_orient(arr, rg.perm))) for arr in arrays]
     ref = grid.apply_to(sitk.Image(list(grid.shape), sitk.sitkUInt8))
     images = []
-    resampling = ((sitk.sitkLinear, 0.0), (sitk.sitkLinear, -1000.0), (sitk.sitkNearestNeighbor, 0.0))
+    resampling = ((sitk.sitkLinear, 0.0), (sitk.sitkLinear, -1000.0), (sitk.sitkNearestNeighbor, 0.0),
+                  (sitk.sitkNearestNeighbor, 0.0))
     for arr, (interp, fill) in zip(arrays, resampling, strict=True):
         src = sitk.GetImageFromArray(arr)
         src.SetSpacing(tuple(rg.spacing))

@@ -75,7 +75,8 @@ def paint_lesion(cv: Canvas, centre: Vec3, les: Lesion) -> None:
         mask = d2 <= d2.min() + 1e-3
         if float(d2.min()) > (r + 2) ** 2:
             return
-    cv.paint(sl, mask, act=_uptake(x, y, z, rho, les), lab=1)
+    with cv.painting("lesion"):  # a lesion keeps its own class where it lies in an organ
+        cv.paint(sl, mask, act=_uptake(x, y, z, rho, les), lab=1)
     if les.site.startswith("bone"):
         return  # bone lesions are not visible in this CT
     base = cv.hu[sl]

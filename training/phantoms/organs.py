@@ -23,20 +23,21 @@ def paint_lungs_and_heart(s: Scene) -> None:
     blood = p.suv.blood
     hc, hsz = org.heart.centre, org.heart.semi
     hrot = rotation(angles=(0.3, 0.5, 0.5))
-    ellipsoid(cv, P(*hc), hsz, rot=hrot, act=blood, hu=p.hu.blood)
     lv_c = (hc[0] + 14, hc[1] + 4, hc[2] + 10)
     lv_s = (40 * p.build.half_width_mm / 165, 36, 46)
-    ellipsoid(
-        cv,
-        P(*lv_c),
-        lv_s,
-        rot=hrot,
-        act=p.suv.myocardium,
-        hu=p.hu.muscle,
-        shell=11,
-        inner_act=blood,
-        inner_hu=p.hu.blood,
-    )
+    with cv.painting("heart"):
+        ellipsoid(cv, P(*hc), hsz, rot=hrot, act=blood, hu=p.hu.blood)
+        ellipsoid(
+            cv,
+            P(*lv_c),
+            lv_s,
+            rot=hrot,
+            act=p.suv.myocardium,
+            hu=p.hu.muscle,
+            shell=11,
+            inner_act=blood,
+            inner_hu=p.hu.blood,
+        )
     s.record("blood_pool", lv_c, blood, p.hu.blood)
 
 
@@ -77,24 +78,27 @@ def paint_upper_abdomen(s: Scene) -> None:
     p, cv, P, org = s.patient, s.cv, s.at, s.org
     A, B = p.build.half_width_mm, p.build.half_depth_mm
     lrot = rotation(angles=(0.0, 0.15, 0.1 * p.jitter[10]))
-    ellipsoid(cv, P(*org.liver.centre), org.liver.semi, rot=lrot, act=p.suv.liver, hu=p.hu.liver)
+    with cv.painting("liver"):
+        ellipsoid(cv, P(*org.liver.centre), org.liver.semi, rot=lrot, act=p.suv.liver, hu=p.hu.liver)
     s.record("liver", org.liver.centre, p.suv.liver, p.hu.liver, org.liver.semi)
     lc = org.liver.centre
     ellipsoid(cv, P(lc[0] + 0.15 * A, lc[1] - 0.3 * B, lc[2] + 55), (15, 15, 30), act=0.4, hu=10.0)  # gallbladder
     srot = rotation(angles=(0.2, 0.0, 0.6))
-    ellipsoid(cv, P(*org.spleen.centre), org.spleen.semi, rot=srot, act=p.suv.spleen, hu=48.0)
+    with cv.painting("spleen"):
+        ellipsoid(cv, P(*org.spleen.centre), org.spleen.semi, rot=srot, act=p.suv.spleen, hu=48.0)
     s.record("spleen", org.spleen.centre, p.suv.spleen, 48.0, org.spleen.semi)
     gas = p.jitter[11] > 0
-    ellipsoid(
-        cv,
-        P(*org.stomach.centre),
-        org.stomach.semi,
-        act=p.suv.stomach,
-        hu=35.0,
-        shell=6,
-        inner_act=0.3 if gas else p.suv.stomach * 0.6,
-        inner_hu=-950.0 if gas else 15.0,
-    )
+    with cv.painting("bowel"):  # the stomach, with the bowel: the digestive tract
+        ellipsoid(
+            cv,
+            P(*org.stomach.centre),
+            org.stomach.semi,
+            act=p.suv.stomach,
+            hu=35.0,
+            shell=6,
+            inner_act=0.3 if gas else p.suv.stomach * 0.6,
+            inner_hu=-950.0 if gas else 15.0,
+        )
 
 
 #: colon frame, body-relative (x as a fraction of A, y of B, t in mm before height scaling)

@@ -29,12 +29,16 @@ from .scanner import apply_scanner
 
 @dataclass
 class Phantom:
-    """One synthetic study: PET (SUV), CT (HU) and lesion label on one grid, plus ground-truth info."""
+    """One synthetic study: PET (SUV), CT (HU) and lesion label on one grid, plus ground-truth info.
+
+    ``organs`` is the organ map on the same grid (classes ``canvas.ORGAN_CLASSES``: the structures
+    with physiological uptake, and the lesions), for organ-supervised training."""
 
     pet: sitk.Image
     ct: sitk.Image
     label: sitk.Image
     info: dict
+    organs: sitk.Image | None = None
 
 
 def _image_grid(
@@ -59,7 +63,7 @@ def _image_grid(
 
 def _render_arrays(
     seed: int, patient: Patient, lesions: list[Lesion], rg: RenderGrid, suv_calibration: float = 1.0
-) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], dict[str, Any]]:
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], dict[str, Any]]:
     """Render and blur the block that can hold the body; everything outside is air. Returns arrays + organ info.
 
     ``suv_calibration`` scales the finished PET, as a wrong weight, dose or uptake time scales a
@@ -78,10 +82,12 @@ def _render_arrays(
     pet = np.zeros(rg.shape_zyx, np.float32)
     ct = np.full(rg.shape_zyx, -1000, np.int16)
     lab = np.zeros(rg.shape_zyx, np.uint8)
+    org = np.zeros(rg.shape_zyx, np.uint8)
     pet[sl] = cv.act
     ct[sl] = np.clip(np.rint(cv.hu), -1024, 3071).astype(np.int16)
     lab[sl] = cv.lab
-    return (pet, ct, lab), organs
+    org[sl] = cv.org
+    return (pet, ct, lab, org), organs
 
 
 def _lesion_info(patient: Patient, lesions: list[Lesion], grid: ImageGrid) -> list[dict[str, Any]]:
@@ -131,7 +137,7 @@ def make_phantom(
     grid = _image_grid(patient, shape, spacing, direction, origin)
     rg = plan_render_grid(grid, signed_permutation(grid.direction))
     arrays, organs = _render_arrays(seed, patient, les, rg, calibration)
-    pet_img, ct_img, lab_img = to_images(arrays, rg, grid)
+    pet_img, ct_img, lab_img, org_img = to_images(arrays, rg, grid)
     del arrays
     info = {
         "seed": int(seed),
@@ -144,4 +150,4 @@ def make_phantom(
         "spacing": list(grid.spacing),
         "generation_s": round(time.perf_counter() - t0, 3),
     }
-    return Phantom(pet=pet_img, ct=ct_img, label=lab_img, info=info)
+    return Phantom(pet=pet_img, ct=ct_img, label=lab_img, info=info, organs=org_img)

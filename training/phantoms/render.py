@@ -37,6 +37,17 @@ STEPS: tuple[Callable[[Scene], None], ...] = (
     organs.paint_bladder,
 )
 
+#: Steps that paint one class of the organ map throughout (the ureters count as kidney, the
+#: intervertebral discs as marrow).
+STEP_ORGANS: dict[Callable[[Scene], None], str] = {
+    organs.paint_chest_bones: "marrow",
+    organs.paint_bowel: "bowel",
+    organs.paint_kidneys: "kidney",
+    organs.paint_spine: "marrow",
+    organs.paint_pelvis: "marrow",
+    organs.paint_bladder: "bladder",
+}
+
 
 def apply_texture(s: Scene) -> None:
     """Physiological texture: a smooth multiplicative field (5-15%) anchored in physical space."""
@@ -49,7 +60,11 @@ def render(cv: Canvas, patient: Patient, lesions: list[Lesion], tex_rng: np.rand
     """Paint anatomy + lesions onto the canvas (activity pre-blur, HU, label). Returns organ info."""
     scene = Scene(cv, patient, tex_rng)
     for step in STEPS:
-        step(scene)
+        if step in STEP_ORGANS:
+            with cv.painting(STEP_ORGANS[step]):
+                step(scene)
+        else:  # the organ map's classes are set inside the step, where it paints several structures
+            step(scene)
     apply_texture(scene)
     for les in lesions:  # after the texture: a lesion's uptake is its own
         paint_lesion(cv, scene.at(*les.centre_body), les)
