@@ -22,6 +22,7 @@ and the DICOM-SEG (highdicom) references each of them.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import logging
 import math
@@ -71,6 +72,9 @@ class PetVolume:
     series: Series
     #: Why the values are not SUV (the stored values were kept), or None when they are SUV.
     suv_missing: str | None = None
+    #: A multi-frame (enhanced) PET: the one dataset, and the frame index (0-based) of each of ``slices``.
+    multiframe: pydicom.Dataset | None = None
+    frame_of_slice: tuple[int, ...] = ()
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -253,11 +257,12 @@ def read_pet_series(series: Series) -> PetVolume:
         slices = [pydicom.dcmread(p) for p in series.files]
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"{series.name()}: a file could not be read ({exc})") from None
-    frames = max(int(ds.get("NumberOfFrames") or 1) for ds in slices)
-    if frames > 1:  # Enhanced / Legacy Converted Enhanced PET: geometry and rescale in functional groups
-        raise InputError(f"{series.name()}: a multi-frame PET ({frames} frames in one file, SOP class "
-                         f"{slices[0].get('SOPClassUID', '?')}); not read yet: export the series as single-frame "
-                         "PET Image Storage")
+    multiframe = None
+    if any(int(ds.get("NumberOfFrames") or 1) > 1 for ds in slices):
+        if len(slices) != 1:
+            raise InputError(f"{series.name()}: {len(slices)} multi-frame files in one series; one expected")
+        multiframe = slices[0]
+        slices = frames_as_slices(multiframe, series)
     slices, direction, (spacing, origin) = _geometry(slices, series)
     try:
         factor, missing = suv_factor(slices[0], slices, series), None
@@ -272,7 +277,61 @@ def read_pet_series(series: Series) -> PetVolume:
     image.SetSpacing(spacing)
     image.SetOrigin(origin)
     image.SetDirection(tuple(float(v) for v in direction.ravel()))
-    return PetVolume(image, slices, series, missing)
+    frame_of_slice = tuple(int(ds.frame_index) for ds in slices) if multiframe is not None else ()
+    return PetVolume(image, slices, series, missing, multiframe, frame_of_slice)
+
+
+#: Attributes a frame of an enhanced PET takes from the functional groups (per frame first, then shared).
+_FRAME_GROUPS = (("PlanePositionSequence", ("ImagePositionPatient",)),
+                 ("PlaneOrientationSequence", ("ImageOrientationPatient",)),
+                 ("PixelMeasuresSequence", ("PixelSpacing", "SliceThickness")),
+                 ("PixelValueTransformationSequence", ("RescaleSlope", "RescaleIntercept")),
+                 ("UnassignedSharedConvertedAttributesSequence", None),
+                 ("UnassignedPerFrameConvertedAttributesSequence", None))
+
+
+def frames_as_slices(ds: pydicom.Dataset, series: Series) -> list[pydicom.Dataset]:
+    """An Enhanced or Legacy Converted Enhanced PET as one single-frame dataset per frame, so that the
+    single-frame rules (geometry, SUV, refusals) apply unchanged.
+
+    Each frame gets the file's top-level attributes, then the shared functional groups', then its own
+    (position, orientation, pixel spacing, rescale, and a legacy conversion's unassigned attributes:
+    Units, DecayCorrection, the radiopharmaceutical, times), its decoded pixels, and ``frame_index``
+    (0-based) so that a SEG can refer back to the frame.
+    """
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:  # noqa: BLE001 - e.g. a compressed transfer syntax without its decoder
+        raise InputError(f"{series.name()}: pixel data could not be decoded ({exc})") from None
+    shared = ds.get("SharedFunctionalGroupsSequence", [pydicom.Dataset()])[0]
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence", [])
+    if len(per_frame) != len(pixels):
+        raise InputError(f"{series.name()}: {len(pixels)} frames but {len(per_frame)} per-frame functional groups")
+    top = pydicom.Dataset()
+    for element in ds:
+        if element.keyword not in ("PixelData", "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence",
+                                   "NumberOfFrames"):
+            top.add(element)
+    out = []
+    for index, (frame, groups) in enumerate(zip(pixels, per_frame, strict=True)):
+        item = copy.deepcopy(top)
+        for source in (shared, groups):
+            for sequence, keywords in _FRAME_GROUPS:
+                if sequence not in source or not len(source[sequence].value):
+                    continue
+                inner = source[sequence].value[0]
+                for element in inner:
+                    if keywords is None or element.keyword in keywords:
+                        item.add(copy.deepcopy(element))
+        item.file_meta = FileMetaDataset()
+        item.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        item.PixelData = np.ascontiguousarray(frame).tobytes()
+        item.frame_index = index  # a Python attribute, not a DICOM element
+        out.append(item)
+    return out
 
 
 def algorithm_version() -> str:
@@ -313,7 +372,7 @@ def _fill_type2_attributes(pet: PetVolume) -> None:
     The mask needs none of them, and without them highdicom stops on the first missing one, after the
     case was computed. ``StudyInstanceUID`` (Type 1) cannot be made up: a SEG must name its study.
     """
-    for ds in pet.slices:
+    for ds in _seg_sources(pet):
         if not ds.get("StudyInstanceUID"):
             raise InputError(f"{pet.series.name()}: missing StudyInstanceUID, which a DICOM-SEG must refer to")
         for keyword in TYPE2_COPIED:
@@ -334,6 +393,10 @@ def write_seg(mask: sitk.Image, pet: PetVolume, path: Path, version: str | None 
     frames = sitk.GetArrayFromImage(mask).astype(np.uint8)  # (z, y, x): frame k lies on pet.slices[k]
     if frames.shape != (len(pet.slices), int(pet.slices[0].Rows), int(pet.slices[0].Columns)):
         raise ValueError(f"mask of shape {frames.shape} is not on the PET series' frames")
+    if pet.multiframe is not None:  # the SEG's frames in the source file's frame order
+        order = np.empty(len(pet.frame_of_slice), dtype=int)
+        order[list(pet.frame_of_slice)] = np.arange(len(pet.frame_of_slice))
+        frames = frames[order]
     segment = hd.seg.SegmentDescription(
         segment_number=1, segment_label="lesion",
         segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
@@ -341,7 +404,7 @@ def write_seg(mask: sitk.Image, pet: PetVolume, path: Path, version: str | None 
         algorithm_identification=hd.AlgorithmIdentificationSequence(
             name=algorithm, family=codes.cid7162.ArtificialIntelligence, version=version))
     seg = hd.seg.Segmentation(
-        source_images=pet.slices, pixel_array=frames, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        source_images=_seg_sources(pet), pixel_array=frames, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[segment], series_instance_uid=hd.UID(), series_number=9901,
         sop_instance_uid=hd.UID(), instance_number=1, manufacturer="autopet-sw-unet",
         manufacturer_model_name=algorithm, software_versions=version, device_serial_number="0",
@@ -349,11 +412,22 @@ def write_seg(mask: sitk.Image, pet: PetVolume, path: Path, version: str | None 
     write_atomic(path, lambda tmp: seg.save_as(tmp))
 
 
+def _seg_sources(pet: PetVolume) -> list[pydicom.Dataset]:
+    """The datasets a SEG refers to: the slices, or the one multi-frame file."""
+    return [pet.multiframe] if pet.multiframe is not None else pet.slices
+
+
 def read_seg_mask(path: Path, pet: PetVolume) -> np.ndarray:
     """The SEG's lesion frames as a (z, y, x) uint8 array in ``pet``'s slice order (for checks and tests)."""
     import highdicom as hd
 
     seg = hd.seg.segread(path)
+    if pet.multiframe is not None:
+        frames = seg.get_pixels_by_source_frame(
+            source_sop_instance_uid=pet.multiframe.SOPInstanceUID,
+            source_frame_numbers=[k + 1 for k in pet.frame_of_slice], segment_numbers=[1],
+            assert_missing_frames_are_empty=True)
+        return np.ascontiguousarray(frames[..., 0]).astype(np.uint8)
     uids = [ds.SOPInstanceUID for ds in pet.slices]
     frames = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[1],
                                                assert_missing_frames_are_empty=True)

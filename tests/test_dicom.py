@@ -385,19 +385,34 @@ def test_a_seg_that_cannot_be_written_leaves_the_mask_as_mha_named_in_results(tm
     assert "StudyInstanceUID" in entry["dicom_seg_not_written"] and entry["error_messages"] == []
 
 
-def test_a_multi_frame_pet_is_refused_in_one_line(tmp_path, phantom):
-    """A Legacy Converted Enhanced PET (highdicom's conversion of the project's series, as a PACS makes
-    them): not read yet, so the case is refused before any computing, in one line saying what it is."""
+def test_a_multi_frame_pet_is_read_and_its_seg_refers_to_its_frames(tmp_path, phantom):
+    """A Legacy Converted Enhanced PET (highdicom's conversion of the project's single-frame series, as a
+    PACS makes them; geometry and rescale in the functional groups, the SUV headers among the converted
+    attributes): read to the same SUV volume as the single-frame series, segmented to the same mask,
+    and written back as a SEG that highdicom parses frame by frame onto the multi-frame source."""
     from highdicom.legacy import LegacyConvertedEnhancedPETImage
 
-    write_dicom_study(phantom, tmp_path / "single")
-    slices = [pydicom.dcmread(p) for p in sorted((tmp_path / "single" / "PT").iterdir())]
+    root = tmp_path / "input"
+    write_dicom_study(phantom, root / "single")
+    slices = [pydicom.dcmread(p) for p in sorted((root / "single" / "PT").iterdir())]
+    slices = slices[::2] + slices[1::2]  # frames out of z order: the reader sorts, the SEG maps back
     enhanced = LegacyConvertedEnhancedPETImage(slices, series_instance_uid=hd.UID(), series_number=2,
                                                sop_instance_uid=hd.UID(), instance_number=1)
-    (tmp_path / "multi").mkdir()
-    enhanced.save_as(tmp_path / "multi" / "pet.dcm")
-    assert int(pydicom.dcmread(tmp_path / "multi" / "pet.dcm").NumberOfFrames) == len(slices)
-    with pytest.raises(InputError, match=r"a multi-frame PET \(\d+ frames in one file, SOP class 1\.2\.840\.10008\."
-                                         r"5\.1\.4\.1\.1\.128\.1\); not read yet") as err:
-        read_pet_series(pet_series(tmp_path / "multi"))
-    assert "\n" not in str(err.value)
+    (root / "multi").mkdir()
+    enhanced.save_as(root / "multi" / "pet.dcm")
+    assert int(pydicom.dcmread(root / "multi" / "pet.dcm").NumberOfFrames) == len(slices)
+    single, multi = (read_pet_series(pet_series(root / name)) for name in ("single", "multi"))
+    assert multi.suv_missing is None and multi.image.GetSize() == single.image.GetSize()
+    assert multi.image.GetOrigin() == pytest.approx(single.image.GetOrigin())
+    assert multi.image.GetDirection() == pytest.approx(single.image.GetDirection())
+    np.testing.assert_allclose(sitk.GetArrayFromImage(multi.image), sitk.GetArrayFromImage(single.image),
+                               rtol=1e-6, atol=1e-6)
+    code = process.main(["--input", str(root), "--output", str(tmp_path / "out"), "--weights", str(HOTSPOT_WEIGHTS),
+                         "--device", "cpu"])
+    assert code == 0
+    masks = {name: read_seg_mask(tmp_path / "out" / OUT_SUB / f"{name}.dcm", pet)
+             for name, pet in (("single", single), ("multi", multi))}
+    assert masks["single"].any() and np.array_equal(masks["single"], masks["multi"])
+    seg = hd.seg.segread(tmp_path / "out" / OUT_SUB / "multi.dcm")
+    referenced = seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID
+    assert referenced == enhanced.SOPInstanceUID
