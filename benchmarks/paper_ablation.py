@@ -15,6 +15,12 @@ held-out phantoms through ``Predictor`` (the container's code) at overlap 0, 0.2
 with a plain inferer (the network once over the body's box, padded to a multiple of the network's
 stride). Each training runs in its own process (its peak RSS is its own) and resumes where a killed
 run stopped; scores are kept per case, so a rerun goes on.
+
+``--variants window-overlap-0 window-overlap-0.25`` trains the paper's Table 4 against Table 3: both
+through the window, at overlap 0 and 0.25, on 128^3 crops where the two place different windows
+(``VARIANT_SETTINGS``); ``--preset demo-wide --init-from weights/fold0.pt`` starts both from a network
+that already segments. ``--trained-weights weights`` trains nothing and scores trained networks at
+every overlap and with the plain inferer (Tables 3 and 1 with networks that segment).
 """
 
 from __future__ import annotations
@@ -33,22 +39,31 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("sliding", "simple")
 OVERLAPS = (0.0, 0.25, 0.5, 0.75)
-CROP = (96, 96, 96)
+#: The training forward passes compared: (training inferer, its overlap, crop side). ``sliding`` and
+#: ``simple`` are the recorded run's (a window against none, 96^3 crops, where overlap 0 and 0.25 place
+#: the same two windows per axis); the ``window-overlap-*`` pair is the paper's Table 4 against Table 3
+#: at a crop where the two overlaps place different windows: 64^3 windows in 128^3 crops, starts 0/64
+#: at overlap 0 (8 windows) against 0/48/64 at 0.25 (27 windows). The paper's 224^3 crops with 128^3
+#: windows place starts 0/96 at both overlaps.
+VARIANT_SETTINGS = {"sliding": ("sliding", 0.25, 96), "simple": ("simple", 0.25, 96),
+                    "window-overlap-0": ("sliding", 0.0, 128), "window-overlap-0.25": ("sliding", 0.25, 128)}
+VARIANTS = ("sliding", "simple")
 #: The paper's figures (validation Dice, autoPET): Table 1 (interactive code), Tables 3 and 4.
 PAPER = {"table1": {"sliding": 83.83, "simple inferer": 81.02},
          "table3_trained_overlap_0.25": {0.0: 66.33, 0.25: 73.04, 0.5: 73.54, 0.75: 74.07},
          "table4_trained_overlap_0": {0.0: 66.57, 0.25: 71.35, 0.5: 71.99, 0.75: 72.86}}
 
 
-def configs(variant: str, epochs: int, iters: int):
+def configs(variant: str, epochs: int, iters: int, preset_name: str = "demo", lr: float | None = None):
     from model.config import preset
     from training.recipe import demo_train_config
 
-    config = preset("demo").with_(crop_size=CROP, name="demo-ablation")
-    train = demo_train_config().with_(train_inferer=variant, epochs=epochs, iters_per_epoch=iters, batch_size=1,
-                                      val_every=10 ** 6, seed=0, name=f"ablation-{variant}")
+    inferer, overlap, side = VARIANT_SETTINGS[variant]
+    config = preset(preset_name).with_(crop_size=(side,) * 3, name=f"{preset_name}-ablation")
+    train = demo_train_config().with_(train_inferer=inferer, train_sw_overlap=overlap, epochs=epochs,
+                                      iters_per_epoch=iters, batch_size=1, val_every=10 ** 6, seed=0, lr=lr,
+                                      name=f"ablation-{variant}")
     return config, train
 
 
@@ -70,10 +85,10 @@ def train_variant(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     records = make_phantoms(args.work / "train", args.train_seeds)
-    config, train = configs(args.variant, args.epochs, args.iters)
+    config, train = configs(args.variant, args.epochs, args.iters, args.preset, args.lr)
     started = time.monotonic()
     result = fit(as_sources(records), [], config, train, args.work / args.variant, cache_dir=args.work / "cache",
-                 resume=True, device="cpu", progress=False)
+                 resume=True, device="cpu", progress=False, init=args.init_from)
     state = torch.load(args.work / args.variant / "last.pt", map_location="cpu", weights_only=True)
     history = state["history"]
     steps = sum(int(row.get("steps", 0)) for row in history)
@@ -107,7 +122,7 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
     """Dice / FPV / FNV of both networks at every overlap and with the plain inferer; cached per case."""
     from model.network import load_ensemble
 
-    networks = {variant: load_ensemble([args.work / variant / "last.pt"])[0] for variant in VARIANTS}
+    networks = {variant: load_ensemble([args.work / variant / "last.pt"])[0] for variant in args.variants}
     return score_networks(args, networks)
 
 
@@ -208,7 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=16)
     p.add_argument("--iters", type=int, default=25, help="optimiser steps per epoch")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)  # internal: train one, in a child
+    p.add_argument("--variant", choices=tuple(VARIANT_SETTINGS), help=argparse.SUPPRESS)  # internal: one, in a child
+    p.add_argument("--variants", nargs="+", choices=tuple(VARIANT_SETTINGS), default=list(VARIANTS),
+                   help="training forward passes to compare (default: sliding simple, the recorded run; the paper's "
+                        "Table 4 against Table 3: window-overlap-0 window-overlap-0.25)")
+    p.add_argument("--preset", default="demo", help="the network (demo, or demo-wide to warm-start from weights/)")
+    p.add_argument("--init-from", type=Path, help="warm-start every variant from this checkpoint (same network)")
+    p.add_argument("--lr", type=float, help="learning rate (default: the demo recipe's)")
     p.add_argument("--trained-weights", type=Path,
                    help="no training: score these trained networks (e.g. the shipped folds, weights/) instead, "
                         "each on its own: Tables 3 and 1 with networks that segment")
@@ -225,15 +246,19 @@ def main(argv: list[str] | None = None) -> int:
                              "test_seeds": args.test_seeds, "scores": score_networks(args, _trained(args)),
                              "paper": {k: {str(kk): vv for kk, vv in v.items()} for k, v in PAPER.items()}})
     training = {}
-    for variant in VARIANTS:
+    for variant in args.variants:
         child = [sys.executable, "-m", "benchmarks.paper_ablation", "--variant", variant, "--work", str(args.work),
                  "--train-seeds", args.train_seeds, "--epochs", str(args.epochs), "--iters", str(args.iters),
-                 "--threads", str(args.threads)]
+                 "--threads", str(args.threads), "--preset", args.preset,
+                 *(["--init-from", str(args.init_from)] if args.init_from else []),
+                 *(["--lr", str(args.lr)] if args.lr else [])]
         out = subprocess.run(child, check=True, cwd=ROOT, stdout=subprocess.PIPE, text=True,
                              env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}).stdout
         training[variant] = json.loads(out.strip().splitlines()[-1])
         print(json.dumps(training[variant]), flush=True)
-    result = {"command": command, "train_seeds": args.train_seeds, "test_seeds": args.test_seeds, "crop": CROP,
+    result = {"command": command, "train_seeds": args.train_seeds, "test_seeds": args.test_seeds,
+              "crops": {v: VARIANT_SETTINGS[v][2] for v in args.variants}, "preset": args.preset,
+              "init_from": str(args.init_from) if args.init_from else None,
               "epochs": args.epochs, "iters_per_epoch": args.iters, "training": training, "scores": score(args),
               "paper": {k: {str(kk): vv for kk, vv in v.items()} for k, v in PAPER.items()}}
     return _write(args, result)
