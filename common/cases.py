@@ -23,3 +23,5 @@ class Case:
     prediction: Path | None = None
     #: A reader's clicks for an interactive network (autoPET IV's lesion-clicks.json), where given.
     clicks: Path | None = None
+    #: An organ map beside the label (the phantoms' ORGANS.nii.gz), for organ-supervised training.
+    organs: Path | None = None

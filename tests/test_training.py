@@ -49,9 +49,10 @@ def write_tcia_phantoms(root: Path, seeds: list[int]) -> list[Case]:
         ph = make_phantom(seed, shape=SHAPE, spacing=SPACING, origin=origin, lesions=with_lesion)
         folder = root / f"PETCT_{seed:04d}" / "study0"
         folder.mkdir(parents=True, exist_ok=True)
-        for name, image in (("SUV", ph.pet), ("SEG", ph.label), ("CTres", ph.ct)):
+        for name, image in (("SUV", ph.pet), ("SEG", ph.label), ("CTres", ph.ct), ("ORGANS", ph.organs)):
             sitk.WriteImage(image, str(folder / f"{name}.nii.gz"))
-        sources.append(Case(f"PETCT_{seed:04d}_study0", folder / "SUV.nii.gz", label=folder / "SEG.nii.gz"))
+        sources.append(Case(f"PETCT_{seed:04d}_study0", folder / "SUV.nii.gz", label=folder / "SEG.nii.gz",
+                            organs=folder / "ORGANS.nii.gz"))
     return sources
 
 

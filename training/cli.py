@@ -106,6 +106,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         train_inferer=args.train_inferer,
         train_sw_overlap=args.train_sw_overlap,
         intensity_aug=args.intensity_aug,
+        organ_weight=args.organ_weight,
     )
     if (
         args.hot_neg is not None and args.hot_neg > 0 and base.hot_neg == 0
@@ -415,6 +416,10 @@ def _add_training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--intensity-aug", action=argparse.BooleanOptionalAction, default=None,
                    help="gamma, contrast, brightness, noise, blur and low-resolution augmentation of the PET "
                         "(training/augmentation.py; demo presets: on, paper: off)")
+    p.add_argument("--organ-weight", type=float,
+                   help="organ supervision: weight of a training-only organ head's cross-entropy against each "
+                        "case's ORGANS.nii.gz (phantoms made with --organs); exports keep the lesion network only "
+                        "(default 0: off, as the paper)")
     p.add_argument("--crop-size", type=int, nargs=3, metavar=("X", "Y", "Z"),
                    help="training crop in voxels instead of the preset's, same network (demo presets: 96; 64, the "
                         "window, is one window per crop: 1.6 s a step on two cores against 11 s)")

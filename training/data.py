@@ -63,7 +63,8 @@ def component_pool(mask: np.ndarray, balance: float, rng: np.random.Generator,
 
 def as_sources(records: Sequence[Any]) -> list[Case]:
     """The cases training reads (a PET and its label), from layout cases or anything with case_id, pet, label."""
-    return [Case(str(r.case_id), Path(r.pet), label=Path(r.label)) for r in records]
+    return [Case(str(r.case_id), Path(r.pet), label=Path(r.label),
+                 organs=Path(r.organs) if getattr(r, "organs", None) else None) for r in records]
 
 
 def cache_key(config: ModelConfig, dtype: str = "float32") -> str:
@@ -92,19 +93,34 @@ def _one_thread() -> None:
 
 def preprocess_case(source: Case, config: ModelConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run the deterministic transforms: (pet float32 XYZ, label uint8 XYZ, RAS affine 4x4)."""
+    pet, label, affine, _ = _preprocess(source, config, organs=False)
+    return pet, label, affine
+
+
+def preprocess_organs(source: Case, config: ModelConfig) -> np.ndarray:
+    """The organ map on the working grid (uint8 XYZ), resampled as the label is."""
+    return _preprocess(source, config, organs=True)[3]
+
+
+def _preprocess(source: Case, config: ModelConfig, organs: bool
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    files = {"pet": str(source.pet), "label": str(source.label)}
+    if organs:
+        files["organs"] = str(source.organs)
     try:
-        data = deterministic_transforms(config)({"pet": str(source.pet), "label": str(source.label)})
+        data = deterministic_transforms(config, organs=organs)(files)
     except Exception as err:  # MONAI reports "applying transform <LoadImaged ...>"; say which files and why
         root = err
         while root.__cause__ is not None:
             root = root.__cause__
-        raise LayoutError(f"case {source.case_id} ({source.pet}, {source.label}): cannot be preprocessed: "
+        raise LayoutError(f"case {source.case_id} ({', '.join(files.values())}): cannot be preprocessed: "
                           f"{type(root).__name__}: {str(root).strip().splitlines()[0] if str(root).strip() else ''}"
                           ) from err
     pet = np.asarray(data["pet"][0], dtype=np.float32)
     label = (np.asarray(data["label"][0]) > 0.5).astype(np.uint8)
     affine = np.asarray(data["pet"].affine, dtype=np.float64)
-    return pet, label, affine
+    organ_map = np.rint(np.asarray(data["organs"][0])).astype(np.uint8) if organs else None
+    return pet, label, affine, organ_map
 
 
 class CaseStore:
@@ -192,6 +208,17 @@ class CaseStore:
         mode = "r" if mmap else None
         return np.load(pet_p, mmap_mode=mode), np.load(lab_p, mmap_mode=mode), json.loads(meta_p.read_text())
 
+    def load_organs(self, case_id: str, mmap: bool = True) -> np.ndarray:
+        """The case's organ map on the working grid, made on first use (a file beside the cached case)."""
+        path = self.folder / f"{case_id}.organs.npy"
+        if not path.is_file():
+            source = self.by_id[case_id]
+            if source.organs is None:
+                raise LayoutError(f"case {case_id}: no organ map (ORGANS.nii.gz beside {source.label}); organ "
+                                  "supervision needs one per case: make the phantoms with --organs")
+            _atomic_save_npy(preprocess_organs(source, self.config), path)
+        return np.load(path, mmap_mode="r" if mmap else None)
+
     def has_lesion(self, case_id: str) -> bool:
         return self.load(case_id)[2]["lesion_voxels"] > 0
 
@@ -249,11 +276,14 @@ class CropDataset(Dataset):
         hot_path = self.train.uses_hot_sampler
         pet, label, _ = self.store.load(case_id, mmap=hot_path)
         item: dict[str, Any] = {"pet": pet[None], "label": label[None], "case_id": case_id}
+        if self.train.organ_weight > 0:
+            item["organs"] = self.store.load_organs(case_id, mmap=hot_path)[None]
         if hot_path:
             item["fg_idx"], item["hot_idx"] = self.index[case_id]
         else:  # MONAI's crop wants whole arrays in memory, as float
             item["pet"] = torch.from_numpy(np.ascontiguousarray(item["pet"], dtype=np.float32))
-            item["label"] = torch.from_numpy(item["label"].astype(np.float32))
+            for key in self.train.keys[1:]:
+                item[key] = torch.from_numpy(item[key].astype(np.float32))
         out = self.transform(item)
         return out if isinstance(out, list) else [out]
 

@@ -166,12 +166,14 @@ def train_step(
     info: DistInfo = DistInfo(),
     inferer: SlidingWindowInferer | None = None,
     clicks: ClickSimulator | None = None,
+    organ_weight: float = 0.0,
 ) -> StepResult:
     """One optimiser step; a non-finite loss or gradient is never applied (no step, grads dropped).
 
     ``inferer`` (``recipe.make_train_inferer``): the forward pass through a sliding window, the loss
     on its stitched output; None runs the network on the whole crop. ``clicks``: for an interactive
-    network, the simulated corrections that fill its click channels first.
+    network, the simulated corrections that fill its click channels first. ``organ_weight``: ``net``
+    is an ``OrganHead`` and the batch has ``organs``; its cross-entropy joins the lesion DiceCE.
     """
     x = batch["pet"].to(device, non_blocking=True)
     y = batch["label"].to(device, non_blocking=True)
@@ -181,7 +183,12 @@ def train_step(
         if clicks is not None:  # an interactive network: its clicks from its own errors (training/clicks.py)
             x = torch.cat([x, clicks.guidance(lambda v: inferer(v, net) if inferer is not None else net(v), x, y)], 1)
         logits = inferer(x, net) if inferer is not None else net(x)
-        loss = loss_fn(logits.float(), y)
+        loss = loss_fn(logits[:, :2].float(), y)
+        if organ_weight > 0:
+            from training.organ_head import organ_loss
+
+            organ_part = organ_loss(logits[:, 2:], batch["organs"].to(device, non_blocking=True))
+            loss = loss + organ_weight * organ_part
     value = float(loss.detach())
     if _any_rank(not math.isfinite(value), info):
         optimizer.zero_grad(set_to_none=True)
@@ -233,6 +240,7 @@ def validate(
     from model.preprocessing import PreparedVolume
 
     module = net.module if hasattr(net, "module") else net
+    module = getattr(module, "lesion_network", module)  # an organ-supervised network: its lesion part
     was_training = module.training
     predictor = Predictor([module], config, device=device)
     rows = []
@@ -350,6 +358,7 @@ class _Run:
     best_epoch: int = -1
     planned: int = 0
     clicks: ClickSimulator | None = None
+    organ_head: torch.nn.Module | None = None
 
 
 def fit(
@@ -372,7 +381,7 @@ def fit(
     _resume_or_start(run)
     if run.info.world > 1:
         run.model = torch.nn.parallel.DistributedDataParallel(
-            run.net, device_ids=[run.dev.index] if run.dev.type == "cuda" else None)
+            run.model, device_ids=[run.dev.index] if run.dev.type == "cuda" else None)
     loss_fn, inferer = make_loss(train), make_train_inferer(config, train)
     status, epoch = "finished", run.start_epoch
     while epoch < run.planned:
@@ -431,7 +440,12 @@ def _setup(train_sources: Sequence[Case], val_sources: Sequence[Case], config: M
     dataset = CropDataset(store, train_ids, config, train)
     torch.manual_seed(train.seed)  # identical initial weights on every rank
     net = build_network(config).to(dev)
-    optimizer = make_optimizer(net.parameters(), train)
+    trained = net
+    if train.organ_weight > 0:  # the lesion network plus a training-only organ head (training/organ_head.py)
+        from training.organ_head import OrganHead
+
+        trained = OrganHead(net, train.organ_classes).to(dev)
+    optimizer = make_optimizer(trained.parameters(), train)
     if config.interactive and train.click_rounds == 0:
         raise SystemExit(f"'{config.name}' reads clicks but the recipe simulates none (click_rounds 0); "
                          "use an interactive preset's recipe")
@@ -440,7 +454,8 @@ def _setup(train_sources: Sequence[Case], val_sources: Sequence[Case], config: M
     return _Run(config, train, opts, out, info, dev, amp_dtype, store, train_ids, val_ids, dataset,
                 dataset.draw_weights(), net, optimizer, make_scheduler(optimizer, train),
                 torch.amp.GradScaler(dev.type, enabled=amp_dtype == torch.float16),  # bf16 needs no scaling
-                model=net, planned=train.epochs, clicks=clicks)
+                model=trained, planned=train.epochs, clicks=clicks,
+                organ_head=trained.head if trained is not net else None)
 
 
 def _resume_or_start(run: _Run) -> None:
@@ -457,6 +472,8 @@ def _resume_or_start(run: _Run) -> None:
                 f"{'; '.join(saved_train.differences(run.train))}; resume with the flags the run was started with"
             )
         run.net.load_state_dict(state["net"])
+        if state.get("organ_head") is not None and run.organ_head is not None:
+            run.organ_head.load_state_dict(state["organ_head"])
         run.optimizer.load_state_dict(state["optimizer"])
         run.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
@@ -529,7 +546,7 @@ def _train_epoch(run: _Run, epoch: int, loss_fn: torch.nn.Module, inferer: Slidi
                disable=not (run.opts.progress and info.is_main), mininterval=1.0 if sys.stderr.isatty() else 30.0)
     for i, batch in enumerate(bar):
         step = train_step(run.model, batch, loss_fn, run.optimizer, run.scaler, run.dev, run.amp_dtype, info, inferer,
-                          run.clicks)
+                          run.clicks, train.organ_weight)
         if not step.applied and train.nonfinite == "stop" and _any_rank(not math.isfinite(step.loss), info):
             bar.close()
             cases = ", ".join(str(c) for c in batch.get("case_id", [])) or "unknown"
@@ -589,6 +606,8 @@ def _save_epoch(run: _Run, row: dict[str, Any], improved: bool) -> None:
     if improved:
         save_checkpoint(run.out / "best.pt", run.net, run.config, **meta,
                         val_metrics={k: row[k] for k in CSV_FIELDS})
+    if run.organ_head is not None:  # kept for a resume; never in best.pt or an export
+        meta["organ_head"] = run.organ_head.state_dict()
     save_checkpoint(run.out / "last.pt", run.net, run.config, **meta, optimizer=run.optimizer.state_dict(),
                     scheduler=run.scheduler.state_dict(), scaler=run.scaler.state_dict(), rng=rng_state())
     write_metrics_csv(run.history, run.out / "metrics.csv")
@@ -616,6 +635,7 @@ def _validate_last(
         atomic_torch_save(state, last_path)
         if improved:
             meta = {k: v for k, v in state.items() if k not in ("net", "config", "optimizer", "scheduler", "scaler",
+                                                                  "organ_head",
                                                                   "rng", "format")}
             save_checkpoint(out / "best.pt", net, config, **meta, val_metrics={k: row[k] for k in CSV_FIELDS})
         write_metrics_csv(history, out / "metrics.csv")

@@ -178,9 +178,10 @@ def read_tcia(root: str | Path, validate: bool = True, check_channels: bool | in
             ct = sdir / TCIA_CT
             if not ct.is_file():
                 raise LayoutError(f"missing file: {ct}")
-            label = sdir / TCIA_LABEL
+            label, organs = sdir / TCIA_LABEL, sdir / TCIA_ORGANS
             records.append(
-                Case(f"{pdir.name}_{_safe(sdir.name)}", pet, ct, label if label.is_file() else None, pdir.name)
+                Case(f"{pdir.name}_{_safe(sdir.name)}", pet, ct, label if label.is_file() else None, pdir.name,
+                     organs=organs if organs.is_file() else None)
             )
     if not records:
         raise LayoutError(f"no studies found under {root} (expected <patient>/<study>/{TCIA_PET})")

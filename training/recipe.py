@@ -34,6 +34,8 @@ from model.config import ModelConfig
 from training.augmentation import DEMO_AUGMENTATION
 
 KEYS = ("pet", "label")
+#: With organ supervision the organ map travels with them through every spatial transform.
+ORGAN_KEY = "organs"
 
 
 TRAIN_INFERERS = ("sliding", "simple")
@@ -87,6 +89,10 @@ class TrainConfig:
     # warm start of an interactive network from an automatic one: the click channels' first weights as
     # this multiple of the PET channel's (tumour) and its negative (background); 0 = zeros
     click_init_gain: float = 0.0
+    # organ supervision (training/organ_head.py): weight of the organ map's cross-entropy beside the
+    # lesion DiceCE, and its classes (the phantoms' ORGAN_CLASSES); 0 = off, the paper's recipe
+    organ_weight: float = 0.0
+    organ_classes: int = 11
     val_every: int = 10
     val_max_cases: int = 0  # 0 = the whole validation fold
     seed: int = 0
@@ -117,6 +123,9 @@ class TrainConfig:
         if self.click_rounds < 0 or self.click_place not in ("uniform", "centre"):
             raise ValueError(f"click_rounds must be >= 0 and click_place uniform or centre, got "
                              f"{self.click_rounds}, {self.click_place!r}")
+        if self.organ_weight < 0 or self.organ_classes < 2:
+            raise ValueError(f"organ_weight must be >= 0 and organ_classes >= 2, got {self.organ_weight}, "
+                             f"{self.organ_classes}")
         if self.nonfinite not in ("skip", "stop"):
             raise ValueError(f"nonfinite must be skip or stop, got {self.nonfinite!r}")
         unknown = [p for p in self.rot90_planes.split(",") if p.strip() not in ROT90_PLANES]
@@ -128,6 +137,11 @@ class TrainConfig:
             raise ValueError(
                 f"batch_size {self.batch_size} must be a multiple of samples_per_volume {self.samples_per_volume}"
             )
+
+    @property
+    def keys(self) -> list[str]:
+        """The arrays every spatial transform moves together: PET and label, and the organ map when used."""
+        return [*KEYS, ORGAN_KEY] if self.organ_weight > 0 else list(KEYS)
 
     @property
     def rot90_axes(self) -> list[tuple[int, int]]:
@@ -275,7 +289,7 @@ def train_preset(name: str) -> TrainConfig:
 # ----------------------------------------------------------------------------------------------
 
 
-def deterministic_transforms(config: ModelConfig) -> Compose:
+def deterministic_transforms(config: ModelConfig, organs: bool = False) -> Compose:
     """Load -> channel first -> RAS -> target spacing -> per-volume percentile scaling (the cache point).
 
     The same steps, in the same order, as the container's preprocessing (``model/preprocessing.py``
@@ -283,14 +297,16 @@ def deterministic_transforms(config: ModelConfig) -> Compose:
     ``benchmarks/monai_reference.py`` is the third copy); only PET and label are used.
     NaN and Inf voxels become 0 first, as in inference: one such voxel would otherwise make the
     percentiles NaN and the whole scaled PET NaN (then zero), with its labels still in place.
+    ``organs``: the organ map too, resampled as the label is (nearest).
     """
+    keys = [*KEYS, ORGAN_KEY] if organs else list(KEYS)
     return Compose(
         [
-            LoadImaged(keys=list(KEYS), image_only=True),
-            EnsureChannelFirstd(keys=list(KEYS)),
+            LoadImaged(keys=keys, image_only=True),
+            EnsureChannelFirstd(keys=keys),
             NonFiniteToZerod(keys="pet", keep_meta=True),  # before the percentiles, as inference's read_array
-            Orientationd(keys=list(KEYS), axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
-            Spacingd(keys=list(KEYS), pixdim=config.spacing, mode=("bilinear", "nearest")),
+            Orientationd(keys=keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
+            Spacingd(keys=keys, pixdim=config.spacing, mode=("bilinear", *["nearest"] * (len(keys) - 1))),
             ScaleIntensityRangePercentilesd(
                 keys="pet",
                 lower=config.percentiles[0],
@@ -402,7 +418,7 @@ def crop_transform(config: ModelConfig, train: TrainConfig) -> MapTransform:
     """The paper's RandCropByPosNegLabeld, or the demo's sampler when it has hot or air shares."""
     if train.uses_hot_sampler:
         return RandCropByPosHotNegd(
-            keys=list(KEYS),
+            keys=train.keys,
             label_key="label",
             spatial_size=config.crop_size,
             pos=train.pos,
@@ -413,7 +429,7 @@ def crop_transform(config: ModelConfig, train: TrainConfig) -> MapTransform:
             body_threshold=train.body_threshold,
         )
     return RandCropByPosNegLabeld(
-        keys=list(KEYS),
+        keys=train.keys,
         label_key="label",
         spatial_size=config.crop_size,
         pos=train.pos,
@@ -429,16 +445,16 @@ def random_transforms(config: ModelConfig, train: TrainConfig) -> Compose:
     steps: list[Any] = []
     if not train.uses_hot_sampler and not train.allow_smaller:
         # a batch of several volumes needs crops of one size: pad studies shorter than the crop
-        steps.append(SpatialPadd(keys=list(KEYS), spatial_size=config.crop_size))
+        steps.append(SpatialPadd(keys=train.keys, spatial_size=config.crop_size))
     steps.append(crop_transform(config, train))
-    steps += [RandFlipd(keys=list(KEYS), prob=train.flip_prob, spatial_axis=axis) for axis in range(3)]
+    steps += [RandFlipd(keys=train.keys, prob=train.flip_prob, spatial_axis=axis) for axis in range(3)]
     steps += [
-        RandRotate90d(keys=list(KEYS), prob=train.rot90_prob, max_k=3, spatial_axes=axes)
+        RandRotate90d(keys=train.keys, prob=train.rot90_prob, max_k=3, spatial_axes=axes)
         for axes in train.rot90_axes
     ]
     if train.intensity_aug:  # the image only, after the geometry: the label is never touched
         steps += DEMO_AUGMENTATION.transforms(keys="pet")
-    steps.append(NonFiniteToZerod(keys=list(KEYS)))
+    steps.append(NonFiniteToZerod(keys=train.keys))
     return Compose(steps)
 
 
