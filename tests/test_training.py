@@ -902,3 +902,47 @@ def test_cli_crop_size_sets_the_training_crop_and_refuses_sizes_the_network_cann
     with pytest.raises(SystemExit) as exc:
         _model_config(args("--crop-size", "30", "32", "32"))
     assert str(exc.value).startswith("error: --crop-size: ") and "divisible by" in str(exc.value)
+
+
+def test_adjacent_share_centres_crops_on_lesion_voxels_beside_hot_uptake() -> None:
+    """A lesion touching a hot organ and one far from it: the ``adjacent`` share centres crops only on
+    the near lesion's voxels within 10 mm (4 mm voxels: 2.5 voxels) of the hot ball, measured by scipy's
+    distance transform of the hot mask."""
+    from scipy import ndimage
+
+    grid = np.stack(np.meshgrid(*[np.arange(64)] * 3, indexing="ij"))
+    ball = lambda c, r: ((grid - np.array(c)[:, None, None, None]) ** 2).sum(0) <= r * r  # noqa: E731
+    hot, near, far = ball((32, 32, 20), 6), ball((32, 32, 31), 5), ball((32, 32, 52), 4)
+    label = (near | far).astype(np.float32)
+    pet = np.full((64, 64, 64), 0.05, np.float32)
+    pet[hot | near | far] = 0.9
+    adj_truth = (near | far) & (ndimage.distance_transform_edt(~hot, sampling=4.0) <= 10.0)
+    train = train_preset("demo").with_(pos=0.0, neg=0.0, hot_neg=0.0, air=0.0, adjacent=1.0, hot_threshold=0.3)
+    cropper = crop_transform(preset("demo").with_(crop_size=(32, 32, 32)), train.with_(samples_per_volume=100,
+                                                                                        batch_size=100))
+    cropper.set_random_state(seed=3)
+    adj = np.flatnonzero(adj_truth.ravel())
+    crops = cropper({"pet": pet[None], "label": label[None], "fg_idx": np.flatnonzero(label.ravel()),
+                     "hot_idx": np.flatnonzero(hot.ravel()), "adj_idx": adj})
+    centres = [tuple(int(v) for v in c["crop_center"]) for c in crops]
+    assert all(adj_truth[c] for c in centres) and not any(far[c] for c in centres)
+    assert 0 < adj_truth.sum() < near.sum()  # only the near lesion's side facing the organ
+
+
+def test_adjacent_pool_is_the_lesion_voxels_near_hot_uptake(phantoms, cache_dir) -> None:
+    """CropDataset's adjacent pool against a brute-force nearest-neighbour distance (a k-d tree over the
+    hot non-lesion voxels' millimetre positions)."""
+    from scipy.spatial import cKDTree
+
+    config = preset("demo").with_(crop_size=(32, 32, 32))
+    train = train_preset("demo").with_(adjacent=0.3, adjacent_mm=12.0)
+    store = CaseStore(phantoms[:1], config, cache_dir)
+    case = phantoms[0].case_id
+    dataset = CropDataset(store, [case], config, train)
+    pet, label, _ = store.load(case, mmap=False)
+    spacing = np.asarray(config.spacing)
+    hot = np.argwhere((pet > train.hot_threshold) & (label == 0)) * spacing
+    lesion = np.argwhere(label > 0)
+    near = cKDTree(hot).query(lesion * spacing)[0] <= 12.0
+    truth = np.sort(np.ravel_multi_index(lesion[near].T, label.shape))
+    assert len(truth) > 0 and np.array_equal(np.sort(dataset.index[case][2]), truth)

@@ -107,6 +107,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         train_sw_overlap=args.train_sw_overlap,
         intensity_aug=args.intensity_aug,
         organ_weight=args.organ_weight,
+        adjacent=args.adjacent,
     )
     if (
         args.hot_neg is not None and args.hot_neg > 0 and base.hot_neg == 0
@@ -416,6 +417,9 @@ def _add_training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--intensity-aug", action=argparse.BooleanOptionalAction, default=None,
                    help="gamma, contrast, brightness, noise, blur and low-resolution augmentation of the PET "
                         "(training/augmentation.py; demo presets: on, paper: off)")
+    p.add_argument("--adjacent", type=float,
+                   help="share of crops centred on a lesion voxel within 10 mm of hot non-lesion uptake (a lesion "
+                        "beside a kidney, the bladder, the heart; uses the demo's sampler; default 0)")
     p.add_argument("--organ-weight", type=float,
                    help="organ supervision: weight of a training-only organ head's cross-entropy against each "
                         "case's ORGANS.nii.gz (phantoms made with --organs); exports keep the lesion network only "

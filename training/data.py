@@ -243,16 +243,23 @@ class CropDataset(Dataset):
             for case_id in self.case_ids:
                 self.index[case_id] = self._pools(case_id)
 
-    def _pools(self, case_id: str) -> tuple[np.ndarray, np.ndarray]:
-        """Pools of lesion voxels and of hot non-lesion voxels to centre crops on (see ``component_pool``)."""
+    def _pools(self, case_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Pools to centre crops on (flat indices): lesion voxels, hot non-lesion voxels (see
+        ``component_pool``), and lesion voxels within ``adjacent_mm`` of hot non-lesion uptake."""
         pet, label, _ = self.store.load(case_id)
         flat_label = np.asarray(label).ravel()
         fg = np.flatnonzero(flat_label).astype(np.int64)
         hot_mask = (np.asarray(pet) > self.train.hot_threshold) & (np.asarray(label) == 0)
+        adj = np.zeros(0, np.int64)
+        if self.train.adjacent > 0 and len(fg) and hot_mask.any():
+            from scipy import ndimage
+
+            distance = ndimage.distance_transform_edt(~hot_mask, sampling=self.store.config.spacing)
+            adj = fg[distance.ravel()[fg] <= self.train.adjacent_mm]
         rng = np.random.default_rng(zlib.crc32(case_id.encode()))  # stable across processes
         if self.train.lesion_balance < 1.0 and len(fg):  # else bulky lesions centre most lesion crops
             fg = component_pool(np.asarray(label) > 0, self.train.lesion_balance, rng)
-        return fg, component_pool(hot_mask, self.train.hot_balance, rng)
+        return fg, component_pool(hot_mask, self.train.hot_balance, rng), adj
 
     def draw_weights(self) -> list[float] | None:
         """Per-case draw weights giving lesion cases ``lesion_case_share`` of the draws (None: uniform)."""
@@ -279,7 +286,7 @@ class CropDataset(Dataset):
         if self.train.organ_weight > 0:
             item["organs"] = self.store.load_organs(case_id, mmap=hot_path)[None]
         if hot_path:
-            item["fg_idx"], item["hot_idx"] = self.index[case_id]
+            item["fg_idx"], item["hot_idx"], item["adj_idx"] = self.index[case_id]
         else:  # MONAI's crop wants whole arrays in memory, as float
             item["pet"] = torch.from_numpy(np.ascontiguousarray(item["pet"], dtype=np.float32))
             for key in self.train.keys[1:]:

@@ -57,6 +57,10 @@ class TrainConfig:
     neg: float = 0.4  # share centred on any non-lesion voxel
     hot_neg: float = 0.0  # share centred on a hot non-lesion voxel (demo option; 0 = the paper's sampler)
     air: float = 0.0  # demo: share centred on any non-lesion voxel, air included (with body_threshold > 0)
+    # share centred on a lesion voxel within ``adjacent_mm`` of hot non-lesion uptake (a lesion beside a
+    # kidney, the bladder, the heart: the demo ensemble's misses); 0 = off
+    adjacent: float = 0.0
+    adjacent_mm: float = 10.0
     hot_threshold: float = 0.3  # "hot" = percentile-scaled PET above this
     hot_balance: float = 1.0  # demo: a hot structure's share of hot crops grows as size**hot_balance (1 = per voxel)
     lesion_balance: float = 1.0  # a lesion's share of lesion crops grows as size**lesion_balance (1 = per voxel)
@@ -104,8 +108,8 @@ class TrainConfig:
     name: str = "paper"
 
     def __post_init__(self) -> None:
-        total = self.pos + self.neg + self.hot_neg + self.air
-        if min(self.pos, self.neg, self.hot_neg, self.air) < 0 or total <= 0:
+        total = self.pos + self.neg + self.hot_neg + self.air + self.adjacent
+        if min(self.pos, self.neg, self.hot_neg, self.air, self.adjacent) < 0 or total <= 0:
             raise ValueError(f"crop ratios must be non-negative with a positive sum, got {self}")
         for name in ("hot_balance", "lesion_balance"):
             if not 0.0 <= getattr(self, name) <= 1.0:
@@ -150,7 +154,7 @@ class TrainConfig:
     @property
     def uses_hot_sampler(self) -> bool:
         """Whether crops come from RandCropByPosHotNegd (the demo's sampler), not RandCropByPosNegLabeld."""
-        return self.hot_neg > 0 or self.air > 0
+        return self.hot_neg > 0 or self.air > 0 or self.adjacent > 0
 
     @property
     def volumes_per_step(self) -> int:
@@ -343,7 +347,9 @@ class RandCropByPosHotNegd(Randomizable, MapTransform):
     Beyond the paper: on phantoms (and in autoPET) most false positives are physiological uptake
     (brain, heart, bladder); RandCropByPosNegLabeld rarely centres a crop there because hot organs are
     a tiny share of all background voxels. Reads only the crop from memory-mapped arrays.
-    Expects ``fg_idx`` and ``hot_idx`` (flat indices) in the data, as ``CropDataset`` provides. On a
+    Expects ``fg_idx`` and ``hot_idx`` (flat indices) in the data, as ``CropDataset`` provides, and
+    ``adj_idx`` (lesion voxels beside hot uptake) for an ``adjacent`` share; where a volume has none,
+    that share centres on any lesion voxel. On a
     lesion-free volume the lesion share goes to hot voxels: such volumes teach what is *not* a lesion.
     Background (``neg``) centres need PET above ``body_threshold``; ``air`` centres may be any
     non-lesion voxel, so that some crops do land in air.
@@ -361,19 +367,22 @@ class RandCropByPosHotNegd(Randomizable, MapTransform):
         air: float = 0.0,
         image_key: str = "pet",
         body_threshold: float = 0.0,
+        adjacent: float = 0.0,
     ) -> None:
         MapTransform.__init__(self, keys)
         self.label_key = label_key
         self.spatial_size = tuple(int(s) for s in spatial_size)
-        total = pos + hot + neg + air
-        self.probs = np.array([pos, hot, neg, air], dtype=float) / total
+        total = pos + hot + neg + air + adjacent
+        self.probs = np.array([pos, hot, neg, air, adjacent], dtype=float) / total
         self.num_samples = num_samples
         self.image_key = image_key
         self.body_threshold = body_threshold
 
     def _center(self, data: Mapping[Hashable, Any], shape: tuple[int, ...]) -> tuple[int, ...]:
-        kind = int(self.R.choice(4, p=self.probs))
-        fg, hot = data.get("fg_idx"), data.get("hot_idx")
+        kind = int(self.R.choice(len(self.probs), p=self.probs))
+        fg, hot, adj = data.get("fg_idx"), data.get("hot_idx"), data.get("adj_idx")
+        if kind == 4:  # beside hot uptake, where the volume has such lesion voxels; else any lesion voxel
+            kind, fg = (0, adj) if adj is not None and len(adj) else (0, fg)
         if kind == 0 and (fg is None or not len(fg)):
             kind = 1
         pool = fg if kind == 0 else hot if kind == 1 else None
@@ -403,7 +412,7 @@ class RandCropByPosHotNegd(Randomizable, MapTransform):
                 stop = min(start + size, dim)
                 slices.append(slice(start, stop))
                 pads.append((0, size - (stop - start)))
-            out = {k: v for k, v in data.items() if k not in ("fg_idx", "hot_idx")}
+            out = {k: v for k, v in data.items() if k not in ("fg_idx", "hot_idx", "adj_idx")}
             for key in self.key_iterator(out):
                 crop = np.asarray(data[key][(slice(None), *slices)])
                 if any(p for _, p in pads):
@@ -427,6 +436,7 @@ def crop_transform(config: ModelConfig, train: TrainConfig) -> MapTransform:
             air=train.air,
             num_samples=train.samples_per_volume,
             body_threshold=train.body_threshold,
+            adjacent=train.adjacent,
         )
     return RandCropByPosNegLabeld(
         keys=train.keys,
