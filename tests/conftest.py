@@ -7,6 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
+
+from common.cases import Case
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,3 +73,48 @@ def hotspot_predictor():
     from model import Predictor
 
     return Predictor.from_weights(HOTSPOT_WEIGHTS, device="cpu")
+
+
+# -- training on small TCIA-layout phantoms ------------------------------------------------------
+
+SHAPE, SPACING = (64, 64, 80), (4.0, 4.0, 4.0)
+
+
+def write_tcia_phantoms(root: Path, seeds: list[int]) -> list[Case]:
+    """Small phantoms (64x64x80 at 4 mm) in the TCIA layout; even seeds aimed at a lesion."""
+    from training.phantoms import centred_origin, make_phantom
+
+    sources = []
+    for seed in seeds:
+        with_lesion = seed % 2 == 0
+        origin = None
+        if with_lesion:
+            info = make_phantom(seed, shape=SHAPE, spacing=SPACING, lesions=True).info
+            origin = centred_origin(info["lesions"][0]["centre_mm"], SHAPE, SPACING)
+        ph = make_phantom(seed, shape=SHAPE, spacing=SPACING, origin=origin, lesions=with_lesion)
+        folder = root / f"PETCT_{seed:04d}" / "study0"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, image in (("SUV", ph.pet), ("SEG", ph.label), ("CTres", ph.ct), ("ORGANS", ph.organs)):
+            sitk.WriteImage(image, str(folder / f"{name}.nii.gz"))
+        sources.append(Case(f"PETCT_{seed:04d}_study0", folder / "SUV.nii.gz", label=folder / "SEG.nii.gz",
+                            organs=folder / "ORGANS.nii.gz"))
+    return sources
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny networks gain nothing from two threads, and spinning OpenMP threads stall on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def phantoms(tmp_path_factory: pytest.TempPathFactory) -> list[Case]:
+    return write_tcia_phantoms(tmp_path_factory.mktemp("tcia"), [0, 1, 2, 3, 4, 5])
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")

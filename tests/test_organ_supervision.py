@@ -16,20 +16,7 @@ from training.fit import fit
 from training.organ_head import OrganHead, organ_loss
 from training.recipe import train_preset
 
-from .test_training import write_tcia_phantoms
-
-
-@pytest.fixture(scope="module")
-def phantoms(tmp_path_factory: pytest.TempPathFactory) -> list[Case]:
-    return write_tcia_phantoms(tmp_path_factory.mktemp("tcia"), [0, 2])
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _organ_loss_of(net: torch.nn.Module, head_state: dict, case: Case, cache: Path) -> float:
@@ -58,7 +45,8 @@ def test_the_organ_head_learns_and_the_export_keeps_the_lesion_network_only(phan
     fresh = OrganHead(build_network(config), 11)
     before = _organ_loss_of(fresh.net, fresh.head.state_dict(), phantoms[0], tmp_path / "cache")
 
-    fit(phantoms, [], config, train, tmp_path / "runs" / "fold0", cache_dir=tmp_path / "cache", progress=False, fold=0)
+    cases = [phantoms[0], phantoms[2]]  # two with lesions
+    fit(cases, [], config, train, tmp_path / "runs" / "fold0", cache_dir=tmp_path / "cache", progress=False, fold=0)
     state = torch.load(tmp_path / "runs" / "fold0" / "last.pt", map_location="cpu", weights_only=True)
     assert set(state["net"]) == set(build_network(config).state_dict())  # the lesion network, no head in it
     assert "organ_head" in state
@@ -79,7 +67,7 @@ def test_the_organ_head_learns_and_the_export_keeps_the_lesion_network_only(phan
 def test_organ_supervision_without_an_organ_map_says_which_case(phantoms, tmp_path: Path) -> None:
     from training.data import LayoutError
 
-    bare = [Case(c.case_id, c.pet, label=c.label) for c in phantoms]
+    bare = [Case(c.case_id, c.pet, label=c.label) for c in phantoms[:2]]
     train = train_preset("tiny").with_(organ_weight=1.0, epochs=1, iters_per_epoch=1)
     with pytest.raises(LayoutError, match=r"no organ map .*--organs"):
         fit(bare, [], preset("tiny"), train, tmp_path / "fold0", cache_dir=tmp_path / "cache", progress=False)

@@ -5,38 +5,18 @@ determinism, and the four-folds-plus-one-network ensemble."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from common.cases import Case
 from model.config import preset
 from model.network import build_network, load_checkpoint, save_checkpoint
 from training.fit import fit
 from training.recipe import NonFiniteLoss, train_preset
 from training.splits import SplitError, authors_folds
 
-from .test_training import write_tcia_phantoms
-
-
-@pytest.fixture(scope="module")
-def phantoms(tmp_path_factory: pytest.TempPathFactory) -> list[Case]:
-    return write_tcia_phantoms(tmp_path_factory.mktemp("tcia"), [0, 1, 2, 3, 4, 5])
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny(**changes: object):
