@@ -239,7 +239,7 @@ def read_pet(pet_path: Path, factors: SuvFactors | None = None) -> PetInput:
             return PetInput(_scaled(image, chosen.factor()), suv_origin=chosen.origin)
         except InputError as exc:
             return PetInput(image, suv_missing=str(exc))
-    from .dicom import pet_series, read_pet_series
+    from .dicom import header_suv_factors, pet_series, read_pet_series
 
     try:
         series = read_pet_series(pet_series(pet_path))
@@ -248,13 +248,14 @@ def read_pet(pet_path: Path, factors: SuvFactors | None = None) -> PetInput:
         raise InputError(message if message.startswith(str(pet_path)) else f"{pet_path}: {message}") from None
     if series.suv_missing is None:
         return PetInput(series.image, series, suv_origin="DICOM headers")
-    if factors is not None:
+    if factors is not None:  # what the headers still give, the user's values over it
+        chosen = header_suv_factors(series.slices[0], series.slices, series.series).merged(factors)
         try:
-            scaled = _scaled(series.image, factors.factor())
+            scaled = _scaled(series.image, chosen.factor())
         except InputError as exc:
             series = replace(series, suv_missing=f"{series.suv_missing}; {exc}")
         else:
-            return PetInput(scaled, replace(series, image=scaled, suv_missing=None), suv_origin=factors.origin)
+            return PetInput(scaled, replace(series, image=scaled, suv_missing=None), suv_origin=chosen.origin)
     return PetInput(series.image, series)
 
 

@@ -38,6 +38,8 @@ from pydicom.multival import MultiValue
 
 from common.errors import InputError
 
+from .suv import SuvFactors
+
 log = logging.getLogger(__name__)
 
 PET_MODALITY = "PT"
@@ -225,24 +227,67 @@ def suv_factor(first: pydicom.Dataset, slices: Sequence[pydicom.Dataset], series
         scale = float(first[PHILIPS_ACTIVITY_SCALE].value)
     if correction == "ADMIN":
         return scale * weight * 1000.0 / dose
-    if drug.get("RadiopharmaceuticalStartDateTime"):
-        text = str(drug.RadiopharmaceuticalStartDateTime)
-        injected = _datetime(text[:8], text[8:] or "000000")
-    else:
-        injected = _datetime(str(_tag(first, "SeriesDate", series)),
-                             str(_tag(drug, "RadiopharmaceuticalStartTime", series,
-                                      " (in RadiopharmaceuticalInformationSequence)")))
-    start = _datetime(str(_tag(first, "SeriesDate", series)), str(_tag(first, "SeriesTime", series)))
-    acquired = [_datetime(str(ds.get("AcquisitionDate") or first.SeriesDate), str(ds.AcquisitionTime))
-                for ds in slices if ds.get("AcquisitionTime")]
-    if acquired and min(acquired) < start:
-        start = min(acquired)
+    injected, start = _injection(first, drug, series), _scan_start(first, slices, series)
     elapsed = (start - injected).total_seconds()
     if elapsed < 0:
         raise InputError(f"{series.name()}: injection ({injected:%Y-%m-%d %H:%M:%S}) after the scan start "
                          f"({start:%Y-%m-%d %H:%M:%S})")
     decayed = dose * math.pow(2.0, -elapsed / half_life)
     return scale * weight * 1000.0 / decayed
+
+
+def _injection(first: pydicom.Dataset, drug: pydicom.Dataset, series: Series) -> dt.datetime:
+    if drug.get("RadiopharmaceuticalStartDateTime"):
+        text = str(drug.RadiopharmaceuticalStartDateTime)
+        return _datetime(text[:8], text[8:] or "000000")
+    return _datetime(str(_tag(first, "SeriesDate", series)),
+                     str(_tag(drug, "RadiopharmaceuticalStartTime", series,
+                              " (in RadiopharmaceuticalInformationSequence)")))
+
+
+def _scan_start(first: pydicom.Dataset, slices: Sequence[pydicom.Dataset], series: Series) -> dt.datetime:
+    """SeriesDate/SeriesTime, or the earliest acquisition when earlier (a series re-created later)."""
+    start = _datetime(str(_tag(first, "SeriesDate", series)), str(_tag(first, "SeriesTime", series)))
+    acquired = [_datetime(str(ds.get("AcquisitionDate") or first.SeriesDate), str(ds.AcquisitionTime))
+                for ds in slices if ds.get("AcquisitionTime")]
+    return min([start, *acquired])
+
+
+def header_suv_factors(first: pydicom.Dataset, slices: Sequence[pydicom.Dataset], series: Series) -> SuvFactors:
+    """What the headers still give of the SUV (``--suv-factors`` fills in the rest): weight, dose,
+    half-life, injection and scan start as ``runner.suv.SuvFactors``; ADMIN decay correction as no
+    decay; Philips CNTS with its scale. A missing Units is taken as Bq/ml (the user's factors say so)."""
+    def value(get):  # one missing or malformed ingredient leaves the others
+        try:
+            return get()
+        except (InputError, ValueError, TypeError, AttributeError, IndexError):
+            return None
+
+    units = str(first.get("Units") or "BQML").upper()
+    origin = "DICOM headers"
+    if units == "GML":
+        return SuvFactors(scale=1.0, origin=origin)
+    value_scale = 1.0
+    if units == "CNTS":
+        if PHILIPS_ACTIVITY_SCALE not in first:
+            return SuvFactors(origin=origin,
+                              unusable="Units CNTS without Philips' activity concentration scale factor")
+        value_scale = float(first[PHILIPS_ACTIVITY_SCALE].value)
+    elif units != "BQML":
+        return SuvFactors(origin=origin,
+                          unusable=f"Units {units}; only BQML (or CNTS with a scale factor, or GML) are read")
+    drug = value(lambda: first.RadiopharmaceuticalInformationSequence[0])
+    correction = str(first.get("DecayCorrection") or "START").upper()
+    if correction not in ("START", "ADMIN"):
+        return SuvFactors(origin=origin, unusable=f"DecayCorrection {correction}; only START and ADMIN are read")
+    injection = value(lambda: _injection(first, drug, series).isoformat()) if drug is not None else None
+    scan = value(lambda: _scan_start(first, slices, series).isoformat())
+    if correction == "ADMIN":  # values decay-corrected to the injection: no decay to apply
+        injection, scan = 0.0, 0.0
+    return SuvFactors(weight_kg=value(lambda: float(first.PatientWeight)),
+                      dose_bq=value(lambda: float(drug.RadionuclideTotalDose)) if drug is not None else None,
+                      half_life_s=value(lambda: float(drug.RadionuclideHalfLife)) if drug is not None else None,
+                      injection=injection, scan=scan, value_scale=value_scale, origin=origin)
 
 
 def read_pet_series(series: Series) -> PetVolume:

@@ -18,6 +18,9 @@ BIDS-PET fields ``InjectedRadioactivity`` + ``InjectedRadioactivityUnits``, ``In
 dcm2niix's ``RadionuclideTotalDose`` (Bq), ``RadionuclideHalfLife`` (s) and ``PatientWeight`` (kg).
 BIDS keeps the body weight outside the sidecar (participants.tsv), so a sidecar without
 ``BodyWeight``/``PatientWeight`` needs ``--suv-factors weight=..`` beside it; fields given there win.
+For a DICOM series the headers' remaining ingredients play the sidecar's part
+(``runner.dicom.header_suv_factors``). What cannot be converted is never an error: the mask needs no
+SUV, so the reason goes to the report instead.
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ from common.errors import InputError
 F18_HALF_LIFE_S = 6586.2
 HALF_LIVES_S = {"F18": F18_HALF_LIFE_S, "C11": 1221.66, "GA68": 4062.6, "CU64": 45721.1, "ZR89": 282276.0,
                 "N13": 597.9, "O15": 122.24, "RB82": 75.45}
-DOSE_UNITS_BQ = {"BQ": 1.0, "KBQ": 1e3, "MBQ": 1e6, "GBQ": 1e9, "CI": 3.7e10, "MCI": 3.7e7, "UCI": 3.7e4}
+DOSE_UNITS_BQ = {"Bq": 1.0, "kBq": 1e3, "MBq": 1e6, "GBq": 1e9, "Ci": 3.7e10, "mCi": 3.7e7, "uCi": 3.7e4, "µCi": 3.7e4}
+#: Upper-case spellings (DICOM and some sidecars write them) where they are not ambiguous.
+DOSE_UNITS_UPPER = {"BQ": 1.0, "KBQ": 1e3, "MBQ": 1e6, "GBQ": 1e9, "CI": 3.7e10}
 #: Plausible body weights (kg): outside, grams were probably given as kilograms.
 WEIGHT_KG = (1.0, 400.0)
 CONCENTRATION_UNITS = {"BQ/ML": 1.0, "KBQ/ML": 1e3, "BQML": 1.0}
@@ -55,6 +60,10 @@ class SuvFactors:
     scale: float | None = None
     value_scale: float = 1.0  # stored value -> Bq/ml (a sidecar's kBq/ml: 1000)
     origin: str = "--suv-factors"
+    #: A radionuclide named but not known here: its half-life must be given, F-18's is not assumed.
+    nuclide: str | None = None
+    #: Why these values cannot be made SUV whatever is added (a plain ``scale`` still can).
+    unusable: str | None = None
 
     def factor(self) -> float:
         """Stored value -> SUVbw; InputError (the first missing or implausible ingredient) otherwise."""
@@ -62,6 +71,8 @@ class SuvFactors:
             if not self.scale > 0:
                 raise InputError(f"{self.origin}: scale {self.scale:g} must be positive")
             return float(self.scale)
+        if self.unusable is not None:
+            raise InputError(f"{self.origin}: {self.unusable}")
         missing = [name for name, value in (("weight", self.weight_kg), ("dose", self.dose_bq),
                                             ("injection", self.injection), ("scan", self.scan)) if value is None]
         if missing:
@@ -69,19 +80,39 @@ class SuvFactors:
         weight, dose = float(self.weight_kg), float(self.dose_bq)  # type: ignore[arg-type]
         if not WEIGHT_KG[0] <= weight <= WEIGHT_KG[1]:
             raise InputError(f"{self.origin}: implausible weight {weight:g} kg (grams given as kg?)")
-        half_life = self.half_life_s or F18_HALF_LIFE_S
+        if self.half_life_s is None and self.nuclide is not None:
+            raise InputError(f"{self.origin}: no half-life known for radionuclide {self.nuclide!r}; give half_life")
+        half_life = F18_HALF_LIFE_S if self.half_life_s is None else self.half_life_s
         if dose <= 0 or half_life <= 0:
             raise InputError(f"{self.origin}: dose {dose:g} Bq and half-life {half_life:g} s must be positive")
         elapsed = _seconds_between(self.injection, self.scan, self.origin)
         decayed = dose * math.pow(2.0, -elapsed / half_life)
         return self.value_scale * weight * 1000.0 / decayed
 
+    def check(self) -> None:
+        """Refuse, in one line, a value that can never work (a partial set is fine: headers or a
+        sidecar may complete it)."""
+        if self.scale is not None and not self.scale > 0:
+            raise InputError(f"{self.origin}: scale {self.scale:g} must be positive")
+        if self.weight_kg is not None and not WEIGHT_KG[0] <= self.weight_kg <= WEIGHT_KG[1]:
+            raise InputError(f"{self.origin}: implausible weight {self.weight_kg:g} kg (grams given as kg?)")
+        if self.dose_bq is not None and not self.dose_bq > 0:
+            raise InputError(f"{self.origin}: dose {self.dose_bq:g} Bq must be positive")
+        if self.half_life_s is not None and not self.half_life_s > 0:
+            raise InputError(f"{self.origin}: half_life {self.half_life_s:g} s must be positive")
+        for what, value in (("injection", self.injection), ("scan", self.scan)):
+            if value is not None and not isinstance(value, (int, float)):
+                _clock(value, self.origin, what)
+        if self.injection is not None and self.scan is not None:
+            _seconds_between(self.injection, self.scan, self.origin)
+
     def merged(self, override: SuvFactors | None) -> SuvFactors:
         """These factors with ``override``'s given fields in their place (the user's flags over a sidecar)."""
         if override is None:
             return self
         changes = {f.name: getattr(override, f.name) for f in fields(self)
-                   if f.name not in ("value_scale", "origin") and getattr(override, f.name) is not None}
+                   if f.name not in ("value_scale", "origin", "nuclide", "unusable")
+                   and getattr(override, f.name) is not None}
         return replace(self, **changes, origin=f"{self.origin} + {override.origin}")
 
 
@@ -90,14 +121,20 @@ def _seconds_between(injection: float | str | None, scan: float | str | None, or
         elapsed = float(scan) - float(injection)
     else:
         start, end = _clock(injection, origin, "injection"), _clock(scan, origin, "scan")
-        if isinstance(start, dt.time) != isinstance(end, dt.time):
-            raise InputError(f"{origin}: give injection and scan both as times or both as date-times")
+        if isinstance(start, dt.time) and isinstance(end, dt.datetime):  # a time on the other's day
+            start = dt.datetime.combine(end.date(), start, tzinfo=end.tzinfo)
+        elif isinstance(end, dt.time) and isinstance(start, dt.datetime):
+            end = dt.datetime.combine(start.date(), end, tzinfo=start.tzinfo)
         if isinstance(start, dt.time):
             day = dt.date(2000, 1, 1)
             start, end = dt.datetime.combine(day, start), dt.datetime.combine(day, end)  # type: ignore[arg-type]
-        elapsed = (end - start).total_seconds()  # type: ignore[operator]
+        try:
+            elapsed = (end - start).total_seconds()  # type: ignore[operator]
+        except TypeError:  # one with a time zone, one without
+            raise InputError(f"{origin}: give injection and scan both with or both without a time zone") from None
     if elapsed < 0:
-        raise InputError(f"{origin}: injection after the scan start ({elapsed:+.0f} s)")
+        raise InputError(f"{origin}: injection after the scan start ({elapsed:+.0f} s; across midnight, give "
+                         "ISO date-times)")
     return elapsed
 
 
@@ -112,11 +149,19 @@ def _clock(value: float | str | None, origin: str, what: str) -> dt.time | dt.da
 
 
 def _dose(text: str, origin: str) -> float:
-    match = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([A-Za-z]*)\s*", text)
-    unit = (match.group(2) if match else "").upper() or "BQ"
-    if match is None or unit not in DOSE_UNITS_BQ:
+    match = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([A-Za-zµ]*)\s*", text)
+    scale = _unit_scale(match.group(2) if match else "?")
+    if match is None or scale is None:
         raise InputError(f"{origin}: dose {text!r}: a number with one of {', '.join(DOSE_UNITS_BQ)} (default Bq)")
-    return float(match.group(1)) * DOSE_UNITS_BQ[unit]
+    return float(match.group(1)) * scale
+
+
+def _unit_scale(unit: str) -> float | None:
+    """Bq per unit: the exact spelling (mBq would be milli, so MBq is not guessed from it), or an
+    unambiguous upper-case one; a bare number is Bq."""
+    if not unit:
+        return 1.0
+    return DOSE_UNITS_BQ.get(unit, DOSE_UNITS_UPPER.get(unit) if unit.isupper() else None)
 
 
 def _number(text: Any, origin: str, what: str) -> float:
@@ -159,7 +204,7 @@ class SuvTable:
             raise InputError(f"--suv-factors {text!r}: key=value pairs (weight, dose, injection, scan, half_life; "
                              "or scale), or a .json/.csv file")
         factors = from_fields({k.strip(): v.strip() for k, v in pairs}, "--suv-factors")
-        factors.factor()  # a bad set fails before any case is read
+        factors.check()  # a bad value fails before any case is read; a partial set is completed per case
         return cls(every=factors)
 
     def for_case(self, case_id: str) -> SuvFactors | None:
@@ -195,37 +240,56 @@ def sidecar_of(image: Path) -> Path | None:
     return None
 
 
+def _nuclide_key(text: str) -> str:
+    """"F18", "18F", "F-18", "^18^Fluorine", "68Ga", "Ga-68" -> "F18", "GA68" (letters then mass number)."""
+    names = {"FLUORINE": "F", "CARBON": "C", "GALLIUM": "GA", "COPPER": "CU", "ZIRCONIUM": "ZR", "NITROGEN": "N",
+             "OXYGEN": "O", "RUBIDIUM": "RB"}
+    upper = str(text).upper()
+    letters = "".join(re.findall(r"[A-Z]+", upper))
+    return f"{names.get(letters, letters)}{''.join(re.findall(r'[0-9]+', upper))}"
+
+
 def sidecar_factors(path: Path) -> SuvFactors:
-    """The SUV ingredients of a BIDS-PET or dcm2niix sidecar (``factor()`` says what is missing)."""
+    """The SUV ingredients of a BIDS-PET or dcm2niix sidecar. Never an error: the mask needs no SUV,
+    so what the sidecar cannot give (unread units, an unknown tracer, no decay correction, unreadable
+    JSON) becomes a reason ``factor()`` reports, and the case is segmented from its values."""
     origin = f"sidecar {path.name}"
     try:
         data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: the sidecar cannot be read ({exc})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: the sidecar is not a JSON object")
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return SuvFactors(origin=origin, unusable=f"unreadable ({' '.join(str(exc).split())})")
     units = str(data.get("Units", "Bq/mL")).replace(" ", "").upper()
+    if units in ("GML", "G/ML", "SUV", "SUVBW"):  # already SUV
+        return SuvFactors(scale=1.0, origin=f"{origin} (Units {data.get('Units')}: already SUV)")
     if units not in CONCENTRATION_UNITS:
-        raise InputError(f"{origin}: Units {data.get('Units')!r}; only Bq/mL and kBq/mL are converted to SUV")
+        return SuvFactors(origin=origin, unusable=f"Units {data.get('Units')!r}; only Bq/mL and kBq/mL are converted")
+    if data.get("ImageDecayCorrected") is False:
+        return SuvFactors(origin=origin,
+                          unusable="ImageDecayCorrected false; only decay-corrected images are converted")
     dose = None
-    if data.get("InjectedRadioactivity") is not None:  # BIDS-PET
-        unit = str(data.get("InjectedRadioactivityUnits", "MBq")).replace(" ", "").upper()
-        if unit not in DOSE_UNITS_BQ:
-            raise InputError(f"{origin}: InjectedRadioactivityUnits {unit!r}")
-        dose = _number(data["InjectedRadioactivity"], origin, "InjectedRadioactivity") * DOSE_UNITS_BQ[unit]
-    elif data.get("RadionuclideTotalDose") is not None:  # dcm2niix: Bq
-        dose = _number(data["RadionuclideTotalDose"], origin, "RadionuclideTotalDose")
-    nuclide = re.sub(r"[^A-Z0-9]", "", str(data.get("TracerRadionuclide", "")).upper())
-    half_life = (_number(data["RadionuclideHalfLife"], origin, "RadionuclideHalfLife")
-                 if data.get("RadionuclideHalfLife") is not None else HALF_LIVES_S.get(nuclide))
-    weight = data.get("BodyWeight", data.get("PatientWeight"))
-    injection = scan = None
-    if data.get("InjectionStart") is not None:  # BIDS: seconds from TimeZero
-        injection = _number(data["InjectionStart"], origin, "InjectionStart")
-        if data.get("ImageDecayCorrected") is False:
-            raise InputError(f"{origin}: ImageDecayCorrected false; only decay-corrected images are converted")
-        reference = data.get("ImageDecayCorrectionTime", data.get("ScanStart"))
-        scan = _number(reference, origin, "ImageDecayCorrectionTime") if reference is not None else None
+    try:
+        if data.get("InjectedRadioactivity") is not None:  # BIDS-PET
+            unit = str(data.get("InjectedRadioactivityUnits", "MBq")).replace(" ", "")
+            scale = _unit_scale(unit)
+            if scale is None:
+                raise InputError(f"{origin}: InjectedRadioactivityUnits {unit!r}")
+            dose = _number(data["InjectedRadioactivity"], origin, "InjectedRadioactivity") * scale
+        elif data.get("RadionuclideTotalDose") is not None:  # dcm2niix: Bq
+            dose = _number(data["RadionuclideTotalDose"], origin, "RadionuclideTotalDose")
+        named = data.get("TracerRadionuclide")
+        half_life = (_number(data["RadionuclideHalfLife"], origin, "RadionuclideHalfLife")
+                     if data.get("RadionuclideHalfLife") is not None
+                     else HALF_LIVES_S.get(_nuclide_key(named)) if named else None)
+        weight = data.get("BodyWeight", data.get("PatientWeight"))
+        injection = scan = None
+        if data.get("InjectionStart") is not None:  # BIDS: seconds from TimeZero
+            injection = _number(data["InjectionStart"], origin, "InjectionStart")
+            reference = data.get("ImageDecayCorrectionTime", data.get("ScanStart"))
+            scan = _number(reference, origin, "ImageDecayCorrectionTime") if reference is not None else None
+    except InputError as exc:
+        return SuvFactors(origin=origin, unusable=str(exc).removeprefix(origin + ": "))
     return SuvFactors(weight_kg=_number(weight, origin, "weight") if weight is not None else None, dose_bq=dose,
                       injection=injection, scan=scan, half_life_s=half_life, value_scale=CONCENTRATION_UNITS[units],
-                      origin=origin)
+                      origin=origin, nuclide=named if named and half_life is None else None)

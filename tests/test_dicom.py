@@ -258,7 +258,48 @@ def test_a_series_without_suv_headers_is_segmented_and_its_report_leaves_suv_emp
             assert ours[key] == pytest.approx(theirs[key], rel=1e-4)
     results = {e["inputs"][0]["filename"]: e for e in json.loads((tmp_path / "out/results.json").read_text())}
     assert results["full"]["suv_source"] == "DICOM headers" and "suv_source" not in results["stripped"]
-    assert results["given"]["suv_source"].startswith(f"--suv-factors {table} (case given)")
+    assert results["given"]["suv_source"] == f"DICOM headers + --suv-factors {table} (case given)"
+
+
+@pytest.mark.parametrize("correction", ["START", "ADMIN"])
+def test_suv_factors_fill_only_what_the_headers_lack(tmp_path, phantom, correction):
+    """The usual anonymiser: only the weight removed. ``--suv-factors weight=..`` alone completes the
+    headers (dose, half-life, times, decay correction as they say) to the full series' SUV within 1e-4."""
+    from runner.case import read_pet
+    from runner.suv import SuvTable
+
+    acq = Acquisition(weight_kg=81.0, decay_correction=correction)
+    write_dicom_study(phantom, tmp_path / "full", acq)
+    write_dicom_study(phantom, tmp_path / "noweight", acq)
+    _edit(tmp_path / "noweight", lambda ds, k: delattr(ds, "PatientWeight"))
+    assert read_pet(tmp_path / "noweight").series.suv_missing == "missing PatientWeight"
+    given = read_pet(tmp_path / "noweight", SuvTable.parse("weight=81").every)
+    assert given.suv_origin == "DICOM headers + --suv-factors" and given.series.suv_missing is None
+    np.testing.assert_allclose(sitk.GetArrayFromImage(given.image), sitk.GetArrayFromImage(suv_back(tmp_path / "full")),
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_a_sidecar_that_cannot_give_suv_never_fails_the_case(tmp_path):
+    """Units already SUV, counts, an unknown tracer, unreadable JSON: the image is read either way and
+    the reason is the report's, not an error."""
+    from runner.case import not_suv, read_pet
+
+    image = sitk.GetImageFromArray(np.full((8, 8, 8), 3.0, np.float32))
+    cases = {"gml": ({"Units": "g/ml"}, None), "counts": ({"Units": "counts"}, "Units 'counts'"),
+             "tracer": ({"Units": "Bq/mL", "TracerRadionuclide": "Tb-152", "InjectedRadioactivity": 200,
+                         "InjectionStart": 0, "ImageDecayCorrectionTime": 3600, "BodyWeight": 70},
+                        "no half-life known for radionuclide 'Tb-152'"),
+             "broken": ("{not json", "unreadable")}
+    for name, (sidecar, reason) in cases.items():
+        path = tmp_path / f"{name}.nii.gz"
+        sitk.WriteImage(image, str(path))
+        (tmp_path / f"{name}.json").write_text(sidecar if isinstance(sidecar, str) else json.dumps(sidecar))
+        source = read_pet(path)
+        assert sitk.GetArrayFromImage(source.image).mean() == pytest.approx(3.0)
+        if reason is None:
+            assert not_suv(source) is None and source.suv_origin.endswith("already SUV)")
+        else:
+            assert reason in not_suv(source), (name, not_suv(source))
 
 
 def test_suv_from_a_bids_or_dcm2niix_sidecar_equals_the_dicom_route(tmp_path, phantom):
@@ -310,7 +351,12 @@ def test_suv_factors_spec_parsing_against_a_direct_computation() -> None:
     direct = 72_000 / (9.46 * 3.7e7 * 0.5 ** (3750 / 6586.2))
     assert factor == pytest.approx(direct, rel=1e-12)
     assert SuvTable.parse("scale=5e-4").every.factor() == 5e-4
-    for bad, message in (("weight=72,dose=3e8", "no injection, scan"), ("weight=72000,dose=3e8,injection=9:00,"
+    partial = SuvTable.parse("weight=72,dose=3e8").every  # headers or a sidecar may complete it, per case
+    with pytest.raises(InputError, match="no injection, scan"):
+        partial.factor()
+    assert SuvTable.parse("weight=70,dose=3e8,injection=2026-03-04T09:00,scan=10:00").every.factor() == \
+        pytest.approx(70_000 / (3e8 * 0.5 ** (3600 / 6586.2)), rel=1e-12)  # a time on the date-time's day
+    for bad, message in (("half_life=0", "half_life 0 s must be positive"), ("weight=72000,dose=3e8,injection=9:00,"
                          "scan=10:00", "implausible weight 72000 kg"), ("dose=3 furlongs", "dose '3 furlongs'"),
                          ("weight=70,dose=3e8,injection=11:00,scan=10:00", "injection after the scan start"),
                          ("colour=blue", "unknown field(s) colour")):
