@@ -139,7 +139,10 @@ def score_networks(args: argparse.Namespace, networks: dict[str, Any]) -> dict[s
     cache_path = args.work / "scores.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     table: dict[str, Any] = {}
+    from model.network import weights_digest
+
     for variant, loaded in networks.items():
+        digest = weights_digest(loaded.network.state_dict())[:12]  # other weights under the same name: not cached
         for inferer in [*(f"overlap {ov:g}" for ov in OVERLAPS), "plain"]:
             overlap = 0.5 if inferer == "plain" else float(inferer.split()[1])
             predictor = Predictor([loaded.network], loaded.config.with_(overlap=overlap), device="cpu", crop="exact",
@@ -148,7 +151,7 @@ def score_networks(args: argparse.Namespace, networks: dict[str, Any]) -> dict[s
                 predictor.inferer = PlainInferer(loaded.config.size_divisor)
             rows = []
             for case in tests:
-                key = f"{variant}/{inferer}/{case.case_id}"
+                key = f"{variant}/{digest}/{inferer}/{case.case_id}"
                 if key not in cache:
                     clock = time.perf_counter()
                     pred = predictor.predict(sitk.ReadImage(str(case.pet)))

@@ -35,8 +35,9 @@ PRED_COLOUR = "red"
 #: Layout in pixels: two text lines on top, a thin margin around and between the panels.
 HEADER_PX, MARGIN_PX, GAP_PX = 40, 6, 10
 GT_COLOUR = "lime"
-#: Width of the lesion list on the right of the views.
+#: Width of the lesion list on the right of the views, and the height of one of its lines (7 pt).
 LEGEND_PX = 150
+LIST_LINE_PX = 12
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,9 @@ def save_mip_png(
     aspects = [v.width_mm / v.height_mm for v in views]
     fixed_w = gap * (len(views) + 1) + legend_w
     if max_width_px is not None and panel_h * sum(aspects) + fixed_w > max_width_px / dpi:
-        panel_h = max(1.0, max_width_px / dpi - fixed_w) / sum(aspects)
+        list_lines = (min(len(lesions), 22) + 2) if lesions else 0  # the lesion list must still fit beside
+        panel_h = max(max_width_px / dpi - fixed_w, 1.0) / sum(aspects)
+        panel_h = max(panel_h, list_lines * LIST_LINE_PX / dpi)
         fig_h = panel_h + header + 2 * margin
     widths = [panel_h * a for a in aspects]
     fig_w = sum(widths) + fixed_w

@@ -351,7 +351,7 @@ def frames_as_slices(ds: pydicom.Dataset, series: Series) -> list[pydicom.Datase
         pixels = ds.pixel_array
     except Exception as exc:  # noqa: BLE001 - e.g. a compressed transfer syntax without its decoder
         raise InputError(f"{series.name()}: pixel data could not be decoded ({exc})") from None
-    shared = ds.get("SharedFunctionalGroupsSequence", [pydicom.Dataset()])[0]
+    shared = (ds.get("SharedFunctionalGroupsSequence") or [pydicom.Dataset()])[0]
     per_frame = ds.get("PerFrameFunctionalGroupsSequence", [])
     if len(per_frame) != len(pixels):
         raise InputError(f"{series.name()}: {len(pixels)} frames but {len(per_frame)} per-frame functional groups")

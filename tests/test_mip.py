@@ -125,3 +125,25 @@ def test_a_wide_scan_gets_shorter_panels_not_a_wider_picture(tmp_path: Path) -> 
     tall.SetSpacing((4.0, 4.0, 10.0))
     out = imread(save_mip_png(tall, tmp_path / "tall.png", height_px=560, max_width_px=1100))
     assert out.shape[0] == 560 and out.shape[1] < 1100
+
+
+def test_a_wide_scan_keeps_room_for_its_lesion_list(tmp_path: Path) -> None:
+    """One bed position 700 x 700 x 160 mm with 16 lesions: the panels may shrink to the page's width,
+    but not below the list of 16 lesions beside them (18 lines of 12 px)."""
+    from lesion_report.lesions import measure_lesions
+
+    arr = np.zeros((40, 175, 175), np.float32)  # z, y, x at 4 mm
+    mask = np.zeros(arr.shape, np.uint8)
+    for k in range(16):
+        y, x = 20 + 9 * k, 20 + 8 * k
+        arr[18:22, y:y + 3, x:x + 3] = 8.0
+        mask[18:22, y:y + 3, x:x + 3] = 1
+    pet = sitk.GetImageFromArray(arr)
+    pet.SetSpacing((4.0, 4.0, 4.0))
+    mask_img = sitk.GetImageFromArray(mask)
+    mask_img.CopyInformation(pet)
+    lesions = measure_lesions(pet, mask_img).lesions
+    assert len(lesions) == 16
+    out = imread(save_mip_png(pet, tmp_path / "bed.png", pred=mask_img, lesions=lesions, height_px=560,
+                              max_width_px=1100))
+    assert out.shape[0] >= 18 * 12 + HEADER_PX + 2 * MARGIN_PX

@@ -892,20 +892,38 @@ def test_adjacent_share_centres_crops_on_lesion_voxels_beside_hot_uptake() -> No
     assert 0 < adj_truth.sum() < near.sum()  # only the near lesion's side facing the organ
 
 
-def test_adjacent_pool_is_the_lesion_voxels_near_hot_uptake(phantoms, cache_dir) -> None:
-    """CropDataset's adjacent pool against a brute-force nearest-neighbour distance (a k-d tree over the
-    hot non-lesion voxels' millimetre positions)."""
+def test_adjacent_pool_is_the_lesion_voxels_near_other_hot_uptake(tmp_path) -> None:
+    """CropDataset's adjacent pool against a brute-force nearest-neighbour distance (k-d trees over the
+    voxels' millimetre positions): lesion voxels within 15 mm of hot voxels that lie more than two
+    voxels from the lesion (its own blurred rim is not a neighbour). A lesion beside a hot ball has
+    some; a lesion alone, with a hot rim of its own, has none."""
     from scipy.spatial import cKDTree
 
+    grid = np.stack(np.meshgrid(*[np.arange(48)] * 3, indexing="ij"))
+    ball = lambda c, r: ((grid - np.array(c)[:, None, None, None]) ** 2).sum(0) <= r * r  # noqa: E731
+    organ, near, alone = ball((24, 24, 10), 6), ball((24, 24, 21), 5), ball((10, 10, 38), 4)
+    label = (near | alone).astype(np.uint8)
+    pet = np.full(label.shape, 0.05, np.float32)
+    pet[organ | near | alone] = 3.0
+    pet[ball((10, 10, 38), 5) & ~alone] = 2.0  # a hot rim around the lone lesion, as blur makes it
+    cases = []
+    for name, image in (("SUV", pet), ("SEG", label)):
+        img = sitk.GetImageFromArray(np.ascontiguousarray(image.transpose(2, 1, 0)))
+        img.SetSpacing((4.0, 4.0, 4.0))
+        sitk.WriteImage(img, str(tmp_path / f"{name}.nii.gz"))
+    cases.append(Case("c", tmp_path / "SUV.nii.gz", label=tmp_path / "SEG.nii.gz"))
     config = preset("demo").with_(crop_size=(32, 32, 32))
-    train = train_preset("demo").with_(adjacent=0.3, adjacent_mm=12.0)
-    store = CaseStore(phantoms[:1], config, cache_dir)
-    case = phantoms[0].case_id
-    dataset = CropDataset(store, [case], config, train)
-    pet, label, _ = store.load(case, mmap=False)
+    train = train_preset("demo").with_(adjacent=0.3)
+    store = CaseStore(cases, config, tmp_path / "cache")
+    dataset = CropDataset(store, ["c"], config, train)
+    pet_w, label_w, _ = store.load("c", mmap=False)
     spacing = np.asarray(config.spacing)
-    hot = np.argwhere((pet > train.hot_threshold) & (label == 0)) * spacing
-    lesion = np.argwhere(label > 0)
-    near = cKDTree(hot).query(lesion * spacing)[0] <= 12.0
-    truth = np.sort(np.ravel_multi_index(lesion[near].T, label.shape))
-    assert len(truth) > 0 and np.array_equal(np.sort(dataset.index[case][2]), truth)
+    lesion = np.argwhere(label_w > 0)
+    hot = np.argwhere((pet_w > train.hot_threshold) & (label_w == 0))
+    far = cKDTree(lesion * spacing).query(hot * spacing)[0] > 2 * spacing.max()
+    near_hot = cKDTree(hot[far] * spacing).query(lesion * spacing)[0] <= train.adjacent_mm
+    truth = np.sort(np.ravel_multi_index(lesion[near_hot].T, label_w.shape))
+    pool = np.sort(dataset.index["c"][2])
+    assert np.array_equal(pool, truth) and len(truth) > 0
+    lone = np.unravel_index(pool, label_w.shape)[2] > 30  # the lone lesion lies at z 38
+    assert not lone.any()

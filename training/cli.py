@@ -264,7 +264,9 @@ def cmd_cv(args: argparse.Namespace) -> int:
     records = read_records(Path(args.data), args.layout, args.channel_order)
     for fold in args.folds:
         status = read_status(Path(args.out) / member_name(fold))
-        if args.resume and status and status.get("status") in ("finished", "budget", "stop_epoch"):
+        later = args.stop_epoch is not None and status and status.get("epochs_done", 0) < args.stop_epoch
+        if args.resume and status and status.get("status") in ("finished", "budget", "stop_epoch") and not (
+                status.get("status") == "stop_epoch" and later):
             print(
                 f"fold {fold}: already {status['status']} ({status['epochs_done']} epochs), skipped",
                 flush=True,
@@ -418,7 +420,7 @@ def _add_training(p: argparse.ArgumentParser) -> None:
                    help="gamma, contrast, brightness, noise, blur and low-resolution augmentation of the PET "
                         "(training/augmentation.py; demo presets: on, paper: off)")
     p.add_argument("--adjacent", type=float,
-                   help="share of crops centred on a lesion voxel within 10 mm of hot non-lesion uptake (a lesion "
+                   help="share of crops centred on a lesion voxel within 15 mm of hot non-lesion uptake (a lesion "
                         "beside a kidney, the bladder, the heart; uses the demo's sampler; default 0)")
     p.add_argument("--organ-weight", type=float,
                    help="organ supervision: weight of a training-only organ head's cross-entropy against each "

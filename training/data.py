@@ -223,6 +223,10 @@ class CaseStore:
         return self.load(case_id)[2]["lesion_voxels"] > 0
 
 
+#: Voxels around a lesion whose uptake is its own blurred rim, not a neighbouring organ's (``adjacent``).
+ADJACENT_HALO = 2
+
+
 class CropDataset(Dataset):
     """Item i = ``samples_per_volume`` augmented crops of case ``draws[i]``.
 
@@ -254,8 +258,14 @@ class CropDataset(Dataset):
         if self.train.adjacent > 0 and len(fg) and hot_mask.any():
             from scipy import ndimage
 
-            distance = ndimage.distance_transform_edt(~hot_mask, sampling=self.store.config.spacing)
-            adj = fg[distance.ravel()[fg] <= self.train.adjacent_mm]
+            spacing = self.store.config.spacing
+            # the lesion's own blurred rim is hot too: uptake counts from two voxels beyond the label on
+            halo = ndimage.distance_transform_edt(np.asarray(label) == 0, sampling=spacing)
+            halo = halo <= ADJACENT_HALO * max(spacing)
+            other = hot_mask & ~halo
+            if other.any():
+                distance = ndimage.distance_transform_edt(~other, sampling=spacing)
+                adj = fg[distance.ravel()[fg] <= self.train.adjacent_mm]
         rng = np.random.default_rng(zlib.crc32(case_id.encode()))  # stable across processes
         if self.train.lesion_balance < 1.0 and len(fg):  # else bulky lesions centre most lesion crops
             fg = component_pool(np.asarray(label) > 0, self.train.lesion_balance, rng)

@@ -43,6 +43,7 @@ from runner.allocator import keep_large_allocations_on_heap
 from training.clicks import ClickSimulator
 
 from .data import CaseStore, CropDataset, epoch_draws
+from .layouts import LayoutError
 from .recipe import NonFiniteLoss, TrainConfig, make_loss, make_optimizer, make_scheduler, make_train_inferer
 from .reporting import CSV_FIELDS, is_finite_number, plot_curves, write_metrics_csv
 
@@ -71,7 +72,8 @@ def init_distributed(device: str) -> DistInfo:
     if world <= 1:
         return DistInfo()
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+        # the step's flags and means are CPU tensors: gloo carries them beside NCCL's CUDA tensors
+        dist.init_process_group(backend="cpu:gloo,cuda:nccl" if device.startswith("cuda") else "gloo")
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
@@ -444,6 +446,11 @@ def _setup(train_sources: Sequence[Case], val_sources: Sequence[Case], config: M
     if train.organ_weight > 0:  # the lesion network plus a training-only organ head (training/organ_head.py)
         from training.organ_head import OrganHead
 
+        for case_id in train_ids:  # before any step: a missing or foreign map is named now, not mid-epoch
+            top = int(np.max(store.load_organs(case_id)))
+            if top >= train.organ_classes:
+                raise LayoutError(f"case {case_id}: organ map class {top}, but organ_classes is "
+                                  f"{train.organ_classes}")
         trained = OrganHead(net, train.organ_classes).to(dev)
     optimizer = make_optimizer(trained.parameters(), train)
     if config.interactive and train.click_rounds == 0:

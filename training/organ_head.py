@@ -24,6 +24,7 @@ class OrganHead(torch.nn.Module):
         features = net.output_block.conv.conv.in_channels
         self.head = torch.nn.Conv3d(features, classes, kernel_size=1)
         self._features: torch.Tensor | None = None
+        self._capturing = False
         net.output_block.register_forward_hook(self._keep_input)
 
     @property
@@ -32,10 +33,15 @@ class OrganHead(torch.nn.Module):
         return self.net
 
     def _keep_input(self, module: torch.nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
-        self._features = inputs[0]
+        if self._capturing:  # only inside this wrapper's forward: validation runs the lesion network alone
+            self._features = inputs[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lesion = self.net(x)
+        self._capturing = True
+        try:
+            lesion = self.net(x)
+        finally:
+            self._capturing = False
         organs = self.head(self._features)
         self._features = None
         return torch.cat([lesion, organs.to(lesion.dtype)], dim=1)

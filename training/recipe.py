@@ -57,10 +57,10 @@ class TrainConfig:
     neg: float = 0.4  # share centred on any non-lesion voxel
     hot_neg: float = 0.0  # share centred on a hot non-lesion voxel (demo option; 0 = the paper's sampler)
     air: float = 0.0  # demo: share centred on any non-lesion voxel, air included (with body_threshold > 0)
-    # share centred on a lesion voxel within ``adjacent_mm`` of hot non-lesion uptake (a lesion beside a
-    # kidney, the bladder, the heart: the demo ensemble's misses); 0 = off
+    # share centred on a lesion voxel within ``adjacent_mm`` of hot non-lesion uptake beyond the lesion's own
+    # rim (a lesion beside a kidney, the bladder, the heart: the demo ensemble's misses); 0 = off
     adjacent: float = 0.0
-    adjacent_mm: float = 10.0
+    adjacent_mm: float = 15.0
     hot_threshold: float = 0.3  # "hot" = percentile-scaled PET above this
     hot_balance: float = 1.0  # demo: a hot structure's share of hot crops grows as size**hot_balance (1 = per voxel)
     lesion_balance: float = 1.0  # a lesion's share of lesion crops grows as size**lesion_balance (1 = per voxel)
