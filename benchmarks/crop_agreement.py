@@ -272,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     loaded = Predictor.from_weights(args.weights, device="cpu")
     config = loaded.config.with_(roi_size=(args.roi,) * 3, overlap=args.overlap)
     networks = [MemoisedNetwork(net) for net in loaded.networks[: args.models or None]]
-    result = {"weights": weights_label(args.weights), "models": len(networks), "config": config.name,
+    result = {"command": "python -m benchmarks.crop_agreement " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "weights": weights_label(args.weights), "models": len(networks), "config": config.name,
               "roi": args.roi, "overlap": args.overlap, "sigma_scale": config.sigma_scale,
               "torch_threads": torch.get_num_threads(), "phantoms": []}
     runs = [(seed, kind) for seed in args.seeds for kind in (args.outside or [None])]
