@@ -156,3 +156,14 @@ def test_four_folds_plus_one_network_on_all_data_export_and_load(phantoms, cache
     assert load_checkpoint(tmp_path / "weights" / "all.pt").config == preset("tiny")
     predictor = Predictor.from_weights(tmp_path / "weights", device="cpu")
     assert len(predictor.networks) == 2
+
+
+def test_fit_takes_one_fold_or_all(capsys) -> None:
+    from training.cli import build_parser
+
+    parse = build_parser().parse_args
+    base = ["fit", "--data", "d", "--splits", "s.json", "--out", "o", "--fold"]
+    assert parse([*base, "all"]).fold == "all" and parse([*base, "3"]).fold == 3
+    with pytest.raises(SystemExit):
+        parse([*base, "1,2"])
+    assert "one fold number or 'all'" in capsys.readouterr().err

@@ -359,6 +359,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _member(text: str) -> int | str:
+    members = _folds(text)
+    if len(members) != 1:
+        raise argparse.ArgumentTypeError(f"expected one fold number or 'all', got {text!r}")
+    return members[0]
+
+
 def _folds(text: str) -> list[int | str]:
     try:
         return parse_members(text)
@@ -472,7 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fit", help="train one fold (torchrun for DDP)")
     _add_training(p)
-    p.add_argument("--fold", type=int, required=True)
+    p.add_argument("--fold", type=_member, required=True,
+                   help="fold number, or 'all' (every case of the folds file, no validation)")
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("cv", help="train the folds one after another")
