@@ -77,17 +77,13 @@ class SuvFactors:
                                             ("injection", self.injection), ("scan", self.scan)) if value is None]
         if missing:
             raise InputError(f"{self.origin}: no {', '.join(missing)} for the SUV")
-        weight, dose = float(self.weight_kg), float(self.dose_bq)  # type: ignore[arg-type]
-        if not WEIGHT_KG[0] <= weight <= WEIGHT_KG[1]:
-            raise InputError(f"{self.origin}: implausible weight {weight:g} kg (grams given as kg?)")
+        self.check()  # weight, dose, half-life, times: the same rules as at start-up
         if self.half_life_s is None and self.nuclide is not None:
             raise InputError(f"{self.origin}: no half-life known for radionuclide {self.nuclide!r}; give half_life")
         half_life = F18_HALF_LIFE_S if self.half_life_s is None else self.half_life_s
-        if dose <= 0 or half_life <= 0:
-            raise InputError(f"{self.origin}: dose {dose:g} Bq and half-life {half_life:g} s must be positive")
         elapsed = _seconds_between(self.injection, self.scan, self.origin)
-        decayed = dose * math.pow(2.0, -elapsed / half_life)
-        return self.value_scale * weight * 1000.0 / decayed
+        decayed = float(self.dose_bq) * math.pow(2.0, -elapsed / half_life)  # type: ignore[arg-type]
+        return self.value_scale * float(self.weight_kg) * 1000.0 / decayed  # type: ignore[arg-type]
 
     def check(self) -> None:
         """Refuse, in one line, a value that can never work (a partial set is fine: headers or a
@@ -103,8 +99,6 @@ class SuvFactors:
         for what, value in (("injection", self.injection), ("scan", self.scan)):
             if value is not None and not isinstance(value, (int, float)):
                 _clock(value, self.origin, what)
-        if self.injection is not None and self.scan is not None:
-            _seconds_between(self.injection, self.scan, self.origin)
 
     def merged(self, override: SuvFactors | None) -> SuvFactors:
         """These factors with ``override``'s given fields in their place (the user's flags over a sidecar)."""
@@ -205,6 +199,8 @@ class SuvTable:
                              "or scale), or a .json/.csv file")
         factors = from_fields({k.strip(): v.strip() for k, v in pairs}, "--suv-factors")
         factors.check()  # a bad value fails before any case is read; a partial set is completed per case
+        if factors.injection is not None and factors.scan is not None:
+            _seconds_between(factors.injection, factors.scan, factors.origin)  # injection after the scan
         return cls(every=factors)
 
     def for_case(self, case_id: str) -> SuvFactors | None:

@@ -167,3 +167,12 @@ def test_fit_takes_one_fold_or_all(capsys) -> None:
     with pytest.raises(SystemExit):
         parse([*base, "1,2"])
     assert "one fold number or 'all'" in capsys.readouterr().err
+
+
+def test_cv_resume_goes_on_with_a_fold_stopped_before_a_later_stop_epoch() -> None:
+    from training.cli import _fold_done
+
+    stopped = {"status": "stop_epoch", "epochs_done": 400}
+    assert _fold_done(stopped, None) and _fold_done(stopped, 400) and not _fold_done(stopped, 564)
+    assert _fold_done({"status": "budget", "epochs_done": 3}, 564) and not _fold_done({"status": "stopped"}, None)
+    assert not _fold_done(None, None)

@@ -264,9 +264,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
     records = read_records(Path(args.data), args.layout, args.channel_order)
     for fold in args.folds:
         status = read_status(Path(args.out) / member_name(fold))
-        later = args.stop_epoch is not None and status and status.get("epochs_done", 0) < args.stop_epoch
-        if args.resume and status and status.get("status") in ("finished", "budget", "stop_epoch") and not (
-                status.get("status") == "stop_epoch" and later):
+        if args.resume and _fold_done(status, args.stop_epoch):
             print(
                 f"fold {fold}: already {status['status']} ({status['epochs_done']} epochs), skipped",
                 flush=True,
@@ -280,6 +278,16 @@ def cmd_cv(args: argparse.Namespace) -> int:
             flush=True,
         )
     return 0
+
+
+def _fold_done(status: dict[str, Any] | None, stop_epoch: int | None) -> bool:
+    """Whether ``cv --resume`` skips a fold: finished, stopped by its budget, or stopped at a
+    ``--stop-epoch`` no earlier than the one asked now."""
+    if not status:
+        return False
+    if status.get("status") == "stop_epoch":
+        return stop_epoch is None or status.get("epochs_done", 0) >= stop_epoch
+    return status.get("status") in ("finished", "budget")
 
 
 def cmd_revalidate(args: argparse.Namespace) -> int:

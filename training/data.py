@@ -25,7 +25,7 @@ from common.cases import Case
 from model.config import ModelConfig
 
 from .layouts import LayoutError
-from .recipe import TrainConfig, deterministic_transforms, random_transforms
+from .recipe import ORGAN_KEY, TrainConfig, deterministic_transforms, organ_map_transforms, random_transforms
 
 #: hot-voxel pools are subsampled to this many indices per case (keeps the in-memory index small)
 MAX_HOT_INDICES = 50_000
@@ -93,22 +93,23 @@ def _one_thread() -> None:
 
 def preprocess_case(source: Case, config: ModelConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run the deterministic transforms: (pet float32 XYZ, label uint8 XYZ, RAS affine 4x4)."""
-    pet, label, affine, _ = _preprocess(source, config, organs=False)
+    data = _apply(deterministic_transforms(config), {"pet": str(source.pet), "label": str(source.label)}, source)
+    pet = np.asarray(data["pet"][0], dtype=np.float32)
+    label = (np.asarray(data["label"][0]) > 0.5).astype(np.uint8)
+    affine = np.asarray(data["pet"].affine, dtype=np.float64)
     return pet, label, affine
 
 
 def preprocess_organs(source: Case, config: ModelConfig) -> np.ndarray:
-    """The organ map on the working grid (uint8 XYZ), resampled as the label is."""
-    return _preprocess(source, config, organs=True)[3]
+    """The organ map on the working grid (uint8 XYZ), resampled as the label is; the PET is not read again."""
+    data = _apply(organ_map_transforms(config), {ORGAN_KEY: str(source.organs)}, source)
+    return np.rint(np.asarray(data[ORGAN_KEY][0])).astype(np.uint8)
 
 
-def _preprocess(source: Case, config: ModelConfig, organs: bool
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    files = {"pet": str(source.pet), "label": str(source.label)}
-    if organs:
-        files["organs"] = str(source.organs)
+def _apply(chain: Any, files: dict[str, str], source: Case) -> dict[str, Any]:
+    """``chain`` on ``files``; a failure names the case, its files and the root cause in one line."""
     try:
-        data = deterministic_transforms(config, organs=organs)(files)
+        return chain(files)
     except Exception as err:  # MONAI reports "applying transform <LoadImaged ...>"; say which files and why
         root = err
         while root.__cause__ is not None:
@@ -116,11 +117,6 @@ def _preprocess(source: Case, config: ModelConfig, organs: bool
         raise LayoutError(f"case {source.case_id} ({', '.join(files.values())}): cannot be preprocessed: "
                           f"{type(root).__name__}: {str(root).strip().splitlines()[0] if str(root).strip() else ''}"
                           ) from err
-    pet = np.asarray(data["pet"][0], dtype=np.float32)
-    label = (np.asarray(data["label"][0]) > 0.5).astype(np.uint8)
-    affine = np.asarray(data["pet"].affine, dtype=np.float64)
-    organ_map = np.rint(np.asarray(data["organs"][0])).astype(np.uint8) if organs else None
-    return pet, label, affine, organ_map
 
 
 class CaseStore:

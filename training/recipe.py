@@ -36,6 +36,8 @@ from training.augmentation import DEMO_AUGMENTATION
 KEYS = ("pet", "label")
 #: With organ supervision the organ map travels with them through every spatial transform.
 ORGAN_KEY = "organs"
+#: MONAI's axis labels for RAS (its default would read the codes in LPS terms).
+RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 
 
 TRAIN_INFERERS = ("sliding", "simple")
@@ -293,7 +295,7 @@ def train_preset(name: str) -> TrainConfig:
 # ----------------------------------------------------------------------------------------------
 
 
-def deterministic_transforms(config: ModelConfig, organs: bool = False) -> Compose:
+def deterministic_transforms(config: ModelConfig) -> Compose:
     """Load -> channel first -> RAS -> target spacing -> per-volume percentile scaling (the cache point).
 
     The same steps, in the same order, as the container's preprocessing (``model/preprocessing.py``
@@ -301,16 +303,14 @@ def deterministic_transforms(config: ModelConfig, organs: bool = False) -> Compo
     ``benchmarks/monai_reference.py`` is the third copy); only PET and label are used.
     NaN and Inf voxels become 0 first, as in inference: one such voxel would otherwise make the
     percentiles NaN and the whole scaled PET NaN (then zero), with its labels still in place.
-    ``organs``: the organ map too, resampled as the label is (nearest).
     """
-    keys = [*KEYS, ORGAN_KEY] if organs else list(KEYS)
     return Compose(
         [
-            LoadImaged(keys=keys, image_only=True),
-            EnsureChannelFirstd(keys=keys),
+            LoadImaged(keys=list(KEYS), image_only=True),
+            EnsureChannelFirstd(keys=list(KEYS)),
             NonFiniteToZerod(keys="pet", keep_meta=True),  # before the percentiles, as inference's read_array
-            Orientationd(keys=keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
-            Spacingd(keys=keys, pixdim=config.spacing, mode=("bilinear", *["nearest"] * (len(keys) - 1))),
+            Orientationd(keys=list(KEYS), axcodes="RAS", labels=RAS_LABELS),
+            Spacingd(keys=list(KEYS), pixdim=config.spacing, mode=("bilinear", "nearest")),
             ScaleIntensityRangePercentilesd(
                 keys="pet",
                 lower=config.percentiles[0],
@@ -319,6 +319,19 @@ def deterministic_transforms(config: ModelConfig, organs: bool = False) -> Compo
                 b_max=1.0,
                 clip=True,
             ),
+        ]
+    )
+
+
+def organ_map_transforms(config: ModelConfig) -> Compose:
+    """The organ map onto the working grid, the label's steps of ``deterministic_transforms`` (its grid
+    is the label's, so it lands on the label's working grid; nearest neighbour keeps the classes)."""
+    return Compose(
+        [
+            LoadImaged(keys=ORGAN_KEY, image_only=True),
+            EnsureChannelFirstd(keys=ORGAN_KEY),
+            Orientationd(keys=ORGAN_KEY, axcodes="RAS", labels=RAS_LABELS),
+            Spacingd(keys=ORGAN_KEY, pixdim=config.spacing, mode="nearest"),
         ]
     )
 
