@@ -147,12 +147,15 @@ def save_mip_png(
     fig_h = height_px / dpi
     panel_h = fig_h - header - 2 * margin
     legend_w = LEGEND_PX / dpi if lesions else 0.0
+    lines = ["#   ml      SUVmax"] + [f"{lesion.id:<3d} {lesion.volume_ml:<7.1f} {lesion.suv_max:.1f}"
+                                      for lesion in lesions]
+    lines += [f"... {more_lesions} more"] if more_lesions else []
     aspects = [v.width_mm / v.height_mm for v in views]
     fixed_w = gap * (len(views) + 1) + legend_w
     if max_width_px is not None and panel_h * sum(aspects) + fixed_w > max_width_px / dpi:
-        list_lines = (min(len(lesions), 22) + 2) if lesions else 0  # the lesion list must still fit beside
         panel_h = max(max_width_px / dpi - fixed_w, 1.0) / sum(aspects)
-        panel_h = max(panel_h, list_lines * LIST_LINE_PX / dpi)
+        # the lesion list must still fit beside (one line to spare: the last line's descent, the margin)
+        panel_h = max(panel_h, (len(lines) + 1) * LIST_LINE_PX / dpi if lesions else 0.0)
         fig_h = panel_h + header + 2 * margin
     widths = [panel_h * a for a in aspects]
     fig_w = sum(widths) + fixed_w
@@ -191,9 +194,6 @@ def save_mip_png(
     fig.text(0.5, top - 0.45 * header / fig_h, "   ".join(legend), ha="center", va="top", fontsize=8,
              color="dimgray")
     if lesions:
-        lines = ["#   ml      SUVmax"] + [f"{lesion.id:<3d} {lesion.volume_ml:<7.1f} {lesion.suv_max:.1f}"
-                                          for lesion in lesions]
-        lines += [f"... {more_lesions} more"] if more_lesions else []
         fig.text(1 - legend_w / fig_w, 1 - (header + margin) / fig_h, "\n".join(lines), ha="left", va="top",
                  fontsize=7, family="monospace")
     path = Path(path)
