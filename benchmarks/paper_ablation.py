@@ -73,7 +73,8 @@ def make_phantoms(folder: Path, seeds: str) -> list[Any]:
     from training.phantoms.cli import parse_seeds
 
     subprocess.run([sys.executable, "-m", "training.phantoms", "--out", str(folder), "--seeds", seeds,
-                    "--layout", "tcia", "--skip-existing", "--workers", "2"], check=True, cwd=ROOT)
+                    "--layout", "tcia", "--skip-existing", "--workers", str(min(8, os.cpu_count() or 1))],
+                   check=True, cwd=ROOT)  # a process per core, up to 8 (about 1.2 GB each)
     wanted = {f"PHANTOM{seed:05d}" for seed in parse_seeds([seeds])}
     return [r for r in read_layout(folder, "tcia") if str(r.case_id).split("_")[0] in wanted]
 
@@ -88,7 +89,7 @@ def train_variant(args: argparse.Namespace) -> int:
     config, train = configs(args.variant, args.epochs, args.iters, args.preset, args.lr)
     started = time.monotonic()
     result = fit(as_sources(records), [], config, train, args.work / args.variant, cache_dir=args.work / "cache",
-                 resume=True, device="cpu", progress=False, init=args.init_from)
+                 resume=True, device=args.device, progress=False, init=args.init_from)
     state = torch.load(args.work / args.variant / "last.pt", map_location="cpu", weights_only=True)
     history = state["history"]
     steps = sum(int(row.get("steps", 0)) for row in history)
@@ -145,8 +146,8 @@ def score_networks(args: argparse.Namespace, networks: dict[str, Any]) -> dict[s
         digest = weights_digest(loaded.network.state_dict())[:12]  # other weights under the same name: not cached
         for inferer in [*(f"overlap {ov:g}" for ov in OVERLAPS), "plain"]:
             overlap = 0.5 if inferer == "plain" else float(inferer.split()[1])
-            predictor = Predictor([loaded.network], loaded.config.with_(overlap=overlap), device="cpu", crop="exact",
-                                  sw_batch_size=4)
+            predictor = Predictor([loaded.network], loaded.config.with_(overlap=overlap), device=args.device,
+                                  crop="exact", sw_batch_size=4)
             if inferer == "plain":
                 predictor.inferer = PlainInferer(loaded.config.size_divisor)
             rows = []
@@ -237,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="no training: score these trained networks (e.g. the shipped folds, weights/) instead, "
                         "each on its own: Tables 3 and 1 with networks that segment")
     p.add_argument("--models", type=int, default=1, help="with --trained-weights: the first N networks")
+    p.add_argument("--device", default="cpu", help="cpu or cuda: where the networks train and score (default cpu)")
     p.add_argument("--json", type=Path)
     p.add_argument("--plot", type=Path)
     args = p.parse_args(argv)
@@ -252,14 +254,14 @@ def main(argv: list[str] | None = None) -> int:
     for variant in args.variants:
         child = [sys.executable, "-m", "benchmarks.paper_ablation", "--variant", variant, "--work", str(args.work),
                  "--train-seeds", args.train_seeds, "--epochs", str(args.epochs), "--iters", str(args.iters),
-                 "--threads", str(args.threads), "--preset", args.preset,
+                 "--threads", str(args.threads), "--preset", args.preset, "--device", args.device,
                  *(["--init-from", str(args.init_from)] if args.init_from else []),
                  *(["--lr", str(args.lr)] if args.lr else [])]
         out = subprocess.run(child, check=True, cwd=ROOT, stdout=subprocess.PIPE, text=True,
                              env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}).stdout
         training[variant] = json.loads(out.strip().splitlines()[-1])
         print(json.dumps(training[variant]), flush=True)
-    result = {"command": command, "train_seeds": args.train_seeds, "test_seeds": args.test_seeds,
+    result = {"command": command, "device": args.device, "train_seeds": args.train_seeds, "test_seeds": args.test_seeds,
               "crops": {v: VARIANT_SETTINGS[v][2] for v in args.variants}, "preset": args.preset,
               "init_from": str(args.init_from) if args.init_from else None,
               "epochs": args.epochs, "iters_per_epoch": args.iters, "training": training, "scores": score(args),
