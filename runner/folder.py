@@ -27,7 +27,7 @@ from model.predictor import InputImageError, Predictor
 
 from .case import ExtraOutputs, segment_file, write_report_from_files
 from .clicks_file import CLICKS_FOLDER, CLICKS_JSON, clicks_for
-from .formats import FORMATS, format_of, is_dicom_case, mask_name
+from .formats import FORMATS, earlier_mask, format_of, is_dicom_case, mask_name
 from .inputs import pair_cases
 from .sharding import WHOLE, Shard, shard_cases, write_results
 from .suv import SuvFactors, SuvTable
@@ -248,22 +248,28 @@ def run_case(predictor: Predictor, case: Case, output_dir: Path, overwrite: bool
     result: dict[str, Any] = {"outputs": [dict(type=fmt.results_type, filename=target.name)],
                               "inputs": [dict(type="dicom_folder" if is_dicom_case(case) else "metaio_image",
                                               filename=case.pet.name)], "error_messages": []}
-    if (target.exists() or target.is_symlink()) and not overwrite:
-        problem = fmt.problem(target, case)
+    earlier = None if overwrite else earlier_mask(fmt, target)
+    if earlier is not None:
+        kept, earlier_fmt = dict(result), fmt
+        if earlier != target:  # the SEG failed in an earlier run; its mask went to the .mha
+            earlier_fmt = format_of(earlier)
+            kept["outputs"] = [dict(type=earlier_fmt.results_type, filename=earlier.name)]
+            kept["dicom_seg_not_written"] = f"{target}: not written in an earlier run; the mask is in {earlier.name}"
+        problem = earlier_fmt.problem(earlier, case)
         missing = extras.missing()
         if problem is None and not missing:
             log.info("%s: mask exists, skipped (use --overwrite to recompute)", case.pet.name)
-            return result, False
+            return kept, False
         if problem is None and set(missing) <= {extras.report, extras.picture}:
             try:
-                summary = write_report_from_files(case.pet, target, extras, suv)
+                summary = write_report_from_files(case.pet, earlier, extras, suv)
             except Exception as exc:  # noqa: BLE001 - one broken case must not stop the others
                 message = _one_line_error(exc, case)
                 log.error("%s", message)
                 return {**result, "error_messages": [message]}, True
             log.info("%s: mask exists; lesion report made from it (%d lesion(s))", case.pet.name, summary["lesions"])
-            return {**result, "lesion_report": summary}, False
-        log.warning("%s; recomputing it", problem or f"{target}: mask exists but not {', '.join(map(str, missing))}")
+            return {**kept, "lesion_report": summary}, False
+        log.warning("%s; recomputing it", problem or f"{earlier}: mask exists but not {', '.join(map(str, missing))}")
     try:
         report = within(timeout_s, lambda cancelled: segment_file(predictor, case.pet, case.ct, target, extras,
                                                                   cancelled, case.clicks, interactive, suv),

@@ -175,6 +175,20 @@ register(MaskFormat("dicom-seg", (".dcm",), "dicom_seg", write_dicom_seg, dicom_
 FALLBACK = "mha"
 
 
+def fallback_path(path: Path) -> Path:
+    """Where ``write_mask`` puts a mask whose DICOM-SEG could not be written: ``<name>.mha`` beside it."""
+    return path.with_suffix(FORMATS[FALLBACK].suffix)
+
+
+def earlier_mask(fmt: MaskFormat, path: Path) -> Path | None:
+    """The mask an earlier run left for ``path``: the file itself, or the SEG's fallback ``.mha``
+    (the headers that failed the SEG fail it again: recomputing would give the same ``.mha``)."""
+    if path.exists() or path.is_symlink():
+        return path
+    fallback = fallback_path(path)
+    return fallback if fmt.needs_dicom and fallback.is_file() else None
+
+
 def write_mask(fmt: MaskFormat, mask: sitk.Image, pet: PetInput, path: Path) -> tuple[Path, str | None]:
     """Write ``mask`` in ``fmt``; returns the file written and, where the DICOM-SEG could not be made
     from the source's headers, the one-line reason. A computed mask is never lost to its wrapper: the
@@ -186,7 +200,7 @@ def write_mask(fmt: MaskFormat, mask: sitk.Image, pet: PetInput, path: Path) -> 
         if not fmt.needs_dicom:
             raise
         reason = " ".join(str(exc).split()) or type(exc).__name__
-        fallback = path.with_suffix(FORMATS[FALLBACK].suffix)
+        fallback = fallback_path(path)
         FORMATS[FALLBACK].write(mask, pet, fallback)
         return fallback, (f"{path}: DICOM-SEG not written ({type(exc).__name__}: {reason}); "
                           f"the mask is in {fallback.name}")

@@ -429,6 +429,14 @@ def test_a_seg_that_cannot_be_written_leaves_the_mask_as_mha_named_in_results(tm
     (entry,) = json.loads((tmp_path / "out" / "results.json").read_text())
     assert entry["outputs"] == [{"type": "metaio_image", "filename": "nostudy.mha"}]
     assert "StudyInstanceUID" in entry["dicom_seg_not_written"] and entry["error_messages"] == []
+    # a rerun keeps the .mha (the same headers would fail the SEG again) instead of computing it anew
+    before = (out / "nostudy.mha").stat().st_mtime_ns
+    assert process.main(["--input", str(root), "--output", str(tmp_path / "out"), "--weights", str(HOTSPOT_WEIGHTS),
+                         "--device", "cpu"]) == 0
+    assert (out / "nostudy.mha").stat().st_mtime_ns == before and not (out / "nostudy.dcm").exists()
+    (again,) = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert again["outputs"] == entry["outputs"] and "earlier run" in again["dicom_seg_not_written"]
+    assert "inference" not in again
 
 
 def test_a_multi_frame_pet_is_read_and_its_seg_refers_to_its_frames(tmp_path, phantom):
