@@ -60,7 +60,8 @@ def configs(variant: str, epochs: int, iters: int, preset_name: str = "demo", lr
     from training.recipe import demo_train_config
 
     inferer, overlap, side = VARIANT_SETTINGS[variant]
-    config = preset(preset_name).with_(crop_size=(side,) * 3, name=f"{preset_name}-ablation")
+    # the preset's own name: a warm start (--init-from) accepts only the same network, crop aside
+    config = preset(preset_name).with_(crop_size=(side,) * 3)
     train = demo_train_config().with_(train_inferer=inferer, train_sw_overlap=overlap, epochs=epochs,
                                       iters_per_epoch=iters, batch_size=1, val_every=10 ** 6, seed=0, lr=lr,
                                       name=f"ablation-{variant}")

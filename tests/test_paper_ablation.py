@@ -34,3 +34,15 @@ def test_the_table4_variants_use_the_separating_crop() -> None:
     (_, o0, side0), (_, o25, side25) = VARIANT_SETTINGS["window-overlap-0"], VARIANT_SETTINGS["window-overlap-0.25"]
     assert (o0, o25) == (0.0, 0.25) and side0 == side25 == 128
     assert window_starts(side0, 64, o0) != window_starts(side25, 64, o25)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANT_SETTINGS))
+def test_a_variant_can_warm_start_from_its_presets_weights(variant) -> None:
+    """--preset demo-wide --init-from weights/fold0.pt: the variant's network is the preset's, only the
+    training crop differs (the warm start refuses any other difference)."""
+    from benchmarks.paper_ablation import configs
+    from model.config import preset
+
+    config, train = configs(variant, epochs=1, iters=1, preset_name="demo-wide")
+    assert config.same_network(preset("demo-wide")) and config.crop_size == (VARIANT_SETTINGS[variant][2],) * 3
+    assert (train.train_inferer, train.train_sw_overlap) == VARIANT_SETTINGS[variant][:2]
