@@ -107,7 +107,7 @@ def test_authors_split_is_consecutive_blocks_of_sorted_patients() -> None:
         authors_folds(eleven)
 
 
-def test_a_non_finite_loss_stops_a_paper_run_in_one_line(phantoms, cache_dir, tmp_path) -> None:
+def test_a_non_finite_loss_stops_a_paper_run_in_one_line(phantoms, cache_dir, tmp_path, capsys) -> None:
     torch.manual_seed(0)
     net = build_network(preset("tiny"))
     with torch.no_grad():
@@ -127,10 +127,15 @@ def test_a_non_finite_loss_stops_a_paper_run_in_one_line(phantoms, cache_dir, tm
     line = str(err.value)
     assert "\n" not in line and line.startswith("epoch 1 step 1: loss nan on case PETCT_000")
     assert any(c.case_id in line for c in phantoms[:3]) and "TerminateOnNan" in line
-    # the demo's rule skips the step and goes on
+    # the demo's rule skips the step and goes on, naming the crops' cases in one line per skipped step
+    capsys.readouterr()
     result = fit(phantoms[:3], [], preset("tiny"), train.with_(nonfinite="skip"), tmp_path / "skip",
                  cache_dir=cache_dir, progress=False, init=tmp_path / "nan.pt")
     assert result.history[0]["skipped"] == result.history[0]["steps"] > 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "step skipped" in line]
+    assert len(lines) == sum(row["skipped"] for row in result.history)
+    assert lines[0].startswith("epoch 1 step 1: loss nan, non-finite")
+    assert any(c.case_id in lines[0] for c in phantoms[:3])
 
 
 def test_four_folds_plus_one_network_on_all_data_export_and_load(phantoms, cache_dir, tmp_path, capsys) -> None:

@@ -568,6 +568,10 @@ def _train_epoch(run: _Run, epoch: int, loss_fn: torch.nn.Module, inferer: Slidi
                 lesion_losses.append(step.loss)
         else:
             skipped += 1
+            if info.is_main:  # which crops: the case ids, so that a recurring one can be looked at
+                cases = ", ".join(str(c) for c in batch.get("case_id", [])) or "unknown cases"
+                tqdm.write(f"epoch {epoch + 1} step {i + 1}: loss {step.loss:.4g}, non-finite loss or gradient "
+                           f"({cases}); step skipped")
         bar.set_postfix(loss=f"{step.loss:.4f}", skipped=skipped, refresh=False)
     lr = run.optimizer.param_groups[0]["lr"]
     run.scheduler.step()
