@@ -88,15 +88,23 @@ def table_sets(path: Path) -> list[str] | None:
 
 
 def update_table(path: Path, head: list[str], rows: dict[str, str], note: str) -> None:
-    """Write ``rows`` into the Markdown table at ``path``: same model label replaces its row, others stay."""
+    """Write ``rows`` into the Markdown table at ``path``: same model label replaces its row, others stay,
+    and so do the remarks written under the table (what each row is, when it was measured)."""
     kept: dict[str, str] = {}
+    remarks: list[str] = []
     if path.is_file():
-        for line in path.read_text().splitlines():
+        lines = path.read_text().splitlines()
+        last_row = max((i for i, line in enumerate(lines) if line.startswith("|")), default=len(lines))
+        for line in lines:
             if line.startswith("| `"):
                 kept[line.split(" | ")[0][2:]] = line
+        remarks = lines[last_row + 1:]
     kept.update(rows)
+    while remarks and not remarks[0].strip():
+        remarks.pop(0)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(["# Held-out phantoms", "", note, "", *head, *kept.values(), ""]))
+    path.write_text("\n".join(["# Held-out phantoms", "", note, "", *head, *kept.values(),
+                               *(["", *remarks] if remarks else [""])]) + ("\n" if remarks else ""))
 
 
 def parse_sets(items: list[str]) -> list[tuple[str, Path]]:

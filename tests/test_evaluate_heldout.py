@@ -39,7 +39,8 @@ def test_both_sets_scored_side_by_side_and_a_rescore_replaces_the_row(sets, tmp_
     assert set(per_case) == {f"{r.case_id}.nii.gz" for r in read_tcia(standard)}
     dices = [c["dice"] for c in per_case.values() if c["gt_ml"] > 0]
     assert rows[0].split(" | ")[1] == f"{sum(dices) / len(dices):.3f}"
-    # a second model keeps the first row; scoring the first again replaces it
+    # a second model keeps the first row; scoring the first again replaces it; remarks under the table stay
+    table.write_text(table.read_text() + "\nThe first row: measured on a given date, commit abc.\n")
     other = tmp_path / "other.pt"
     other.write_bytes(HOTSPOT_WEIGHTS.read_bytes())
     assert evaluate_heldout.main(["--weights", str(other), "--sets", f"standard={standard}",
@@ -47,6 +48,8 @@ def test_both_sets_scored_side_by_side_and_a_rescore_replaces_the_row(sets, tmp_
     assert evaluate_heldout.main(argv[:-2]) == 0
     rows = [line for line in table.read_text().splitlines() if line.startswith("| `")]
     assert len(rows) == 2 and rows[0].startswith(f"| `{HOTSPOT_WEIGHTS}`")
+    text = table.read_text()
+    assert text.count("measured on a given date") == 1 and text.index(rows[1]) < text.index("measured on a given")
     with pytest.raises(SystemExit):  # another choice of sets would break the table's columns: refused first
         evaluate_heldout.main(["--weights", str(other), "--sets", f"standard={standard}", "--table", str(table)])
     assert "compares the sets ['standard', 'shifted']" in capsys.readouterr().err
