@@ -62,6 +62,16 @@ def test_the_organ_head_learns_and_the_export_keeps_the_lesion_network_only(phan
     predictor = Predictor.from_weights(tmp_path / "weights", device="cpu")
     scores = predictor.predict_scores(sitk.ReadImage(str(phantoms[0].pet)))
     assert scores.shape[0] == 1 and np.isfinite(scores).all()
+    # benchmarks/organ_head.py scores the head kept in last.pt: the trained one beats a fresh one
+    from benchmarks.organ_head import score_run
+
+    fresh_state = {**state, "net": fresh.net.state_dict(), "organ_head": fresh.head.state_dict()}
+    torch.save(fresh_state, tmp_path / "fresh.pt")
+    learned = score_run(tmp_path / "runs" / "fold0" / "last.pt", [phantoms[0]], tmp_path / "cache")
+    untrained = score_run(tmp_path / "fresh.pt", [phantoms[0]], tmp_path / "cache")
+    assert learned["voxel_accuracy"] > untrained["voxel_accuracy"] and learned["dice"]["background"] is not None
+    with pytest.raises(SystemExit, match="no organ head"):
+        score_run(tmp_path / "weights" / "fold0.pt", [phantoms[0]], tmp_path / "cache")
 
 
 def test_organ_supervision_without_an_organ_map_says_which_case(phantoms, tmp_path: Path) -> None:
@@ -71,3 +81,17 @@ def test_organ_supervision_without_an_organ_map_says_which_case(phantoms, tmp_pa
     train = train_preset("tiny").with_(organ_weight=1.0, epochs=1, iters_per_epoch=1)
     with pytest.raises(LayoutError, match=r"no organ map .*--organs"):
         fit(bare, [], preset("tiny"), train, tmp_path / "fold0", cache_dir=tmp_path / "cache", progress=False)
+
+
+def test_the_organ_benchmarks_dice_is_monais() -> None:
+    from monai.metrics import compute_dice
+
+    from benchmarks.organ_head import dice
+
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        pred, truth = rng.random((2, 12, 10, 8)) < rng.random(2)[:, None, None, None]
+        theirs = float(compute_dice(torch.from_numpy(pred)[None, None].float(),
+                                    torch.from_numpy(truth)[None, None].float(), include_background=True))
+        assert dice(pred, truth) == pytest.approx(theirs, abs=1e-6)
+    assert dice(np.zeros(3, bool), np.zeros(3, bool)) is None
