@@ -107,6 +107,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         train_sw_overlap=args.train_sw_overlap,
         intensity_aug=args.intensity_aug,
         organ_weight=args.organ_weight,
+        organ_head_lr=args.organ_head_lr,
         adjacent=args.adjacent,
     )
     if (
@@ -441,6 +442,9 @@ def _add_training(p: argparse.ArgumentParser) -> None:
                    help="organ supervision: weight of a training-only organ head's cross-entropy against each "
                         "case's ORGANS.nii.gz (phantoms made with --organs); exports keep the lesion network only "
                         "(default 0: off, as the paper)")
+    p.add_argument("--organ-head-lr", type=float,
+                   help="learning rate of the organ head (default 1e-2; the lesion network keeps --lr): a fresh "
+                        "head at a fine-tuning's 1e-4 does not learn the organs")
     p.add_argument("--crop-size", type=int, nargs=3, metavar=("X", "Y", "Z"),
                    help="training crop in voxels instead of the preset's, same network (demo presets: 96; 64, the "
                         "window, is one window per crop: 1.6 s a step on two cores against 11 s)")
