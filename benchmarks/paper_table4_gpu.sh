@@ -9,10 +9,7 @@
 #   OUT=/some/folder bash benchmarks/paper_table4_gpu.sh
 # Knobs: EPOCHS [16]  ITERS [25]  TEST_SEEDS [50000-50005]  LR [1e-4]  DEVICE [cuda]  WORK [/tmp/table4]
 set -euo pipefail
-if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
-    sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//'
-    exit 0
-fi
+case "${1:-}" in -h|--help) sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "$0")/.."
 OUT=${OUT:?set OUT to a results folder}
 EPOCHS=${EPOCHS:-16}
