@@ -47,7 +47,11 @@ def test_the_organ_head_learns_and_the_export_keeps_the_lesion_network_only(phan
     before = _organ_loss_of(fresh.net, fresh.head.state_dict(), phantoms[0], tmp_path / "cache")
 
     cases = [phantoms[0], phantoms[2]]  # two with lesions
-    fit(cases, [], config, train, tmp_path / "runs" / "fold0", cache_dir=tmp_path / "cache", progress=False, fold=0)
+    result = fit(cases, [], config, train, tmp_path / "runs" / "fold0", cache_dir=tmp_path / "cache", progress=False,
+                 fold=0)
+    organ = [row["loss_organ"] for row in result.history]  # logged apart from the lesion loss, and falling
+    assert all(np.isfinite(organ)) and organ[-1] < organ[0]
+    assert "loss_organ" in (tmp_path / "runs" / "fold0" / "metrics.csv").read_text().splitlines()[0].split(",")
     state = torch.load(tmp_path / "runs" / "fold0" / "last.pt", map_location="cpu", weights_only=True)
     assert set(state["net"]) == set(build_network(config).state_dict())  # the lesion network, no head in it
     assert "organ_head" in state

@@ -132,6 +132,7 @@ class StepResult:
     loss: float
     applied: bool
     has_lesion: bool = False  # the batch's labels hold a lesion voxel (see ``loss_lesion``)
+    organ_loss: float | None = None  # the organ head's cross-entropy, unweighted (organ supervision only)
 
 
 def autocast_dtype(train: TrainConfig, device: torch.device) -> torch.dtype | None:
@@ -192,9 +193,10 @@ def train_step(
             organ_part = organ_loss(logits[:, 2:], batch["organs"].to(device, non_blocking=True))
             loss = loss + organ_weight * organ_part
     value = float(loss.detach())
+    organ_value = float(organ_part.detach()) if organ_weight > 0 else None
     if _any_rank(not math.isfinite(value), info):
         optimizer.zero_grad(set_to_none=True)
-        return StepResult(value, False, has_lesion)
+        return StepResult(value, False, has_lesion, organ_value)
     scaler.scale(loss).backward()
     scaler.unscale_(optimizer)
     norms = [p.grad.detach().norm() for p in net.parameters() if p.grad is not None]
@@ -210,7 +212,7 @@ def train_step(
     else:
         applied = False
     optimizer.zero_grad(set_to_none=True)
-    return StepResult(value, applied, has_lesion)
+    return StepResult(value, applied, has_lesion, organ_value)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -551,6 +553,7 @@ def _train_epoch(run: _Run, epoch: int, loss_fn: torch.nn.Module, inferer: Slidi
     # such batches; the mean over batches with lesions is the part that shows fitting
     losses: list[float] = []
     lesion_losses: list[float] = []
+    organ_losses: list[float] = []  # the organ head's own cross-entropy: shows whether it learns
     skipped = 0
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{run.planned}", unit="it", leave=False,
                disable=not (run.opts.progress and info.is_main), mininterval=1.0 if sys.stderr.isatty() else 30.0)
@@ -569,6 +572,8 @@ def _train_epoch(run: _Run, epoch: int, loss_fn: torch.nn.Module, inferer: Slidi
             losses.append(step.loss)
             if step.has_lesion:
                 lesion_losses.append(step.loss)
+            if step.organ_loss is not None:
+                organ_losses.append(step.organ_loss)
         else:
             skipped += 1
             if info.is_main:  # which crops: the case ids, so that a recurring one can be looked at
@@ -579,7 +584,8 @@ def _train_epoch(run: _Run, epoch: int, loss_fn: torch.nn.Module, inferer: Slidi
     lr = run.optimizer.param_groups[0]["lr"]
     run.scheduler.step()
     row: dict[str, Any] = {"epoch": epoch + 1, "loss": _mean_over_ranks(losses, info),
-                           "loss_lesion": _mean_over_ranks(lesion_losses, info), "lr": lr,
+                           "loss_lesion": _mean_over_ranks(lesion_losses, info),
+                           "loss_organ": _mean_over_ranks(organ_losses, info), "lr": lr,
                            "steps": len(losses) + skipped, "skipped": skipped, "val_dice": float("nan"),
                            "val_fpv_ml": float("nan"), "val_fnv_ml": float("nan"), "val_cases": 0}
     return row
@@ -628,8 +634,9 @@ def _save_epoch(run: _Run, row: dict[str, Any], improved: bool) -> None:
     plot_curves({run.out.name: run.history}, run.out / "curves.png")
     val = (f" val dice {row['val_dice']:.3f} fpv {row['val_fpv_ml']:.1f} ml fnv {row['val_fnv_ml']:.1f} ml"
            if is_finite_number(row["val_dice"]) else "")
-    print(f"epoch {row['epoch']}/{run.planned} loss {row['loss']:.4f} lr {row['lr']:.2e} skipped {row['skipped']}"
-          f"{val} ({row['epoch_s']:.0f} s, total {run.elapsed / 60:.1f} min)", flush=True)
+    organ = f" organ {row['loss_organ']:.3f}" if is_finite_number(row.get("loss_organ")) else ""
+    print(f"epoch {row['epoch']}/{run.planned} loss {row['loss']:.4f}{organ} lr {row['lr']:.2e} skipped "
+          f"{row['skipped']}{val} ({row['epoch_s']:.0f} s, total {run.elapsed / 60:.1f} min)", flush=True)
 
 
 def _validate_last(

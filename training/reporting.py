@@ -13,6 +13,7 @@ CSV_FIELDS = (
     "epoch",
     "loss",
     "loss_lesion",
+    "loss_organ",
     "lr",
     "steps",
     "skipped",
