@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import time
@@ -27,16 +28,11 @@ import numpy as np
 import torch
 
 
-def dice(pred: np.ndarray, truth: np.ndarray) -> float | None:
-    """Dice of two boolean masks; None where both are empty (the class is not in the case)."""
-    total = int(pred.sum()) + int(truth.sum())
-    return None if total == 0 else 2.0 * int(np.logical_and(pred, truth).sum()) / total
-
-
 def score_run(path: Path, cases: list[Any], cache: Path) -> dict[str, Any]:
     """Per-class Dice and voxel accuracy of one ``last.pt``'s organ head on ``cases``."""
     from monai.inferers import SlidingWindowInferer
 
+    from common.masks import dice
     from model.network import load_checkpoint
     from training.data import CaseStore
     from training.organ_head import OrganHead
@@ -63,8 +59,8 @@ def score_run(path: Path, cases: list[Any], cache: Path) -> dict[str, Any]:
         right += int((pred == truth).sum())
         total += truth.size
         for index, name in enumerate(ORGAN_CLASSES):
-            value = dice(pred == index, truth == index)
-            if value is not None:
+            value = dice(pred == index, truth == index)  # NaN: the class is in neither
+            if not math.isnan(value):
                 per_class[name].append(value)
     return {"checkpoint": str(path), "epoch": loaded.metadata.get("epoch"), "cases": [c.case_id for c in cases],
             "voxel_accuracy": right / total, "seconds": round(time.perf_counter() - started, 1),
