@@ -454,10 +454,7 @@ def _setup(train_sources: Sequence[Case], val_sources: Sequence[Case], config: M
                 raise LayoutError(f"case {case_id}: organ map class {top}, but organ_classes is "
                                   f"{train.organ_classes}")
         trained = OrganHead(net, train.organ_classes).to(dev)
-    groups = ([{"params": list(net.parameters())},
-               {"params": list(trained.head.parameters()), "lr": train.organ_head_lr}]  # a fresh head: its own lr
-              if trained is not net else trained.parameters())
-    optimizer = make_optimizer(groups, train)
+    optimizer = make_optimizer(net.parameters(), train, trained.head.parameters() if trained is not net else None)
     if config.interactive and train.click_rounds == 0:
         raise SystemExit(f"'{config.name}' reads clicks but the recipe simulates none (click_rounds 0); "
                          "use an interactive preset's recipe")

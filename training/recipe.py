@@ -528,9 +528,13 @@ def make_loss(train: TrainConfig) -> DiceCELoss:
     )
 
 
-def make_optimizer(params: Any, train: TrainConfig) -> torch.optim.Adam:
-    """Adam at ``train.lr``; ``params`` may be parameter groups with their own ``lr`` (the organ head's)."""
-    return torch.optim.Adam(params, lr=train.lr)
+def make_optimizer(params: Any, train: TrainConfig, organ_head: Any = None) -> torch.optim.Adam:
+    """Adam at ``train.lr``; an ``organ_head``'s parameters (a fresh head) in a group of their own at
+    ``train.organ_head_lr``."""
+    if organ_head is None:
+        return torch.optim.Adam(params, lr=train.lr)
+    return torch.optim.Adam([{"params": list(params)}, {"params": list(organ_head), "lr": train.organ_head_lr}],
+                            lr=train.lr)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
