@@ -104,7 +104,7 @@ def update_table(path: Path, head: list[str], rows: dict[str, str], note: str) -
         remarks.pop(0)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(["# Held-out phantoms", "", note, "", *head, *kept.values(),
-                               *(["", *remarks] if remarks else [""])]) + ("\n" if remarks else ""))
+                               *(["", *remarks] if remarks else [])]) + "\n")
 
 
 def parse_sets(items: list[str]) -> list[tuple[str, Path]]:
