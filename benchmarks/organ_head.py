@@ -31,6 +31,7 @@ import torch
 def score_run(path: Path, cases: list[Any], cache: Path) -> dict[str, Any]:
     """Per-class Dice and voxel accuracy of one ``last.pt``'s organ head on ``cases``."""
     from monai.inferers import SlidingWindowInferer
+    from tqdm import tqdm
 
     from common.masks import dice
     from model.network import load_checkpoint
@@ -50,7 +51,7 @@ def score_run(path: Path, cases: list[Any], cache: Path) -> dict[str, Any]:
     per_class: dict[str, list[float]] = {name: [] for name in ORGAN_CLASSES}
     right = total = 0
     started = time.perf_counter()
-    for case in cases:
+    for case in tqdm(cases, desc=path.name, unit="case"):
         pet, _, _ = store.load(case.case_id, mmap=False)
         truth = np.asarray(store.load_organs(case.case_id, mmap=False))
         with torch.no_grad():
@@ -76,15 +77,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
+    from model.network import CheckpointError
     from training.data import as_sources
-    from training.layouts import read_tcia
+    from training.layouts import LayoutError, read_tcia
 
     torch.set_num_threads(args.threads)
-    cases = as_sources(read_tcia(args.data))
+    try:
+        cases = as_sources(read_tcia(args.data))
+    except LayoutError as exc:
+        raise SystemExit(f"error: {exc}") from None
     if not cases or any(c.organs is None for c in cases):
         raise SystemExit(f"{args.data}: every case needs ORGANS.nii.gz (python -m training.phantoms ... --organs)")
     with tempfile.TemporaryDirectory(prefix="organ-head-") as tmp:
-        results = [score_run(path, cases, Path(tmp)) for path in args.runs]
+        try:
+            results = [score_run(path, cases, Path(tmp)) for path in args.runs]
+        except (CheckpointError, LayoutError) as exc:  # a missing or foreign checkpoint, an unreadable case
+            raise SystemExit(f"error: {exc}") from None
     from training.phantoms.canvas import ORGAN_CLASSES
 
     print("| checkpoint | voxels right | " + " | ".join(ORGAN_CLASSES[1:]) + " |")

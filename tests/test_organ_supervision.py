@@ -125,3 +125,13 @@ def test_the_organ_head_learns_at_its_own_rate_while_the_network_fine_tunes(phan
     # measured: 2.50 -> 2.48 with the network's 1e-4, 2.50 -> 1.32 with the head's own 3e-2 (30 steps)
     (slow_before, slow_after), (fast_before, fast_after) = losses[1e-4], losses[3e-2]
     assert slow_after > 0.95 * slow_before and fast_after < 0.75 * fast_before, losses
+
+
+def test_the_organ_benchmark_refuses_bad_input_in_one_line(phantoms, tmp_path: Path) -> None:
+    from benchmarks.organ_head import main
+
+    with pytest.raises(SystemExit, match=f"not a directory: {tmp_path / 'none'}$"):
+        main(["--runs", str(tmp_path / "a.pt"), "--data", str(tmp_path / "none")])
+    data = phantoms[0].pet.parents[2]  # the phantoms' TCIA root: cases with organ maps
+    with pytest.raises(SystemExit, match=f"{tmp_path / 'a.pt'}: checkpoint file not found$"):
+        main(["--runs", str(tmp_path / "a.pt"), "--data", str(data)])
