@@ -36,14 +36,15 @@ def score_run(path: Path, cases: list[Any], cache: Path) -> dict[str, Any]:
     from common.masks import dice
     from model.network import load_checkpoint
     from training.data import CaseStore
-    from training.organ_head import OrganHead
+    from training.organ_head import OrganHead, levels_of
     from training.phantoms.canvas import ORGAN_CLASSES
 
     loaded = load_checkpoint(path)
     head_state = loaded.metadata.get("organ_head")
     if head_state is None:
         raise SystemExit(f"{path}: no organ head (a run trained with --organ-weight keeps it in last.pt)")
-    wrapped = OrganHead(loaded.network, int(head_state["weight"].shape[0]))
+    wrapped = OrganHead(loaded.network, int(head_state["weight"].shape[0]),
+                        levels_of(loaded.network, int(head_state["weight"].shape[1])))
     wrapped.head.load_state_dict(head_state)
     wrapped.eval()
     store = CaseStore(cases, loaded.config, cache)

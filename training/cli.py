@@ -108,6 +108,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         intensity_aug=args.intensity_aug,
         organ_weight=args.organ_weight,
         organ_head_lr=args.organ_head_lr,
+        organ_head_levels=args.organ_head_levels,
         adjacent=args.adjacent,
     )
     if (
@@ -445,6 +446,9 @@ def _add_training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--organ-head-lr", type=float,
                    help="learning rate of the organ head (default 1e-2; the lesion network keeps --lr): a fresh "
                         "head at a fine-tuning's 1e-4 does not learn the organs")
+    p.add_argument("--organ-head-levels", type=int,
+                   help="decoder levels the organ head reads (default 3: the last three, coarser ones upsampled); "
+                        "1 is the last level alone, the first runs' head")
     p.add_argument("--crop-size", type=int, nargs=3, metavar=("X", "Y", "Z"),
                    help="training crop in voxels instead of the preset's, same network (demo presets: 96; 64, the "
                         "window, is one window per crop: 1.6 s a step on two cores against 11 s)")

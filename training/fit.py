@@ -453,7 +453,7 @@ def _setup(train_sources: Sequence[Case], val_sources: Sequence[Case], config: M
             if top >= train.organ_classes:
                 raise LayoutError(f"case {case_id}: organ map class {top}, but organ_classes is "
                                   f"{train.organ_classes}")
-        trained = OrganHead(net, train.organ_classes).to(dev)
+        trained = OrganHead(net, train.organ_classes, train.organ_head_levels).to(dev)
     optimizer = make_optimizer(net.parameters(), train, trained.head.parameters() if trained is not net else None)
     if config.interactive and train.click_rounds == 0:
         raise SystemExit(f"'{config.name}' reads clicks but the recipe simulates none (click_rounds 0); "

@@ -102,6 +102,9 @@ class TrainConfig:
     # the organ head's own learning rate: it starts from random weights, and at a fine-tuning's lr 1e-4
     # it did not learn the organs in 1375 steps (docs/results/organ_supervision.md)
     organ_head_lr: float = 1e-2
+    # decoder levels the head reads (training/organ_head.py): the demo's last level alone (8 channels)
+    # did not carry the organs, the last three did
+    organ_head_levels: int = 3
     val_every: int = 10
     val_max_cases: int = 0  # 0 = the whole validation fold
     seed: int = 0
@@ -132,8 +135,9 @@ class TrainConfig:
         if self.click_rounds < 0 or self.click_place not in ("uniform", "centre"):
             raise ValueError(f"click_rounds must be >= 0 and click_place uniform or centre, got "
                              f"{self.click_rounds}, {self.click_place!r}")
-        if self.organ_head_lr <= 0:
-            raise ValueError(f"organ_head_lr must be > 0, got {self.organ_head_lr}")
+        if self.organ_head_lr <= 0 or self.organ_head_levels < 1:
+            raise ValueError(f"organ_head_lr must be > 0 and organ_head_levels >= 1, got {self.organ_head_lr}, "
+                             f"{self.organ_head_levels}")
         if self.organ_weight < 0 or self.organ_classes < 2:
             raise ValueError(f"organ_weight must be >= 0 and organ_classes >= 2, got {self.organ_weight}, "
                              f"{self.organ_classes}")
