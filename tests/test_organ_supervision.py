@@ -167,3 +167,27 @@ def test_the_organ_head_reads_the_decoders_levels() -> None:
     assert levels_of(net, one.head.in_channels) == 1 and levels_of(net, three.head.in_channels) == 3
     with pytest.raises(ValueError, match="organ head levels must be 1-3"):
         OrganHead(net, 11, levels=4)
+
+
+def test_the_readout_benchmark_trains_one_head_per_depth(phantoms, tmp_path: Path) -> None:
+    """benchmarks/organ_readout.py: a fresh head per --levels on the frozen network's decoder, its input
+    the first channels of the deepest read-out (4 for the tiny network's last level, 4 + 8 for two)."""
+    import json
+
+    from benchmarks.organ_readout import main
+    from model.network import save_checkpoint
+
+    config = preset("tiny")
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "tiny.pt", build_network(config), config)
+    data = phantoms[0].pet.parents[2]
+    args = ["--weights", str(tmp_path / "tiny.pt"), "--data", str(data), "--cache-dir", str(tmp_path / "cache"),
+            "--train-cases", "4", "--test-cases", "2", "--crops-per-case", "1", "--steps", "8"]
+    assert main([*args, "--levels", "1", "2", "--json", str(tmp_path / "readout.json")]) == 0
+    record = json.loads((tmp_path / "readout.json").read_text())
+    assert [(r["levels"], r["channels"]) for r in record["results"]] == [(1, 4), (2, 12)]
+    assert record["train_crops"] == 4 and record["test_crops"] == 2
+    for r in record["results"]:
+        assert np.isfinite(r["cross_entropy"]) and all(v is None or 0 <= v <= 1 for v in r["dice"].values())
+    with pytest.raises(SystemExit, match=r"6 cases with ORGANS.nii.gz, 6 \+ 2 needed$"):
+        main([*args[:7], "6", "--test-cases", "2"])

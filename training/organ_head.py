@@ -64,7 +64,9 @@ class OrganHead(torch.nn.Module):
                 self._features[depth] = output
         return keep_output
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def decoder_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The lesion logits and what the head reads: the last ``levels`` decoder outputs on the
+        full-resolution grid, full resolution first (``benchmarks/organ_readout.py`` trains heads on them)."""
         self._capturing = True
         try:
             lesion = self.net(x)
@@ -74,8 +76,11 @@ class OrganHead(torch.nn.Module):
         features = [full] + [F.interpolate(self._features[d], size=full.shape[2:], mode="trilinear",
                                            align_corners=False) for d in range(2, self.levels + 1)]
         self._features = {}
-        organs = self.head(torch.cat(features, dim=1))
-        return torch.cat([lesion, organs.to(lesion.dtype)], dim=1)
+        return lesion, torch.cat(features, dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lesion, features = self.decoder_features(x)
+        return torch.cat([lesion, self.head(features).to(lesion.dtype)], dim=1)
 
 
 def organ_loss(logits: torch.Tensor, organs: torch.Tensor) -> torch.Tensor:
