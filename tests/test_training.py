@@ -927,3 +927,24 @@ def test_adjacent_pool_is_the_lesion_voxels_near_other_hot_uptake(tmp_path) -> N
     assert np.array_equal(pool, truth) and len(truth) > 0
     lone = np.unravel_index(pool, label_w.shape)[2] > 30  # the lone lesion lies at z 38
     assert not lone.any()
+
+
+def test_a_shared_cache_serves_each_dataset_its_own_case(tmp_path) -> None:
+    """Two datasets with a case of the same id in one --cache-dir (e.g. standard and wide phantoms both
+    PHANTOM00000_0): each store serves the arrays of its own files, organ map included, as a cache of its
+    own would, however the two take turns."""
+    first = write_tcia_phantoms(tmp_path / "a", [0])[0]
+    second = write_tcia_phantoms(tmp_path / "b", [2])[0]
+    second = Case(first.case_id, second.pet, label=second.label, organs=second.organs)  # same id, other files
+    shared = tmp_path / "shared"
+    for case in (first, second, first):
+        served = CaseStore([case], preset("tiny"), shared)
+        alone = CaseStore([case], preset("tiny"), tmp_path / f"alone-{case.pet.parents[2].name}")
+        pet, label, _ = served.load(case.case_id, mmap=False)
+        ref_pet, ref_label, _ = alone.load(case.case_id, mmap=False)
+        assert np.array_equal(pet, ref_pet) and np.array_equal(label, ref_label)
+        assert np.array_equal(served.load_organs(case.case_id, mmap=False),
+                              alone.load_organs(case.case_id, mmap=False))
+    assert not np.array_equal(CaseStore([first], preset("tiny"), shared).load(first.case_id, mmap=False)[0],
+                              CaseStore([second], preset("tiny"), tmp_path / "alone-b").load(first.case_id,
+                                                                                              mmap=False)[0])

@@ -119,10 +119,22 @@ def _apply(chain: Any, files: dict[str, str], source: Case) -> dict[str, Any]:
                           ) from err
 
 
+def source_stamp(path: Path | None) -> list[int] | None:
+    """A source file's size and modification time (ns): what tells a cached case from another dataset's
+    case of the same id, or from a file rewritten since, without reading the image."""
+    if path is None:
+        return None
+    stat = Path(path).stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
 class CaseStore:
     """Preprocessed cases in ``cache_dir/<cache key>/``; builds missing ones on first use.
 
     ``dtype`` is the PET array's stored dtype (see ``CACHE_DTYPES``); ``load`` returns it as stored.
+    A cached case records its source files' ``source_stamp``; one whose sources differ (a case of
+    the same id from another dataset sharing ``--cache-dir``, a file rewritten since, a cache made
+    before the stamps) is preprocessed again instead of served.
     """
 
     def __init__(
@@ -156,11 +168,23 @@ class CaseStore:
             "lesion_voxels": int(label.sum()),
             "spacing": list(self.config.spacing),
             "dtype": self.dtype,
+            "source": self._stamps(case_id),
         }
         write_json_atomic(meta, meta_p)  # written last: its presence marks a complete case
 
+    def _stamps(self, case_id: str) -> dict[str, list[int] | None]:
+        source = self.by_id[case_id]
+        return {"pet": source_stamp(source.pet), "label": source_stamp(source.label)}
+
     def is_cached(self, case_id: str) -> bool:
-        return all(path.is_file() for path in self._paths(case_id))
+        """Whole (its JSON is written last) and made from this store's source files of that case."""
+        if not all(path.is_file() for path in self._paths(case_id)):
+            return False
+        try:
+            meta = json.loads(self._paths(case_id)[2].read_text())
+        except (OSError, ValueError):
+            return False
+        return meta.get("source") == self._stamps(case_id)
 
     def ensure_all(self, progress: bool = False, workers: int = 1) -> None:
         """Preprocess every case not cached yet, in ``workers`` processes when > 1.
@@ -206,13 +230,19 @@ class CaseStore:
 
     def load_organs(self, case_id: str, mmap: bool = True) -> np.ndarray:
         """The case's organ map on the working grid, made on first use (a file beside the cached case)."""
-        path = self.folder / f"{case_id}.organs.npy"
-        if not path.is_file():
-            source = self.by_id[case_id]
-            if source.organs is None:
-                raise LayoutError(f"case {case_id}: no organ map (ORGANS.nii.gz beside {source.label}); organ "
-                                  "supervision needs one per case: make the phantoms with --organs")
+        path, stamp_path = self.folder / f"{case_id}.organs.npy", self.folder / f"{case_id}.organs.json"
+        source = self.by_id[case_id]
+        if source.organs is None:
+            raise LayoutError(f"case {case_id}: no organ map (ORGANS.nii.gz beside {source.label}); organ "
+                              "supervision needs one per case: make the phantoms with --organs")
+        stamp = {"organs": source_stamp(source.organs), "pet": source_stamp(source.pet)}
+        try:
+            cached = path.is_file() and json.loads(stamp_path.read_text()) == stamp
+        except (OSError, ValueError):
+            cached = False
+        if not cached:  # the stamp is written after the map: its match marks a whole map of these files
             _atomic_save_npy(preprocess_organs(source, self.config), path)
+            write_json_atomic(stamp, stamp_path)
         return np.load(path, mmap_mode="r" if mmap else None)
 
     def has_lesion(self, case_id: str) -> bool:
