@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import logging
-import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -196,44 +195,81 @@ def _geometry(slices: list[pydicom.Dataset], series: Series) -> tuple[list[pydic
     return slices, direction, ((float(pixel[1]), float(pixel[0]), float(along.mean())), tuple(positions[0]))
 
 
-def suv_factor(first: pydicom.Dataset, slices: Sequence[pydicom.Dataset], series: Series) -> float:
-    """Bq/ml -> SUVbw, from the headers (see the module's docstring)."""
-    units = str(_tag(first, "Units", series)).upper()
-    if units == "GML":
-        return 1.0
-    if units not in ("BQML", "CNTS"):
+def _units(first: pydicom.Dataset, series: Series, default: str | None = None) -> str:
+    """BQML, CNTS or GML; a missing Units is ``default`` where given (the user's factors say what the values are)."""
+    units = str(first.get("Units") or default or _tag(first, "Units", series)).upper()
+    if units not in ("BQML", "CNTS", "GML"):
         raise InputError(f"{series.name()}: Units {units}; only BQML (or CNTS with a scale factor, or GML) is read")
+    return units
+
+
+def _value_scale(first: pydicom.Dataset, units: str, series: Series) -> float:
+    """Stored value -> Bq/ml: Philips' activity concentration scale factor for CNTS, 1 otherwise."""
+    if units != "CNTS":
+        return 1.0
+    if PHILIPS_ACTIVITY_SCALE not in first:
+        raise InputError(f"{series.name()}: Units CNTS without Philips' activity concentration scale factor "
+                         "(7053,1009)")
+    return float(first[PHILIPS_ACTIVITY_SCALE].value)
+
+
+def _weight(first: pydicom.Dataset, series: Series) -> float:
     weight = float(_tag(first, "PatientWeight", series))
     if not WEIGHT_KG[0] <= weight <= WEIGHT_KG[1]:
         raise InputError(f"{series.name()}: implausible PatientWeight {weight:g} kg (expected "
                          f"{WEIGHT_KG[0]:g}-{WEIGHT_KG[1]:g}; grams given as kg?)")
+    return weight
+
+
+def _drug(first: pydicom.Dataset, series: Series) -> pydicom.Dataset:
     info = _tag(first, "RadiopharmaceuticalInformationSequence", series)
     if not len(info):  # type: ignore[arg-type]
         raise InputError(f"{series.name()}: missing RadiopharmaceuticalInformationSequence")
-    drug = info[0]  # type: ignore[index]
-    dose = float(_tag(drug, "RadionuclideTotalDose", series, " (in RadiopharmaceuticalInformationSequence)"))
-    half_life = float(_tag(drug, "RadionuclideHalfLife", series, " (in RadiopharmaceuticalInformationSequence)"))
-    if dose <= 0 or half_life <= 0:
-        raise InputError(f"{series.name()}: RadionuclideTotalDose {dose:g} Bq and RadionuclideHalfLife "
-                         f"{half_life:g} s must be positive")
-    correction = str(_tag(first, "DecayCorrection", series)).upper()
+    return info[0]  # type: ignore[index]
+
+
+def _positive(drug: pydicom.Dataset, keyword: str, unit: str, series: Series) -> float:
+    value = float(_tag(drug, keyword, series, " (in RadiopharmaceuticalInformationSequence)"))
+    if value <= 0:
+        raise InputError(f"{series.name()}: {keyword} {value:g} {unit} must be positive")
+    return value
+
+
+def _correction(first: pydicom.Dataset, series: Series, default: str | None = None) -> str:
+    correction = str(first.get("DecayCorrection") or default or _tag(first, "DecayCorrection", series)).upper()
     if correction not in ("START", "ADMIN"):
         raise InputError(f"{series.name()}: DecayCorrection {correction}; only START and ADMIN are read")
-    scale = 1.0
-    if units == "CNTS":
-        if PHILIPS_ACTIVITY_SCALE not in first:
-            raise InputError(f"{series.name()}: Units CNTS without Philips' activity concentration scale factor "
-                             "(7053,1009)")
-        scale = float(first[PHILIPS_ACTIVITY_SCALE].value)
+    return correction
+
+
+def _times(first: pydicom.Dataset, drug: pydicom.Dataset, slices: Sequence[pydicom.Dataset], series: Series,
+           correction: str) -> tuple[float | str, float | str]:
+    """Injection and the decay-correction reference as ``SuvFactors`` takes them: ISO date-times for
+    START; 0 and 0 for ADMIN (values corrected to the injection: no decay to apply)."""
     if correction == "ADMIN":
-        return scale * weight * 1000.0 / dose
+        return 0.0, 0.0
     injected, start = _injection(first, drug, series), _scan_start(first, slices, series)
-    elapsed = (start - injected).total_seconds()
-    if elapsed < 0:
+    if start < injected:
         raise InputError(f"{series.name()}: injection ({injected:%Y-%m-%d %H:%M:%S}) after the scan start "
                          f"({start:%Y-%m-%d %H:%M:%S})")
-    decayed = dose * math.pow(2.0, -elapsed / half_life)
-    return scale * weight * 1000.0 / decayed
+    return injected.isoformat(), start.isoformat()
+
+
+def suv_factor(first: pydicom.Dataset, slices: Sequence[pydicom.Dataset], series: Series) -> float:
+    """Bq/ml -> SUVbw, from the headers (see the module's docstring); the first missing or unreadable
+    header is an InputError naming its keyword. The formula is ``SuvFactors.factor``'s."""
+    units = _units(first, series)
+    if units == "GML":
+        return 1.0
+    weight = _weight(first, series)
+    drug = _drug(first, series)
+    dose = _positive(drug, "RadionuclideTotalDose", "Bq", series)
+    half_life = _positive(drug, "RadionuclideHalfLife", "s", series)
+    correction = _correction(first, series)
+    value_scale = _value_scale(first, units, series)
+    injection, scan = _times(first, drug, slices, series, correction)
+    return SuvFactors(weight_kg=weight, dose_bq=dose, injection=injection, scan=scan, half_life_s=half_life,
+                      value_scale=value_scale, origin=series.name()).factor()
 
 
 def _injection(first: pydicom.Dataset, drug: pydicom.Dataset, series: Series) -> dt.datetime:
@@ -254,39 +290,32 @@ def _scan_start(first: pydicom.Dataset, slices: Sequence[pydicom.Dataset], serie
 
 
 def header_suv_factors(first: pydicom.Dataset, slices: Sequence[pydicom.Dataset], series: Series) -> SuvFactors:
-    """What the headers still give of the SUV (``--suv-factors`` fills in the rest): weight, dose,
-    half-life, injection and scan start as ``runner.suv.SuvFactors``; ADMIN decay correction as no
-    decay; Philips CNTS with its scale. A missing Units is taken as Bq/ml (the user's factors say so)."""
-    def value(get):  # one missing or malformed ingredient leaves the others
+    """What the headers still give of the SUV (``--suv-factors`` fills in the rest), read by the same
+    readers as ``suv_factor``: weight, dose, half-life, injection and scan start as
+    ``runner.suv.SuvFactors``; ADMIN decay correction as no decay; Philips CNTS with its scale. A
+    missing Units is taken as Bq/ml and a missing DecayCorrection as START (the user's factors say so)."""
+    def value(read):  # one missing or malformed ingredient leaves the others
         try:
-            return get()
+            return read()
         except (InputError, ValueError, TypeError, AttributeError, IndexError):
             return None
 
-    units = str(first.get("Units") or "BQML").upper()
     origin = "DICOM headers"
-    if units == "GML":
-        return SuvFactors(scale=1.0, origin=origin)
-    value_scale = 1.0
-    if units == "CNTS":
-        if PHILIPS_ACTIVITY_SCALE not in first:
-            return SuvFactors(origin=origin,
-                              unusable="Units CNTS without Philips' activity concentration scale factor")
-        value_scale = float(first[PHILIPS_ACTIVITY_SCALE].value)
-    elif units != "BQML":
-        return SuvFactors(origin=origin,
-                          unusable=f"Units {units}; only BQML (or CNTS with a scale factor, or GML) are read")
-    drug = value(lambda: first.RadiopharmaceuticalInformationSequence[0])
-    correction = str(first.get("DecayCorrection") or "START").upper()
-    if correction not in ("START", "ADMIN"):
-        return SuvFactors(origin=origin, unusable=f"DecayCorrection {correction}; only START and ADMIN are read")
-    injection = value(lambda: _injection(first, drug, series).isoformat()) if drug is not None else None
-    scan = value(lambda: _scan_start(first, slices, series).isoformat())
-    if correction == "ADMIN":  # values decay-corrected to the injection: no decay to apply
-        injection, scan = 0.0, 0.0
+    try:
+        units = _units(first, series, default="BQML")
+        if units == "GML":
+            return SuvFactors(scale=1.0, origin=origin)
+        value_scale = _value_scale(first, units, series)
+        correction = _correction(first, series, default="START")
+    except InputError as exc:  # values that no added ingredient makes SUV
+        return SuvFactors(origin=origin, unusable=str(exc).removeprefix(f"{series.name()}: "))
+    drug = value(lambda: _drug(first, series))
+    injection, scan = (0.0, 0.0) if correction == "ADMIN" else (  # as in _times, each read on its own
+        value(lambda: _injection(first, drug, series).isoformat()) if drug is not None else None,
+        value(lambda: _scan_start(first, slices, series).isoformat()))
     return SuvFactors(weight_kg=value(lambda: float(first.PatientWeight)),
-                      dose_bq=value(lambda: float(drug.RadionuclideTotalDose)) if drug is not None else None,
-                      half_life_s=value(lambda: float(drug.RadionuclideHalfLife)) if drug is not None else None,
+                      dose_bq=value(lambda: _positive(drug, "RadionuclideTotalDose", "Bq", series)),
+                      half_life_s=value(lambda: _positive(drug, "RadionuclideHalfLife", "s", series)),
                       injection=injection, scan=scan, value_scale=value_scale, origin=origin)
 
 

@@ -470,3 +470,31 @@ def test_a_multi_frame_pet_is_read_and_its_seg_refers_to_its_frames(tmp_path, ph
     seg = hd.seg.segread(tmp_path / "out" / OUT_SUB / "multi.dcm")
     referenced = seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID
     assert referenced == enhanced.SOPInstanceUID
+
+
+def test_the_lenient_header_reading_gives_what_is_left(tmp_path, phantom):
+    """``header_suv_factors`` (for --suv-factors) reads the headers with ``suv_factor``'s readers but keeps
+    what is there: complete START headers give the acquisition's own factor; ADMIN headers without the
+    radiopharmaceutical give no decay and no dose, and the dose added completes the factor."""
+    from runner.dicom import header_suv_factors, suv_factor
+    from runner.suv import SuvFactors
+
+    acq = Acquisition(weight_kg=61.0, dose_bq=2.9e8)
+    write_dicom_study(phantom, tmp_path / "start", acq)
+    series = pet_series(tmp_path / "start")
+    slices = [pydicom.dcmread(p) for p in series.files]
+    expected = 1.0 / acq.bqml_per_suv()  # the writer's own definition
+    assert header_suv_factors(slices[0], slices, series).factor() == pytest.approx(expected, rel=1e-9)
+    assert suv_factor(slices[0], slices, series) == pytest.approx(expected, rel=1e-9)
+
+    write_dicom_study(phantom, tmp_path / "admin", Acquisition(decay_correction="ADMIN", weight_kg=61.0))
+    _edit(tmp_path / "admin", lambda ds, k: delattr(ds, "RadiopharmaceuticalInformationSequence"))
+    series = pet_series(tmp_path / "admin")
+    slices = [pydicom.dcmread(p) for p in series.files]
+    with pytest.raises(InputError, match="missing RadiopharmaceuticalInformationSequence"):
+        suv_factor(slices[0], slices, series)
+    partial = header_suv_factors(slices[0], slices, series)
+    assert (partial.weight_kg, partial.dose_bq, partial.injection, partial.scan) == (61.0, None, 0.0, 0.0)
+    with pytest.raises(InputError, match="no dose for the SUV"):
+        partial.factor()
+    assert partial.merged(SuvFactors(dose_bq=3.0e8)).factor() == pytest.approx(61.0 * 1000.0 / 3.0e8, rel=1e-12)
