@@ -7,8 +7,8 @@ The head is a 1x1x1 convolution on the decoder's last ``levels`` outputs (hooks 
 so both outputs share every layer but their last. Why more than the last level: the demo networks'
 last decoder level has 8 channels, shaped by the lesion task; a linear read-out of those 8 alone
 did not find the organs (frozen shipped fold 0, 400 crops at lr 1e-2: brain and liver Dice 0.00 and
-0.09), one of the last three levels (8 + 16 + 32 channels) did (0.45 and 0.68), measured on
-2026-12-07 (docs/results/organ_supervision.md). The wrapper returns ``[lesion logits | organ
+0.09), one of the last three levels (8 + 16 + 32 channels) did (0.47 and 0.56;
+docs/benchmarks/organ_readout.json). The wrapper returns ``[lesion logits | organ
 logits]`` as one tensor, so MONAI's sliding window stitches both during training's forward pass.
 """
 
