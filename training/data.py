@@ -146,6 +146,9 @@ class CaseStore:
         self.folder = Path(cache_dir) / cache_key(config, dtype)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.by_id = {s.case_id: s for s in self.sources}
+        # checked against their source files once per process: crops load a case every step
+        self._checked: dict[str, dict[str, Any]] = {}
+        self._organs_checked: set[str] = set()
 
     def _paths(self, case_id: str) -> tuple[Path, Path, Path]:
         return (
@@ -154,9 +157,11 @@ class CaseStore:
             self.folder / f"{case_id}.json",
         )
 
-    def ensure(self, case_id: str) -> None:
-        if self.is_cached(case_id):
-            return
+    def ensure(self, case_id: str) -> dict[str, Any]:
+        """The case's cache entry (its JSON), preprocessed first where it is missing or stale."""
+        meta = self._cached_meta(case_id)
+        if meta is not None:
+            return meta
         pet_p, lab_p, meta_p = self._paths(case_id)
         pet, label, affine = preprocess_case(self.by_id[case_id], self.config)
         _atomic_save_npy(pet.astype(self.dtype), pet_p)
@@ -171,20 +176,32 @@ class CaseStore:
             "source": self._stamps(case_id),
         }
         write_json_atomic(meta, meta_p)  # written last: its presence marks a complete case
+        self._checked[case_id] = meta
+        return meta
 
     def _stamps(self, case_id: str) -> dict[str, list[int] | None]:
         source = self.by_id[case_id]
         return {"pet": source_stamp(source.pet), "label": source_stamp(source.label)}
 
-    def is_cached(self, case_id: str) -> bool:
-        """Whole (its JSON is written last) and made from this store's source files of that case."""
-        if not all(path.is_file() for path in self._paths(case_id)):
-            return False
+    def _cached_meta(self, case_id: str) -> dict[str, Any] | None:
+        """The JSON of a whole entry (it is written last) made from this store's source files of the
+        case; None where there is none."""
+        if case_id in self._checked:
+            return self._checked[case_id]
+        pet_p, lab_p, meta_p = self._paths(case_id)
+        if not (pet_p.is_file() and lab_p.is_file()):
+            return None
         try:
-            meta = json.loads(self._paths(case_id)[2].read_text())
+            meta = json.loads(meta_p.read_text())
         except (OSError, ValueError):
-            return False
-        return meta.get("source") == self._stamps(case_id)
+            return None
+        if meta.get("source") != self._stamps(case_id):
+            return None
+        self._checked[case_id] = meta
+        return meta
+
+    def is_cached(self, case_id: str) -> bool:
+        return self._cached_meta(case_id) is not None
 
     def ensure_all(self, progress: bool = False, workers: int = 1) -> None:
         """Preprocess every case not cached yet, in ``workers`` processes when > 1.
@@ -223,26 +240,28 @@ class CaseStore:
             bar.close()
 
     def load(self, case_id: str, mmap: bool = True) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-        self.ensure(case_id)
-        pet_p, lab_p, meta_p = self._paths(case_id)
+        meta = self.ensure(case_id)
+        pet_p, lab_p, _ = self._paths(case_id)
         mode = "r" if mmap else None
-        return np.load(pet_p, mmap_mode=mode), np.load(lab_p, mmap_mode=mode), json.loads(meta_p.read_text())
+        return np.load(pet_p, mmap_mode=mode), np.load(lab_p, mmap_mode=mode), meta
 
     def load_organs(self, case_id: str, mmap: bool = True) -> np.ndarray:
         """The case's organ map on the working grid, made on first use (a file beside the cached case)."""
         path, stamp_path = self.folder / f"{case_id}.organs.npy", self.folder / f"{case_id}.organs.json"
-        source = self.by_id[case_id]
-        if source.organs is None:
-            raise LayoutError(f"case {case_id}: no organ map (ORGANS.nii.gz beside {source.label}); organ "
-                              "supervision needs one per case: make the phantoms with --organs")
-        stamp = {"organs": source_stamp(source.organs), "pet": source_stamp(source.pet)}
-        try:
-            cached = path.is_file() and json.loads(stamp_path.read_text()) == stamp
-        except (OSError, ValueError):
-            cached = False
-        if not cached:  # the stamp is written after the map: its match marks a whole map of these files
-            _atomic_save_npy(preprocess_organs(source, self.config), path)
-            write_json_atomic(stamp, stamp_path)
+        if case_id not in self._organs_checked:
+            source = self.by_id[case_id]
+            if source.organs is None:
+                raise LayoutError(f"case {case_id}: no organ map (ORGANS.nii.gz beside {source.label}); organ "
+                                  "supervision needs one per case: make the phantoms with --organs")
+            stamp = {"organs": source_stamp(source.organs), "pet": source_stamp(source.pet)}
+            try:
+                cached = path.is_file() and json.loads(stamp_path.read_text()) == stamp
+            except (OSError, ValueError):
+                cached = False
+            if not cached:  # the stamp is written after the map: its match marks a whole map of these files
+                _atomic_save_npy(preprocess_organs(source, self.config), path)
+                write_json_atomic(stamp, stamp_path)
+            self._organs_checked.add(case_id)
         return np.load(path, mmap_mode="r" if mmap else None)
 
     def has_lesion(self, case_id: str) -> bool:
