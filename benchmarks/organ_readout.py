@@ -102,8 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.data}: {len(cases)} cases with ORGANS.nii.gz, {args.train_cases} + "
                          f"{args.test_cases} needed")
     net = loaded.network.eval()
-    deepest = max(args.levels)
-    wrapper = OrganHead(net, len(ORGAN_CLASSES), deepest).eval()
+    try:
+        wrapper = OrganHead(net, len(ORGAN_CLASSES), max(args.levels)).eval()
+    except ValueError as exc:  # more levels than the decoder has
+        raise SystemExit(f"--levels: {exc}") from None
     store = CaseStore(cases, loaded.config, args.cache_dir)
     rng = np.random.default_rng(args.seed)
     ids = [c.case_id for c in cases]

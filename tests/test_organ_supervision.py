@@ -191,3 +191,5 @@ def test_the_readout_benchmark_trains_one_head_per_depth(phantoms, tmp_path: Pat
         assert np.isfinite(r["cross_entropy"]) and all(v is None or 0 <= v <= 1 for v in r["dice"].values())
     with pytest.raises(SystemExit, match=r"6 cases with ORGANS.nii.gz, 6 \+ 2 needed$"):
         main([*args[:7], "6", "--test-cases", "2"])
+    with pytest.raises(SystemExit, match=r"^--levels: organ head levels must be 1-3 for this network, got 4$"):
+        main([*args, "--levels", "1", "4"])
