@@ -37,15 +37,13 @@ from pydicom.multival import MultiValue
 
 from common.errors import InputError
 
-from .suv import SuvFactors
+from .suv import WEIGHT_KG, SuvFactors
 
 log = logging.getLogger(__name__)
 
 PET_MODALITY = "PT"
 #: Philips private tag: multiply CNTS pixel values by it to get Bq/ml.
 PHILIPS_ACTIVITY_SCALE = (0x7053, 0x1009)
-#: Plausible adult or child body weight in kg (a weight in grams is the usual slip).
-WEIGHT_KG = (1.0, 400.0)
 
 
 @dataclass(frozen=True)
