@@ -10,7 +10,7 @@ through MONAI's sliding window over the whole working grid (the training window,
 gaussian), the organ logits' argmax against the organ map resampled as training resamples it. Dice
 per class over the cases where the class is in the map or the prediction; the share of voxels
 right. A head that never learned scores near zero on every organ; one that did shows whether the
-lesion network's last features tell a kidney from a lesion.
+lesion network's decoder tells a kidney from a lesion.
 """
 
 from __future__ import annotations

@@ -31,8 +31,10 @@ CROP = 64
 def organ_crops(store: Any, case_ids: list[str], per_case: int, rng: np.random.Generator,
                 lesion_class: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``per_case`` crops of each case, each centred on a random organ voxel (not background, not lesion)."""
+    from tqdm import tqdm
+
     crops = []
-    for case_id in case_ids:
+    for case_id in tqdm(case_ids, desc="crops", unit="case"):  # a case not cached yet is preprocessed first
         pet, _, _ = store.load(case_id, mmap=False)
         organs = np.asarray(store.load_organs(case_id, mmap=False))
         inside = np.argwhere((organs > 0) & (organs != lesion_class))
